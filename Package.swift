@@ -1,0 +1,72 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "kevd",
+    products: [
+        .executable(name: "kevd", targets: ["kevd"]),
+        .executable(name: "kevctl", targets: ["kevctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C: what Glibc does not export (epoll, signalfd, timerfd, eventfd, inotify) and macros Swift cannot call.
+        .target(name: "CKevdShim"),
+        .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
+
+        // The immutable event and its JSON line form. Imports nothing of ours.
+        .target(name: "KevdEvent"),
+        // Durations and calendar (cron) schedules: pure arithmetic, no I/O.
+        .target(name: "KevdSchedule", dependencies: [.product(name: "Collections", package: "swift-collections")]),
+        // Thin Swift wrappers over syscalls and libudev; the only module that imports the C shims.
+        .target(
+            name: "KevdKernel",
+            dependencies: ["CKevdShim", "CUdev", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The configuration file: TOML in, validated values out, errors with file:line:col.
+        .target(
+            name: "KevdConfig",
+            dependencies: ["KevdSchedule", .product(name: "TOMLKit", package: "TOMLKit")]
+        ),
+        // The epoll loop, the cross-thread queue and the five sources.
+        .target(
+            name: "KevdLoop",
+            dependencies: [
+                "KevdKernel", "KevdEvent", "KevdSchedule", "KevdConfig",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        // Wiring: config, start-up order, signals, reload, shutdown, sinks.
+        .target(
+            name: "KevdDaemon",
+            dependencies: [
+                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "kevd",
+            dependencies: ["KevdDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "kevctl",
+            dependencies: ["KevdConfig", "KevdEvent", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+
+        .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent"]),
+        .testTarget(name: "KevdScheduleTests", dependencies: ["KevdSchedule"]),
+        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig"]),
+        .testTarget(
+            name: "KevdLoopTests",
+            dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

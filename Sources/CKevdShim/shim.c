@@ -1,0 +1,173 @@
+#define _GNU_SOURCE
+#include "CKevdShim.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+int kevd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int kevd_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int kevd_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        events[i] = evs[i].events;
+        data[i] = evs[i].data.u64;
+    }
+    return n;
+}
+
+int kevd_eventfd(unsigned int initval, int nonblocking) {
+    return eventfd(initval, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0));
+}
+
+int kevd_timerfd_create(int clockid) { return timerfd_create(clockid, TFD_CLOEXEC | TFD_NONBLOCK); }
+
+int kevd_timerfd_settime(int fd, int flags, int64_t value_ns, int64_t interval_ns) {
+    struct itimerspec spec;
+    spec.it_value.tv_sec = value_ns / 1000000000;
+    spec.it_value.tv_nsec = value_ns % 1000000000;
+    spec.it_interval.tv_sec = interval_ns / 1000000000;
+    spec.it_interval.tv_nsec = interval_ns % 1000000000;
+    return timerfd_settime(fd, flags, &spec, NULL);
+}
+
+int kevd_signalfd(int fd, const sigset_t *mask) { return signalfd(fd, mask, SFD_CLOEXEC | SFD_NONBLOCK); }
+
+int kevd_signalfd_read(int fd, struct kevd_siginfo *out, int max) {
+    struct signalfd_siginfo buf[16];
+    if (max > 16) max = 16;
+    ssize_t n;
+    do {
+        n = read(fd, buf, sizeof(buf[0]) * (size_t)max);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return (errno == EAGAIN) ? 0 : -1;
+    int count = (int)(n / (ssize_t)sizeof(buf[0]));
+    for (int i = 0; i < count; i++) {
+        out[i].signo = buf[i].ssi_signo;
+        out[i].code = buf[i].ssi_code;
+        out[i].pid = buf[i].ssi_pid;
+        out[i].uid = buf[i].ssi_uid;
+        out[i].status = buf[i].ssi_status;
+    }
+    return count;
+}
+
+int kevd_sigset_fill(sigset_t *set, const int *signals, int count) {
+    if (sigemptyset(set) != 0) return -1;
+    for (int i = 0; i < count; i++)
+        if (sigaddset(set, signals[i]) != 0) return -1;
+    return 0;
+}
+
+int kevd_sigmask_block(const int *signals, int count) {
+    sigset_t set;
+    if (kevd_sigset_fill(&set, signals, count) != 0) return -1;
+    int r = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (r != 0) { errno = r; return -1; }
+    return 0;
+}
+
+int kevd_sigmask_unblock_all(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    int r = pthread_sigmask(SIG_SETMASK, &set, NULL);
+    if (r != 0) { errno = r; return -1; }
+    return 0;
+}
+
+int kevd_inotify_init(void) { return inotify_init1(IN_CLOEXEC | IN_NONBLOCK); }
+
+struct kevd_dir { DIR *dir; };
+
+kevd_dir *kevd_opendir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return NULL;
+    DIR *d = fdopendir(fd);
+    if (!d) { int e = errno; close(fd); errno = e; return NULL; }
+    kevd_dir *out = malloc(sizeof *out);
+    if (!out) { closedir(d); errno = ENOMEM; return NULL; }
+    out->dir = d;
+    return out;
+}
+
+const char *kevd_readdir(kevd_dir *dir, int *is_dir) {
+    struct dirent *e;
+    while ((e = readdir(dir->dir)) != NULL) {
+        if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) continue;
+        *is_dir = e->d_type == DT_UNKNOWN ? -1 : (e->d_type == DT_DIR ? 1 : 0);
+        return e->d_name;
+    }
+    return NULL;
+}
+
+void kevd_closedir(kevd_dir *dir) {
+    closedir(dir->dir);
+    free(dir);
+}
+
+int64_t kevd_clock_ns(int clockid) {
+    struct timespec ts;
+    clock_gettime(clockid, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int kevd_set_rcvbuf(int fd, int bytes, int force) {
+    return setsockopt(fd, SOL_SOCKET, force ? SO_RCVBUFFORCE : SO_RCVBUF, &bytes, sizeof bytes);
+}
+
+int kevd_get_rcvbuf(int fd) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) != 0) return -1;
+    return v;
+}
+
+int kevd_getrandom(void *buf, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = getrandom((char *)buf + done, len - done, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+int kevd_WIFEXITED(int status) { return WIFEXITED(status); }
+int kevd_WEXITSTATUS(int status) { return WEXITSTATUS(status); }
+int kevd_WIFSIGNALED(int status) { return WIFSIGNALED(status); }
+int kevd_WTERMSIG(int status) { return WTERMSIG(status); }
+
+ssize_t kevd_write_some(int fd, const void *buf, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, (const char *)buf + done, len - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) break;
+            return done > 0 ? (ssize_t)done : -1;
+        }
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+int kevd_set_nonblocking(int fd, int on) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    return fcntl(fd, F_SETFL, flags);
+}

@@ -1,0 +1,87 @@
+import KevdSchedule
+
+/// kevd's configuration, validated: every value here is usable as it is.
+public struct Config: Sendable, Equatable {
+    /// The file it was read from (absolute), for messages and reloads.
+    public var file: String
+    public var daemon: DaemonSettings
+    public var watches: [WatchSpec]
+    public var timers: [TimerSpec]
+    public var udev: UdevSpec
+
+    public init(file: String, daemon: DaemonSettings, watches: [WatchSpec], timers: [TimerSpec], udev: UdevSpec) {
+        self.file = file
+        self.daemon = daemon
+        self.watches = watches
+        self.timers = timers
+        self.udev = udev
+    }
+}
+
+/// The `[daemon]` table.
+public struct DaemonSettings: Sendable, Equatable {
+    public var stateDir: String
+    public var socket: String
+    /// Accepted now, used by the rules engine.
+    public var rulesDir: String
+    public var logLevel: String
+
+    public static let defaultStateDir = "/var/lib/kevd"
+    public static let defaultSocket = "/run/kevd/kevd.sock"
+    public static let defaultRulesDir = "/etc/kevd/rules.d"
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+}
+
+/// A `[[watch]]` table: a file or directory tree to watch with inotify.
+public struct WatchSpec: Sendable, Equatable {
+    public var path: String
+    public var recursive: Bool
+    /// The event types to report; always a subset of `FileEventType.allCases`.
+    public var events: Set<FileEventType>
+    /// Globs: without a `/` they match any file or directory name in the tree; with one, the path relative to
+    /// `path`. Excluded directories are not descended into.
+    public var exclude: [String]
+}
+
+/// The inotify event types a watch can ask for.
+public enum FileEventType: String, Sendable, CaseIterable, Hashable {
+    case create, modify, attrib, delete, moved
+    case closeWrite = "close_write"
+    case movedFrom = "moved_from"
+    case movedTo = "moved_to"
+    case deleteSelf = "delete_self"
+    case unmount
+}
+
+/// A `[[timer]]` table.
+public struct TimerSpec: Sendable, Equatable {
+    public enum Schedule: Sendable, Equatable {
+        /// Every so many nanoseconds, on the monotonic clock.
+        case every(nanoseconds: Int64)
+        /// Calendar times in local time, on the wall clock.
+        case cron(CronSchedule, expression: String)
+    }
+
+    public var name: String
+    public var schedule: Schedule
+}
+
+/// The `[udev]` table.
+public struct UdevSpec: Sendable, Equatable {
+    public enum Source: String, Sendable {
+        case auto, udev, kernel
+    }
+
+    public struct Match: Sendable, Equatable {
+        public var subsystem: String
+        public var devtype: String?
+    }
+
+    public var enabled: Bool
+    public var source: Source
+    public var matches: [Match]
+    public var receiveBuffer: Int
+
+    public static let defaultReceiveBuffer = 16 * 1024 * 1024
+    public static let disabled = UdevSpec(enabled: false, source: .auto, matches: [], receiveBuffer: defaultReceiveBuffer)
+}

@@ -1,0 +1,108 @@
+/// Finds where tables and keys stand in TOML source text.
+///
+/// TOMLKit reports positions for syntax errors only; a semantic error ("unknown key", "bad duration") still has
+/// to name file:line:col. This scanner indexes the headers (`[daemon]`, the n-th `[[watch]]`) and the keys
+/// under them. It understands what valid TOML needs for that (comments, quoted keys, multi-line strings and
+/// arrays); it runs only on text TOMLKit already accepted.
+struct TOMLLocator {
+    struct Position: Equatable {
+        let line: Int
+        let column: Int
+    }
+
+    /// `table` is the header path ("" for the root, "watch" for `[[watch]]`), `index` which array element.
+    private struct Scope: Hashable {
+        let table: String
+        let index: Int
+    }
+
+    private var headers: [Scope: Position] = [:]
+    private var keys: [Scope: [String: Position]] = [:]
+
+    init(source: String) {
+        var scope = Scope(table: "", index: 0)
+        var arrayCounts: [String: Int] = [:]
+        var inMultilineString: String? = nil
+        var bracketDepth = 0
+        var lineNumber = 0
+        for rawLine in source.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let line = Substring(rawLine)
+            if let delimiter = inMultilineString {
+                if line.contains(delimiter) { inMultilineString = nil }
+                continue
+            }
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            let column = line.count - trimmed.count + 1
+            if bracketDepth > 0 {
+                bracketDepth += Self.bracketBalance(trimmed)
+                continue
+            }
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            if trimmed.hasPrefix("[[") {
+                let name = Self.headerName(trimmed.dropFirst(2))
+                let index = arrayCounts[name, default: 0]
+                arrayCounts[name] = index + 1
+                scope = Scope(table: name, index: index)
+                headers[scope] = Position(line: lineNumber, column: column)
+                continue
+            }
+            if trimmed.hasPrefix("[") {
+                scope = Scope(table: Self.headerName(trimmed.dropFirst()), index: 0)
+                headers[scope] = Position(line: lineNumber, column: column)
+                continue
+            }
+            guard let equals = trimmed.firstIndex(of: "=") else { continue }
+            var key = String(trimmed[..<equals]).trimmingSpaces()
+            if key.count >= 2, key.first == "\"" || key.first == "'" { key = String(key.dropFirst().dropLast()) }
+            keys[scope, default: [:]][key] = Position(line: lineNumber, column: column)
+            let value = trimmed[trimmed.index(after: equals)...].drop { $0 == " " || $0 == "\t" }
+            for delimiter in ["\"\"\"", "'''"] where value.hasPrefix(delimiter) {
+                if !value.dropFirst(3).contains(delimiter) { inMultilineString = delimiter }
+            }
+            if value.hasPrefix("[") { bracketDepth = Self.bracketBalance(value) }
+        }
+    }
+
+    /// Where `key` of the `index`-th `table` is, else where that table starts, else the top of the file.
+    func position(table: String, index: Int = 0, key: String? = nil) -> Position {
+        let scope = Scope(table: table, index: index)
+        if let key, let position = keys[scope]?[key] { return position }
+        return headers[scope] ?? Position(line: 1, column: 1)
+    }
+
+    private static func headerName(_ text: Substring) -> String {
+        let end = text.firstIndex(of: "]") ?? text.endIndex
+        return String(text[..<end]).trimmingSpaces()
+    }
+
+    /// Net `[` minus `]` outside strings and comments, to follow arrays that span lines.
+    private static func bracketBalance(_ text: Substring) -> Int {
+        var balance = 0
+        var quote: Character? = nil
+        var escaped = false
+        for c in text {
+            if let q = quote {
+                if escaped { escaped = false } else if c == "\\" && q == "\"" { escaped = true } else if c == q { quote = nil }
+                continue
+            }
+            switch c {
+            case "\"", "'": quote = c
+            case "#": return balance
+            case "[": balance += 1
+            case "]": balance -= 1
+            default: break
+            }
+        }
+        return balance
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,69 @@
+import CKevdShim
+import Glibc
+
+/// Signals delivered as records on a file descriptor (`signalfd`).
+///
+/// The signals must be blocked in every thread first (`blockInAllThreads`), at the top of `main`, before any
+/// thread exists: threads inherit the mask, and a signal left unblocked in one thread would be delivered there.
+public final class SignalFD {
+    public struct Record: Sendable, Equatable {
+        public let signal: Int32
+        public let code: Int32
+        public let senderPID: UInt32
+        public let senderUID: UInt32
+        public let status: Int32
+    }
+
+    public let fd: OwnedFD
+    public let signals: [Int32]
+
+    public static func blockInAllThreads(_ signals: [Int32]) throws {
+        try signals.withUnsafeBufferPointer { buf in
+            try syscall("pthread_sigmask") { kevd_sigmask_block(buf.baseAddress, Int32(buf.count)) }
+        }
+    }
+
+    public init(signals: [Int32]) throws {
+        self.signals = signals
+        var set = sigset_t()
+        try signals.withUnsafeBufferPointer { buf in
+            try syscall("sigaddset") { kevd_sigset_fill(&set, buf.baseAddress, Int32(buf.count)) }
+        }
+        fd = OwnedFD(try syscall("signalfd") { kevd_signalfd(-1, &set) })
+    }
+
+    /// Reads every pending record.
+    public func readAll() throws -> [Record] {
+        var out: [Record] = []
+        var buffer = [kevd_siginfo](repeating: kevd_siginfo(), count: 16)
+        while true {
+            let n = try buffer.withUnsafeMutableBufferPointer { buf in
+                try syscall("signalfd read") { kevd_signalfd_read(fd.rawValue, buf.baseAddress, 16) }
+            }
+            if n == 0 { return out }
+            for info in buffer.prefix(Int(n)) {
+                out.append(
+                    Record(
+                        signal: Int32(info.signo), code: info.code, senderPID: info.pid, senderUID: info.uid,
+                        status: info.status))
+            }
+        }
+    }
+
+    /// The lower-case name without "SIG", as events carry it ("hup", "usr1").
+    public static func name(of signal: Int32) -> String {
+        switch signal {
+        case SIGHUP: return "hup"
+        case SIGINT: return "int"
+        case SIGQUIT: return "quit"
+        case SIGTERM: return "term"
+        case SIGUSR1: return "usr1"
+        case SIGUSR2: return "usr2"
+        case SIGCHLD: return "chld"
+        case SIGPIPE: return "pipe"
+        case SIGALRM: return "alrm"
+        case SIGWINCH: return "winch"
+        default: return "sig\(signal)"
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import KevdKernel
+import Logging
+
+/// kevd's one loop: one thread, one `epoll_wait`, every source an fd.
+///
+/// Each registration is tagged with (generation, fd) in epoll's 64-bit user data, so a readiness report for
+/// an fd that was closed and reused within the same `epoll_wait` batch is recognised as stale and dropped.
+/// Ready fds of one wakeup are dispatched in priority order (lower first), like sd-event. Handlers must not
+/// block: they drain their fd with large non-blocking reads and return.
+public final class EventLoop {
+    public typealias Handler = (Epoll.Events) -> Void
+
+    /// Dispatch order of ready sources within one wakeup: lower runs first.
+    public enum Priority: Int, Comparable, Sendable {
+        /// Signals first: a TERM must not wait behind a burst of file events.
+        case signals = 0
+        /// Cross-thread wakeups (flusher completions) before new input, so acknowledgements are not starved.
+        case inbox = 10
+        case timers = 20
+        case kernelInput = 30
+        case clients = 40
+
+        public static func < (a: Priority, b: Priority) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    private struct Registration {
+        let generation: UInt32
+        let priority: Priority
+        let handler: Handler
+    }
+
+    private let epoll: Epoll
+    private var registrations: [Int32: Registration] = [:]
+    private var nextGeneration: UInt32 = 1
+    private var ready = Epoll.ReadyList()
+    private var order: [Int] = []
+    private var turnEndHandlers: [() -> Void] = []
+    private var stopRequested = false
+    public let inbox: LoopInbox
+    let logger: Logger
+
+    public init(logger: Logger) throws {
+        self.logger = logger
+        epoll = try Epoll()
+        inbox = try LoopInbox()
+        try register(fd: inbox.wakeup.fd.rawValue, events: .readable, priority: .inbox) { [inbox] _ in
+            inbox.runPending()
+        }
+    }
+
+    /// Watches `fd` for `events`; `handler` runs on the loop thread when it is ready.
+    public func register(fd: Int32, events: Epoll.Events, priority: Priority, handler: @escaping Handler) throws {
+        precondition(registrations[fd] == nil, "fd \(fd) registered twice")
+        let generation = nextGeneration
+        nextGeneration &+= 1
+        try epoll.add(fd, events: events, data: Self.tag(generation: generation, fd: fd))
+        registrations[fd] = Registration(generation: generation, priority: priority, handler: handler)
+    }
+
+    /// Changes the events watched on a registered fd (e.g. adds `.writable` while output is queued).
+    public func modify(fd: Int32, events: Epoll.Events) throws {
+        guard let registration = registrations[fd] else { return }
+        try epoll.modify(fd, events: events, data: Self.tag(generation: registration.generation, fd: fd))
+    }
+
+    /// Stops watching `fd`. Call before closing it.
+    public func unregister(fd: Int32) {
+        guard registrations.removeValue(forKey: fd) != nil else { return }
+        // ENOENT/EBADF here would mean the fd was already closed: the kernel dropped it from the set anyway.
+        try? epoll.remove(fd)
+    }
+
+    public var registeredCount: Int { registrations.count }
+
+    /// Runs `body` at the end of every loop turn, after all ready handlers: where sinks write what a turn
+    /// batched (one `write` for many events) and sources finish multi-record work.
+    public func onTurnEnd(_ body: @escaping () -> Void) {
+        turnEndHandlers.append(body)
+    }
+
+    /// Waits once (up to `timeoutMilliseconds`, -1 forever), runs the ready handlers in priority order, then the
+    /// turn-end handlers. Returns how many handlers ran.
+    @discardableResult
+    public func runOnce(timeoutMilliseconds: Int32) throws -> Int {
+        try epoll.wait(into: &ready, timeoutMilliseconds: timeoutMilliseconds)
+        order.removeAll(keepingCapacity: true)
+        for i in 0..<ready.count { order.append(i) }
+        if ready.count > 1 {
+            // Small n (a handful of sources): sort indices by the registration's priority.
+            order.sort { lhs, rhs in
+                let a = registrations[Self.fd(of: ready[lhs].data)]?.priority ?? .clients
+                let b = registrations[Self.fd(of: ready[rhs].data)]?.priority ?? .clients
+                return a < b
+            }
+        }
+        var ran = 0
+        for i in order {
+            let (events, data) = ready[i]
+            let fd = Self.fd(of: data)
+            // Stale: an earlier handler of this batch unregistered the fd (and maybe a new one took its number).
+            guard let registration = registrations[fd], registration.generation == Self.generation(of: data) else {
+                continue
+            }
+            registration.handler(events)
+            ran += 1
+        }
+        for body in turnEndHandlers { body() }
+        return ran
+    }
+
+    /// Runs until `stop()` is called (from a handler, or through the inbox from another thread).
+    public func run() throws {
+        stopRequested = false
+        while !stopRequested {
+            try runOnce(timeoutMilliseconds: -1)
+        }
+    }
+
+    /// Makes `run()` return after the current turn.
+    public func stop() { stopRequested = true }
+    public var isStopping: Bool { stopRequested }
+
+    private static func tag(generation: UInt32, fd: Int32) -> UInt64 {
+        UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
+    }
+    private static func fd(of tag: UInt64) -> Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: tag)) }
+    private static func generation(of tag: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: tag >> 32) }
+}

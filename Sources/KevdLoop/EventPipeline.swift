@@ -1,0 +1,59 @@
+import KevdEvent
+import KevdKernel
+
+/// A consumer of stamped events: the journal, the subscriber server, the rules engine, `--stdout`.
+///
+/// `consume` runs on the loop thread for every event, in seq order, and must not block; work that needs a
+/// syscall should be batched and done in `endOfTurn`, which the loop calls once per wakeup.
+public protocol EventSink: AnyObject {
+    func consume(_ event: Event)
+    func endOfTurn()
+}
+
+extension EventSink {
+    public func endOfTurn() {}
+}
+
+/// Stamps drafts into events (seq, id, clocks) and hands each, in order, to every sink.
+///
+/// Sources only publish drafts; they know nothing about who consumes. Sinks are called in registration order,
+/// so the journal (registered first) has appended an event before any subscriber or rule sees it.
+public final class EventPipeline {
+    public private(set) var nextSeq: UInt64
+    public let idBase: EventIDBase
+    private var sinks: [EventSink] = []
+    /// Events published per source name, for status and tests.
+    public private(set) var counts: [String: UInt64] = [:]
+
+    public init(firstSeq: UInt64 = 1, idBase: EventIDBase) {
+        nextSeq = firstSeq
+        self.idBase = idBase
+    }
+
+    public func add(sink: EventSink) { sinks.append(sink) }
+
+    @discardableResult
+    public func publish(_ draft: EventDraft) -> Event {
+        let wall = Clock.realtimeNanoseconds()
+        let mono = Clock.monotonicNanoseconds()
+        let seq = nextSeq
+        nextSeq += 1
+        let event = Event(
+            seq: seq, id: EventID(unixMilliseconds: UInt64(max(wall, 0) / 1_000_000), seq: seq, base: idBase),
+            time: WallTime(nanoseconds: wall), mono: mono, source: draft.source, type: draft.type, key: draft.key,
+            data: draft.data)
+        counts[draft.source.name, default: 0] += 1
+        for sink in sinks { sink.consume(event) }
+        return event
+    }
+
+    public func endOfTurn() {
+        for sink in sinks { sink.endOfTurn() }
+    }
+
+    /// Convenience for kevd's own events (`kevd`/`started`, `error`, `overflow`…).
+    @discardableResult
+    public func publishKevd(_ type: String, component: String, _ data: EventData = EventData()) -> Event {
+        publish(EventDraft(source: .kevd, type: type, key: component, data: data))
+    }
+}

@@ -1,0 +1,611 @@
+import Glibc
+import KevdConfig
+import KevdEvent
+import KevdKernel
+import Logging
+
+/// File and directory changes under the configured `[[watch]]` paths.
+///
+/// - Recursive trees are race-free: a new subdirectory is watched first and listed second, and what the listing
+///   finds is reported as `create` with `data.synthetic = true` (the files made before the watch existed).
+///   A real `IN_CREATE` for a name the listing already reported is dropped, so nothing is reported twice.
+/// - A path that does not exist yet is watched through its nearest existing ancestor and picked up when it
+///   appears; a root that is deleted or moved away goes back to waiting the same way.
+/// - `IN_MOVED_FROM`/`IN_MOVED_TO` with one cookie become one `moved` event. The kernel queues both halves
+///   inside `rename(2)`, but a read can end between them, so an unpaired half waits a few milliseconds for its
+///   partner before it is reported alone.
+/// - `IN_Q_OVERFLOW` is reported per root as `inotify`/`overflow`, then every watch is re-established by a
+///   rescan. `ENOSPC` from `inotify_add_watch` is reported as `kevd`/`error` naming the sysctl.
+public final class InotifySource {
+    /// What a watched directory (or file) is to kevd. One inode can play several roles: roots may nest, and a
+    /// waiting root's ancestor may also be inside another root's tree.
+    enum Role: Equatable {
+        /// Inside root `root`'s tree (the root directory itself or, when recursive, anything below it).
+        case tree(root: Int)
+        /// The root `root` itself, which is a file rather than a directory.
+        case file(root: Int)
+        /// The nearest existing ancestor of root `root`, which does not exist yet.
+        case waiting(root: Int)
+    }
+
+    struct Watched {
+        var path: String
+        var roles: [Role]
+        /// Rescan generation that last confirmed this watch; older ones are dropped after a rescan.
+        var generation: Int
+    }
+
+    struct Root {
+        let spec: WatchSpec
+        let events: Set<FileEventType>
+        let excludeNames: [String]
+        let excludePaths: [String]
+    }
+
+    struct PendingMove {
+        let fromPath: String
+        let fromName: [UInt8]
+        let fromDirPath: String
+        let isDirectory: Bool
+        let roots: [Int]
+    }
+
+    /// The kernel events every watch asks for; roles and configured types filter in user space. One mask for all
+    /// means re-adding a watch for another role can never narrow it.
+    static let watchMask: Inotify.Mask = [
+        .create, .modify, .closeWrite, .attrib, .delete, .movedFrom, .movedTo, .deleteSelf, .moveSelf,
+        .dontFollow, .excludeUnlinked,
+    ]
+
+    /// 256 KiB: about 10,000 short-name events per read, so a burst costs few syscalls.
+    static let readBufferSize = 256 * 1024
+    static let moveGraceNanoseconds: Int64 = 2_000_000
+
+    let inotify: Inotify
+    let loop: EventLoop
+    let pipeline: EventPipeline
+    let logger: Logger
+    private(set) var roots: [Root] = []
+    private(set) var watches: [Int32: Watched] = [:]
+    private var wdByPath: [String: Int32] = [:]
+    private var pendingMoves: [UInt32: PendingMove] = [:]
+    private var pendingMoveOrder: [UInt32] = []
+    private let moveTimer: TimerFD
+    private var moveTimerArmed = false
+    /// Paths a listing reported as synthetic creates during this drain: their real IN_CREATE is a duplicate.
+    private var synthesized: Set<String> = []
+    private var generation = 0
+    private var readBuffer: UnsafeMutableRawBufferPointer
+    /// Set while a watch limit error is outstanding, so a storm of failing adds reports once.
+    private var watchLimitReported = false
+    public private(set) var overflowCount = 0
+
+    public init(loop: EventLoop, pipeline: EventPipeline, logger: Logger) throws {
+        self.loop = loop
+        self.pipeline = pipeline
+        self.logger = logger
+        inotify = try Inotify()
+        moveTimer = try TimerFD(clock: .monotonic)
+        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
+        try loop.register(fd: inotify.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
+            self.drain()
+        }
+        try loop.register(fd: moveTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
+            _ = try? self.moveTimer.read()  // EAGAIN-only; the flush below is what matters.
+            self.moveTimerArmed = false
+            self.drain()
+            self.flushPendingMoves()
+        }
+    }
+
+    deinit {
+        loop.unregister(fd: inotify.fd.rawValue)
+        loop.unregister(fd: moveTimer.fd.rawValue)
+        readBuffer.deallocate()
+    }
+
+    public var watchCount: Int { watches.count }
+
+    /// Replaces the configured roots (at start and on reload). Watches of roots that stay are kept.
+    public func configure(_ specs: [WatchSpec]) {
+        let old = roots
+        roots = specs.map { spec in
+            let names = spec.exclude.filter { !$0.contains("/") }
+            let paths = spec.exclude.filter { $0.contains("/") }
+            return Root(spec: spec, events: spec.events, excludeNames: names, excludePaths: paths)
+        }
+        if old.map(\.spec) == specs { return }
+        // Role indices changed meaning: drop every role and establish them again. The kernel keeps the same wd
+        // for an inode, so directories watched before and after see no gap.
+        for wd in Array(watches.keys) { watches[wd]?.roles.removeAll() }
+        for index in roots.indices { establish(root: index, announce: false) }
+        removeWatchesWithoutRoles()
+    }
+
+    // MARK: Reading
+
+    /// Reads and handles everything queued, then lets unpaired moves wait briefly for their partner.
+    func drain() {
+        while true {
+            let count: Int?
+            do {
+                count = try inotify.read(into: readBuffer)
+            } catch {
+                reportError("inotify read failed", error: error)
+                return
+            }
+            guard let count, count > 0 else { break }
+            var decoder = InotifyRecordDecoder(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
+            while let record = decoder.next() { handle(record) }
+        }
+        synthesized.removeAll(keepingCapacity: true)
+        if !pendingMoves.isEmpty && !moveTimerArmed {
+            do {
+                try moveTimer.arm(delay: Self.moveGraceNanoseconds, interval: 0)
+                moveTimerArmed = true
+            } catch {
+                flushPendingMoves()
+            }
+        }
+    }
+
+    func handle(_ record: InotifyRecord) {
+        let mask = record.mask
+        if mask.contains(.queueOverflow) {
+            handleOverflow()
+            return
+        }
+        guard let watched = watches[record.wd] else { return }  // a watch removed while events were queued
+        if mask.contains(.ignored) {
+            watchVanished(wd: record.wd)
+            return
+        }
+        let isDirectory = mask.contains(.isDirectory)
+        for role in watched.roles {
+            switch role {
+            case .tree(let root):
+                handleTree(record, in: watched.path, root: root, isDirectory: isDirectory)
+            case .file(let root):
+                handleFileRoot(record, root: root)
+            case .waiting(let root):
+                if record.name.isEmpty {
+                    if mask.contains(.deleteSelf) || mask.contains(.moveSelf) { establish(root: root, announce: true) }
+                } else if mask.contains(.create) || mask.contains(.movedTo) {
+                    establish(root: root, announce: true)
+                }
+            }
+        }
+        if mask.contains(.movedTo), pendingMoves.removeValue(forKey: record.cookie) != nil {
+            pendingMoveOrder.removeAll { $0 == record.cookie }
+        }
+    }
+
+    private func handleTree(_ record: InotifyRecord, in dirPath: String, root index: Int, isDirectory: Bool) {
+        let mask = record.mask
+        let root = roots[index]
+        if record.name.isEmpty {
+            // Events on the directory itself. Only the root's own are news: a subdirectory's deletion was already
+            // reported by its parent as `delete`.
+            guard dirPath == root.spec.path else { return }
+            if mask.contains(.deleteSelf) {
+                emit(.deleteSelf, root: index, path: dirPath, nameBytes: nil, isDirectory: true)
+            } else if mask.contains(.unmount) {
+                emit(.unmount, root: index, path: dirPath, nameBytes: nil, isDirectory: true)
+            } else if mask.contains(.moveSelf) {
+                establish(root: index, announce: true)
+            } else if mask.contains(.attrib) {
+                emit(.attrib, root: index, path: dirPath, nameBytes: nil, isDirectory: true)
+            }
+            return
+        }
+        let name = ByteText(record.name)
+        let path = dirPath == "/" ? "/" + name.string : dirPath + "/" + name.string
+        if isExcluded(path: path, name: name.string, root: root) { return }
+
+        if mask.contains(.create) {
+            if synthesized.remove(path) != nil { return }
+            emit(.create, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
+            if isDirectory && root.spec.recursive { watchNewDirectory(path, root: index) }
+        } else if mask.contains(.closeWrite) {
+            emit(.closeWrite, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
+        } else if mask.contains(.modify) {
+            emit(.modify, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
+        } else if mask.contains(.attrib) {
+            emit(.attrib, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
+        } else if mask.contains(.delete) {
+            synthesized.remove(path)
+            emit(.delete, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
+        } else if mask.contains(.movedFrom) {
+            synthesized.remove(path)
+            movedFrom(record, path: path, dirPath: dirPath, root: index, isDirectory: isDirectory)
+        } else if mask.contains(.movedTo) {
+            movedTo(record, path: path, root: index, isDirectory: isDirectory)
+        }
+    }
+
+    private func handleFileRoot(_ record: InotifyRecord, root index: Int) {
+        let mask = record.mask
+        let path = roots[index].spec.path
+        if mask.contains(.closeWrite) {
+            emit(.closeWrite, root: index, path: path, nameBytes: nil, isDirectory: false)
+        } else if mask.contains(.modify) {
+            emit(.modify, root: index, path: path, nameBytes: nil, isDirectory: false)
+        } else if mask.contains(.attrib) {
+            emit(.attrib, root: index, path: path, nameBytes: nil, isDirectory: false)
+        } else if mask.contains(.deleteSelf) {
+            emit(.deleteSelf, root: index, path: path, nameBytes: nil, isDirectory: false)
+        } else if mask.contains(.moveSelf) {
+            // Editors save by renaming a new file over the old one: wait for the path again.
+            establish(root: index, announce: true)
+        }
+    }
+
+    // MARK: Moves
+
+    private func movedFrom(_ record: InotifyRecord, path: String, dirPath: String, root: Int, isDirectory: Bool) {
+        if var pending = pendingMoves[record.cookie] {
+            // The same rename seen through a second root that also contains the source directory.
+            if !pending.roots.contains(root) {
+                pending = PendingMove(
+                    fromPath: pending.fromPath, fromName: pending.fromName, fromDirPath: pending.fromDirPath,
+                    isDirectory: pending.isDirectory, roots: pending.roots + [root])
+                pendingMoves[record.cookie] = pending
+            }
+            return
+        }
+        pendingMoves[record.cookie] = PendingMove(
+            fromPath: path, fromName: Array(record.name), fromDirPath: dirPath, isDirectory: isDirectory, roots: [root])
+        pendingMoveOrder.append(record.cookie)
+    }
+
+    private func movedTo(_ record: InotifyRecord, path: String, root index: Int, isDirectory: Bool) {
+        let root = roots[index]
+        if let pending = pendingMoves[record.cookie] {
+            if isDirectory { renameSubtree(from: pending.fromPath, to: path) }
+            // Report once per root that saw the destination.
+            if wants(.moved, root: index) {
+                var data = baseData(root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
+                data.append("from", pending.fromPath)
+                data.append("to", path)
+                data.append("cookie", Int(record.cookie))
+                pipeline.publish(EventDraft(source: .inotify, type: "moved", key: path, data: data))
+            }
+            // `handle` forgets the pending half after every role of this record has seen it.
+            if isDirectory && root.spec.recursive && wdByPath[path] == nil { watchNewDirectory(path, root: index) }
+            return
+        }
+        if wants(.movedTo, root: index) {
+            var data = baseData(root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
+            data.append("cookie", Int(record.cookie))
+            pipeline.publish(EventDraft(source: .inotify, type: "moved_to", key: path, data: data))
+        }
+        // A directory moved in from outside: watch it and report what it holds.
+        if isDirectory && root.spec.recursive { watchNewDirectory(path, root: index) }
+    }
+
+    /// Reports moves whose partner never came: the file left the watched trees (or came from outside them).
+    func flushPendingMoves() {
+        for cookie in pendingMoveOrder {
+            guard let pending = pendingMoves.removeValue(forKey: cookie) else { continue }
+            for root in pending.roots where wants(.movedFrom, root: root) {
+                var data = baseData(
+                    root: root, path: pending.fromPath, nameBytes: pending.fromName, isDirectory: pending.isDirectory)
+                data.append("cookie", Int(cookie))
+                pipeline.publish(EventDraft(source: .inotify, type: "moved_from", key: pending.fromPath, data: data))
+            }
+            if pending.isDirectory { removeSubtree(pending.fromPath) }
+        }
+        pendingMoveOrder.removeAll()
+    }
+
+    // MARK: Watches
+
+    /// Makes root `index` watched as far as it exists: the root itself (and its tree), or else its nearest
+    /// existing ancestor. With `announce`, a root that now exists is reported as created, and its contents as
+    /// synthetic creates.
+    func establish(root index: Int, announce: Bool) {
+        let spec = roots[index].spec
+        // Forget where this root waited before; the walk below finds where it is now.
+        for wd in Array(watches.keys) {
+            watches[wd]?.roles.removeAll { $0 == .waiting(root: index) }
+        }
+        switch FileKind.of(spec.path) {
+        case .directory:
+            let alreadyWatched = watches[wdByPath[spec.path] ?? -1]?.roles.contains(.tree(root: index)) ?? false
+            if !alreadyWatched {
+                if announce { emit(.create, root: index, path: spec.path, nameBytes: nil, isDirectory: true) }
+                watchDirectory(spec.path, root: index, recurse: spec.recursive, announce: announce)
+            }
+        case .other:
+            if watches[wdByPath[spec.path] ?? -1]?.roles.contains(.file(root: index)) != true {
+                if announce { emit(.create, root: index, path: spec.path, nameBytes: nil, isDirectory: false) }
+                addWatch(spec.path, role: .file(root: index))
+            }
+        case .missing:
+            var ancestor = PathText.directory(of: spec.path)
+            while FileKind.of(ancestor) != .directory && ancestor != "/" { ancestor = PathText.directory(of: ancestor) }
+            addWatch(ancestor, role: .waiting(root: index))
+            // The ancestor may have gained the next component between the lstat and the watch.
+            if FileKind.of(spec.path) != .missing || nextComponentExists(of: spec.path, below: ancestor) {
+                establish(root: index, announce: announce)
+            }
+        }
+        removeWatchesWithoutRoles()
+    }
+
+    private func nextComponentExists(of target: String, below ancestor: String) -> Bool {
+        let rest = target.dropFirst(ancestor == "/" ? 1 : ancestor.count + 1)
+        guard let next = rest.split(separator: "/").first else { return false }
+        let child = ancestor == "/" ? "/" + next : ancestor + "/" + next
+        return FileKind.of(child) == .directory
+    }
+
+    /// A directory appeared in a recursive tree: watch it first, then list it, so nothing created in between is
+    /// missed. What the listing finds is reported as synthetic creates.
+    private func watchNewDirectory(_ path: String, root: Int) {
+        watchDirectory(path, root: root, recurse: true, announce: true)
+    }
+
+    private func watchDirectory(_ path: String, root index: Int, recurse: Bool, announce: Bool) {
+        guard addWatch(path, role: .tree(root: index)) else { return }
+        guard recurse || announce else { return }
+        let entries: [DirectoryListing.Entry]
+        do {
+            entries = try DirectoryListing.entries(of: path)
+        } catch {
+            return  // Gone again already: its deletion is queued and will be reported.
+        }
+        let root = roots[index]
+        for entry in entries {
+            let name = ByteText(entry.name)
+            let child = path == "/" ? "/" + name.string : path + "/" + name.string
+            if isExcluded(path: child, name: name.string, root: root) { continue }
+            let isDirectory = entry.isDirectory ?? (FileKind.of(child) == .directory)
+            if announce {
+                synthesized.insert(child)
+                emit(.create, root: index, path: child, nameBytes: entry.name, isDirectory: isDirectory, synthetic: true)
+            }
+            if isDirectory && root.spec.recursive {
+                watchDirectory(child, root: index, recurse: true, announce: announce)
+            }
+        }
+    }
+
+    @discardableResult
+    private func addWatch(_ path: String, role: Role) -> Bool {
+        let wd: Int32
+        do {
+            wd = try inotify.addWatch(path: path, mask: Self.watchMask)
+        } catch let error as SyscallError {
+            switch error.errno {
+            case .noSpace:
+                reportWatchLimit(path: path)
+            case .noSuchFileOrDirectory, .notDirectory, .tooManySymbolicLinkLevels:
+                break  // Vanished since it was seen; its removal is (or was) reported by its parent.
+            default:
+                reportError("cannot watch a path", error: error, path: path)
+            }
+            return false
+        } catch {
+            return false
+        }
+        watchLimitReported = false
+        if var existing = watches[wd] {
+            if existing.path != path {
+                wdByPath.removeValue(forKey: existing.path)
+                existing.path = path
+            }
+            if !existing.roles.contains(role) { existing.roles.append(role) }
+            existing.generation = generation
+            watches[wd] = existing
+        } else {
+            watches[wd] = Watched(path: path, roles: [role], generation: generation)
+        }
+        wdByPath[path] = wd
+        return true
+    }
+
+    /// The kernel dropped a watch (IN_IGNORED: deleted, unmounted, or removed by us).
+    private func watchVanished(wd: Int32) {
+        guard let watched = watches.removeValue(forKey: wd) else { return }
+        if wdByPath[watched.path] == wd { wdByPath.removeValue(forKey: watched.path) }
+        for role in watched.roles {
+            switch role {
+            case .tree(let root) where watched.path == roots[root].spec.path:
+                establish(root: root, announce: true)
+            case .file(let root), .waiting(let root):
+                establish(root: root, announce: true)
+            case .tree:
+                break
+            }
+        }
+    }
+
+    private func renameSubtree(from old: String, to new: String) {
+        let prefix = old + "/"
+        for (wd, watched) in watches where watched.path == old || watched.path.hasPrefix(prefix) {
+            let updated = new + watched.path.dropFirst(old.count)
+            wdByPath.removeValue(forKey: watched.path)
+            watches[wd]?.path = updated
+            wdByPath[updated] = wd
+        }
+    }
+
+    /// Stops watching a directory tree that left every watched tree.
+    private func removeSubtree(_ path: String) {
+        let prefix = path + "/"
+        for (wd, watched) in watches where watched.path == path || watched.path.hasPrefix(prefix) {
+            // Only tree roles go: the same inode may be another root's waiting point or a root itself.
+            let remaining = watched.roles.filter { role in
+                if case .tree(let r) = role { return roots[r].spec.path == watched.path }
+                return true
+            }
+            if remaining.isEmpty {
+                watches.removeValue(forKey: wd)
+                wdByPath.removeValue(forKey: watched.path)
+                inotify.removeWatch(wd)
+            } else {
+                watches[wd]?.roles = remaining
+            }
+        }
+    }
+
+    private func removeWatchesWithoutRoles() {
+        for (wd, watched) in watches where watched.roles.isEmpty {
+            watches.removeValue(forKey: wd)
+            if wdByPath[watched.path] == wd { wdByPath.removeValue(forKey: watched.path) }
+            inotify.removeWatch(wd)
+        }
+    }
+
+    // MARK: Overflow
+
+    /// The kernel queue overflowed (`fs.inotify.max_queued_events`): events were lost. Say so, then re-establish
+    /// every watch, so new directories created meanwhile are watched and vanished ones are forgotten.
+    private func handleOverflow() {
+        overflowCount += 1
+        for root in roots {
+            var data = EventData()
+            data.append("path", root.spec.path)
+            data.append("watch", root.spec.path)
+            data.append("overflows", overflowCount)
+            pipeline.publish(EventDraft(source: .inotify, type: "overflow", key: root.spec.path, data: data))
+        }
+        rescan()
+    }
+
+    /// Re-adds every watch from the file system as it is now; watches not confirmed are dropped.
+    func rescan() {
+        generation += 1
+        pendingMoves.removeAll()
+        pendingMoveOrder.removeAll()
+        for wd in Array(watches.keys) { watches[wd]?.roles.removeAll() }
+        for index in roots.indices {
+            let spec = roots[index].spec
+            switch FileKind.of(spec.path) {
+            case .directory: watchDirectory(spec.path, root: index, recurse: spec.recursive, announce: false)
+            default: establish(root: index, announce: false)
+            }
+        }
+        for (wd, watched) in watches where watched.generation != generation {
+            watches.removeValue(forKey: wd)
+            if wdByPath[watched.path] == wd { wdByPath.removeValue(forKey: watched.path) }
+            inotify.removeWatch(wd)
+        }
+        removeWatchesWithoutRoles()
+        logger.info("inotify rescan done", metadata: ["inotify.watches": "\(watches.count)"])
+    }
+
+    // MARK: Events
+
+    private func wants(_ type: FileEventType, root: Int) -> Bool { roots[root].events.contains(type) }
+
+    private func isExcluded(path: String, name: String, root: Root) -> Bool {
+        if root.excludeNames.isEmpty && root.excludePaths.isEmpty { return false }
+        for glob in root.excludeNames where fnmatch(glob, name, 0) == 0 { return true }
+        if !root.excludePaths.isEmpty {
+            let relative = String(path.dropFirst(root.spec.path == "/" ? 1 : root.spec.path.count + 1))
+            for glob in root.excludePaths where fnmatch(glob, relative, FNM_PATHNAME) == 0 { return true }
+        }
+        // A name glob also hides everything below an excluded directory.
+        if root.excludeNames.isEmpty { return false }
+        let relative = path.dropFirst(root.spec.path == "/" ? 1 : root.spec.path.count + 1)
+        for component in relative.split(separator: "/").dropLast() {
+            let text = String(component)
+            for glob in root.excludeNames where fnmatch(glob, text, 0) == 0 { return true }
+        }
+        return false
+    }
+
+    private func baseData(root: Int, path: String, nameBytes: UnsafeBufferPointer<UInt8>?, isDirectory: Bool)
+        -> EventData
+    {
+        var data = EventData()
+        if let nameBytes {
+            // The path's own bytes are its directory's (valid UTF-8: watched paths are Strings) plus the name's.
+            let name = ByteText(nameBytes)
+            data.append("path", path)
+            if !name.isLossless {
+                var raw = Array(path.utf8.dropLast(name.string.utf8.count))
+                raw.append(contentsOf: nameBytes)
+                data.append("path_base64", Base64.encode(raw))
+            }
+            data.append("name", name.string)
+            if !name.isLossless { data.append("name_base64", Base64.encode(nameBytes)) }
+        } else {
+            data.append("path", path)
+            data.append("name", lastComponent(path))
+        }
+        data.append("watch", roots[root].spec.path)
+        data.append("dir", isDirectory)
+        return data
+    }
+
+    private func baseData(root: Int, path: String, nameBytes: [UInt8], isDirectory: Bool) -> EventData {
+        nameBytes.withUnsafeBufferPointer { baseData(root: root, path: path, nameBytes: $0, isDirectory: isDirectory) }
+    }
+
+    private func lastComponent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+
+    private func emit(
+        _ type: FileEventType, root: Int, path: String, nameBytes: UnsafeBufferPointer<UInt8>?, isDirectory: Bool,
+        synthetic: Bool = false
+    ) {
+        guard wants(type, root: root) else { return }
+        var data = baseData(root: root, path: path, nameBytes: nameBytes, isDirectory: isDirectory)
+        if synthetic { data.append("synthetic", true) }
+        pipeline.publish(EventDraft(source: .inotify, type: type.rawValue, key: path, data: data))
+    }
+
+    private func emit(
+        _ type: FileEventType, root: Int, path: String, nameBytes: [UInt8], isDirectory: Bool, synthetic: Bool
+    ) {
+        nameBytes.withUnsafeBufferPointer {
+            emit(type, root: root, path: path, nameBytes: $0, isDirectory: isDirectory, synthetic: synthetic)
+        }
+    }
+
+    private func reportWatchLimit(path: String) {
+        guard !watchLimitReported else { return }
+        watchLimitReported = true
+        var data = EventData()
+        data.append("message", "inotify watch limit reached; raise fs.inotify.max_user_watches")
+        data.append("limit", "fs.inotify.max_user_watches")
+        if let value = SysctlValue.read("/proc/sys/fs/inotify/max_user_watches") { data.append("max_user_watches", value) }
+        data.append("watches", watches.count)
+        data.append("path", path)
+        logger.error("inotify watch limit reached", metadata: ["path": "\(path)", "inotify.watches": "\(watches.count)"])
+        pipeline.publishKevd("error", component: "inotify", data)
+    }
+
+    private func reportError(_ message: String, error: Error, path: String? = nil) {
+        var data = EventData()
+        data.append("message", message)
+        data.append("error", "\(error)")
+        if let path { data.append("path", path) }
+        logger.error("\(message)", metadata: ["error": "\(error)", "path": "\(path ?? "")"])
+        pipeline.publishKevd("error", component: "inotify", data)
+    }
+}
+
+/// Reads one integer from /proc/sys.
+enum SysctlValue {
+    static func read(_ path: String) -> Int? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        return Int(String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters())
+    }
+}
+
+extension String {
+    fileprivate func trimmingCharacters() -> String {
+        String(self.filter { !$0.isWhitespace })
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Glibc
+import KevdConfig
+import KevdDaemon
+import Logging
+
+@main
+struct Kevd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kevd",
+        abstract: "The kernel-event bridge daemon: inotify, udev, timers and signals as one stream of events.",
+        discussion: """
+            Runs in the foreground. TERM or INT stop it cleanly (exit 0); HUP reloads the configuration \
+            (a bad file keeps the running one and is reported as a kevd/error event).
+
+            Exit codes: 0 stopped cleanly, 1 runtime failure, 2 configuration error.
+            """)
+
+    @Option(name: .shortAndLong, help: "The configuration file (TOML).")
+    var config: String = "/etc/kevd/kevd.toml"
+
+    @Flag(help: "Also write every event to stdout, one JSON object per line.")
+    var stdout = false
+
+    @Flag(help: "Check the configuration, print problems as file:line:col: message, and exit.")
+    var check = false
+
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical); overrides the config.")
+    var logLevel: String?
+
+    func validate() throws {
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("unknown log level '\(logLevel)'")
+        }
+    }
+
+    func run() throws {
+        // Before anything can start a thread: threads inherit the mask, and a signal must reach only the signalfd.
+        try Daemon.blockSignals()
+
+        let loaded: Config
+        do {
+            loaded = try ConfigLoader.load(file: config)
+        } catch {
+            FileHandleStderr.write("kevd: \(error)\n")
+            throw ExitCode(2)
+        }
+        if check {
+            print("\(loaded.file): ok")
+            return
+        }
+        let level = Logger.Level(rawValue: logLevel ?? loaded.daemon.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "kevd")
+        let code: Int32
+        do {
+            let daemon = try Daemon(config: loaded, options: .init(configFile: config, writeStdout: stdout), logger: logger)
+            code = try daemon.run()
+        } catch {
+            logger.critical("kevd failed", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+enum FileHandleStderr {
+    static func write(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
+}
