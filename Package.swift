@@ -22,7 +22,7 @@ let package = Package(
         // The immutable event and its JSON line form. Imports nothing of ours.
         .target(name: "KevdEvent"),
         // Durations and calendar (cron) schedules: pure arithmetic, no I/O.
-        .target(name: "KevdSchedule", dependencies: [.product(name: "Collections", package: "swift-collections")]),
+        .target(name: "KevdSchedule"),
         // Thin Swift wrappers over syscalls and libudev; the only module that imports the C shims.
         .target(
             name: "KevdKernel",
