@@ -51,7 +51,7 @@ public final class Daemon {
         signals = try SignalSource(loop: loop, pipeline: pipeline) { [unowned self] request in
             self.handle(request)
         }
-        try apply(config, initial: true)
+        try apply(config)
         var data = EventData()
         data.append("pid", Int(getpid()))
         data.append("config", config.file)
@@ -64,8 +64,8 @@ public final class Daemon {
         return exitCode
     }
 
-    /// Makes the sources match `config`. On reload a failing part is reported and the rest still applies.
-    private func apply(_ new: Config, initial: Bool) throws {
+    /// Makes the sources match `config`. A source that fails to start is reported and the rest still applies.
+    private func apply(_ new: Config) throws {
         if inotify == nil && !new.watches.isEmpty {
             inotify = try InotifySource(loop: loop, pipeline: pipeline, logger: logger)
         }
@@ -81,7 +81,7 @@ public final class Daemon {
             do {
                 udev = try UdevSource(spec: new.udev, loop: loop, pipeline: pipeline, logger: logger)
             } catch {
-                if initial { throw error }
+                // A source that cannot start is reported and left off; the others keep working.
                 reportError("cannot start the udev monitor", error: "\(error)", component: "udev")
             }
         }
@@ -115,7 +115,7 @@ public final class Daemon {
             return
         }
         do {
-            try apply(new, initial: false)
+            try apply(new)
         } catch {
             reportError("reload failed while applying", error: "\(error)", component: "config")
             return

@@ -111,6 +111,9 @@ public final class EventLoop {
     /// Runs until `stop()` is called (from a handler, or through the inbox from another thread).
     public func run() throws {
         stopRequested = false
+        // What was published before the loop started (start-up events) is this turn's work: finish it before
+        // the first wait, which may block for a long time.
+        for body in turnEndHandlers { body() }
         while !stopRequested {
             try runOnce(timeoutMilliseconds: -1)
         }

@@ -1,0 +1,113 @@
+import Testing
+
+@testable import KevdConfig
+
+@Suite("configuration")
+struct ConfigLoaderTests {
+    func parse(_ text: String) throws -> Config {
+        try ConfigLoader.parse(source: text, file: "/etc/kevd/kevd.toml")
+    }
+
+    func error(_ text: String) -> ConfigError? {
+        do {
+            _ = try parse(text)
+            return nil
+        } catch let error as ConfigError {
+            return error
+        } catch {
+            Issue.record("unexpected error type: \(error)")
+            return nil
+        }
+    }
+
+    @Test("defaults: system paths, no watches, no timers, udev off")
+    func defaults() throws {
+        let config = try parse("")
+        #expect(config.daemon.stateDir == "/var/lib/kevd")
+        #expect(config.daemon.socket == "/run/kevd/kevd.sock")
+        #expect(config.watches.isEmpty && config.timers.isEmpty)
+        #expect(config.udev.enabled == false)
+    }
+
+    @Test("relative paths resolve against the config file's folder")
+    func relativePaths() throws {
+        let config = try parse("[daemon]\nstate_dir = \"state\"\n[[watch]]\npath = \"../srv/./drop/\"\n")
+        #expect(config.daemon.stateDir == "/etc/kevd/state")
+        #expect(config.watches.first?.path == "/etc/srv/drop")
+    }
+
+    @Test("watch, timer and udev tables are read with their types")
+    func fullConfig() throws {
+        let config = try parse(
+            """
+            [[watch]]
+            path = "/srv"
+            recursive = true
+            events = ["create", "close_write", "moved"]
+            exclude = ["*.tmp", "cache/*"]
+
+            [[timer]]
+            name = "nightly"
+            cron = "0 3 * * *"
+
+            [[timer]]
+            name = "fast"
+            every = "1h30m"
+
+            [udev]
+            source = "kernel"
+            subsystems = ["block:disk", "net"]
+            receive_buffer = "4M"
+            """)
+        let watch = try #require(config.watches.first)
+        #expect(watch.recursive)
+        #expect(watch.events == [.create, .closeWrite, .moved])
+        #expect(watch.exclude == ["*.tmp", "cache/*"])
+        #expect(config.timers.map(\.name) == ["nightly", "fast"])
+        #expect(config.timers[1].schedule == .every(nanoseconds: 5_400_000_000_000))
+        #expect(config.udev.enabled && config.udev.source == .kernel)
+        #expect(config.udev.matches == [.init(subsystem: "block", devtype: "disk"), .init(subsystem: "net", devtype: nil)])
+        #expect(config.udev.receiveBuffer == 4 * 1024 * 1024)
+    }
+
+    @Test("unknown keys, bad types and bad values name file, line and column")
+    func locatedErrors() {
+        #expect(error("[daemon]\nsocket = \"/s\"\nsokcet = \"/t\"\n")?.description
+            == "/etc/kevd/kevd.toml:3:1: unknown key 'sokcet' in [daemon]; expected one of: state_dir, socket, rules_dir, log_level")
+        let e = error("[[watch]]\npath = \"/a\"\n\n[[watch]]\npath = \"/b\"\n    events = [\"create\",\n      \"explode\"]\n")
+        #expect(e?.line == 6 && e?.column == 5)
+        #expect(e?.message.contains("unknown event type 'explode'") == true)
+        #expect(error("[[watch]]\nrecursive = true\n")?.message == "[[watch]] needs a 'path'")
+        #expect(error("[[timer]]\nname = \"t\"\nevery = \"1s\"\ncron = \"* * * * *\"\n")?.line == 4)
+        #expect(error("[[timer]]\nname = \"t\"\ncron = \"61 * * * *\"\n")?.line == 3)
+        #expect(error("[udev]\nsource = \"systemd\"\n")?.line == 2)
+        #expect(error("[udev]\nreceive_buffer = \"lots\"\n")?.line == 2)
+        #expect(error("[daemon]\nlog_level = \"loud\"\n")?.line == 2)
+        #expect(error("[[timer]]\nname = \"a\"\nevery = \"1s\"\n[[timer]]\nname = \"a\"\nevery = \"2s\"\n")?.line == 5)
+        #expect(error("daemon = 3\n")?.line == 1)
+    }
+
+    @Test("TOML syntax errors keep TOMLKit's position")
+    func syntax() {
+        let e = error("[daemon]\nstate_dir = = \"x\"\n")
+        #expect(e?.line == 2)
+        #expect((e?.column ?? 0) > 0)
+    }
+
+    @Test("the locator ignores keys inside multi-line strings and follows multi-line arrays")
+    func locator() {
+        let source = """
+            [a]
+            text = \"\"\"
+            fake = 1
+            \"\"\"
+            list = [
+              1,
+              2 ]
+            real = 2
+            """
+        let locator = TOMLLocator(source: source)
+        #expect(locator.position(table: "a", key: "real") == .init(line: 8, column: 1))
+        #expect(locator.position(table: "a", key: "fake") == .init(line: 1, column: 1))
+    }
+}

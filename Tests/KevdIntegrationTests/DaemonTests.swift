@@ -1,0 +1,120 @@
+import Foundation
+import Glibc
+import Testing
+
+@Suite("signals, timers and reload")
+struct DaemonTests {
+    @Test("USR1 and USR2 become signal events naming the sender; TERM stops cleanly with exit 0")
+    func signals() throws {
+        let daemon = try DaemonProcess(config: "[daemon]\nlog_level = \"warning\"\n")
+        daemon.signal(SIGUSR1)
+        let usr1 = try daemon.waitFor("usr1") { $0.isEvent("signal", "usr1", key: "usr1") }
+        #expect(usr1.data["signo"] as? Int == Int(SIGUSR1))
+        #expect(usr1.data["pid"] as? Int == Int(getpid()))
+        #expect(usr1.data["uid"] as? Int == Int(getuid()))
+        daemon.signal(SIGUSR2)
+        try daemon.waitFor("usr2") { $0.isEvent("signal", "usr2", key: "usr2") }
+        daemon.signal(SIGTERM)
+        let stopping = try daemon.waitFor("stopping") { $0.isEvent("kevd", "stopping") }
+        #expect(stopping.data["signal"] as? String == "term")
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("INT stops cleanly too")
+    func interrupt() throws {
+        let daemon = try DaemonProcess(config: "")
+        daemon.signal(SIGINT)
+        try daemon.waitFor("stopping") { $0.isEvent("kevd", "stopping") && $0.data["signal"] as? String == "int" }
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("an interval timer fires with its schedule, and overruns while kevd is held are counted, not lost")
+    func intervalTimer() throws {
+        let daemon = try DaemonProcess(config: "[[timer]]\nname = \"tick\"\nevery = \"100ms\"\n")
+        let first = try daemon.waitFor("first fire") { $0.isEvent("timer", "fired", key: "tick") }
+        #expect(first.data["overruns"] as? Int == 0)
+        #expect((first.data["scheduled"] as? String)?.hasSuffix("Z") == true)
+        #expect(first.data["every"] as? String == "100ms")
+
+        daemon.signal(SIGSTOP)
+        // Hold the daemon for at least 8 periods, measured, not assumed.
+        let held = Date()
+        while Date().timeIntervalSince(held) < 0.8 { usleep(50_000) }
+        let before = daemon.received.count
+        daemon.signal(SIGCONT)
+        let after = try daemon.waitFor("fire after hold", from: before) { $0.isEvent("timer", "fired", key: "tick") }
+        #expect((after.data["overruns"] as? Int ?? 0) >= 5)
+        daemon.stop()
+    }
+
+    @Test("HUP applies a new valid config; a broken one is reported with file:line:col and the old one keeps working")
+    func reload() throws {
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("a"))
+        try makeDirectory(dir.file("b"))
+        let daemon = try DaemonProcess(config: watchConfig("a"), in: dir)
+
+        try watchConfig("b").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try daemon.waitFor("reloaded") { $0.isEvent("kevd", "reloaded") }
+        try writeFile(dir.file("b/new"))
+        try daemon.waitFor("event from the new watch") { $0.isEvent("inotify", "create", key: dir.file("b/new")) }
+
+        try (watchConfig("b") + "\nbogus_key = 1\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        let error = try daemon.waitFor("reload error") { $0.isEvent("kevd", "error") }
+        let message = error.data["error"] as? String ?? ""
+        #expect(message.contains(daemon.configPath + ":"))
+        #expect(message.contains("bogus_key"))
+        try writeFile(dir.file("b/still"))
+        try daemon.waitFor("old config still active") { $0.isEvent("inotify", "create", key: dir.file("b/still")) }
+        daemon.stop()
+    }
+}
+
+@Suite("configuration errors")
+struct ConfigErrorTests {
+    func check(_ text: String) throws -> (status: Int32, stderr: String) {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("bad.toml")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestBinaries.kevd)
+        process.arguments = ["--config", path, "--check"]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = Pipe()
+        try process.run()
+        let stderr = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, stderr.replacingOccurrences(of: path, with: "FILE"))
+    }
+
+    @Test("an unknown key names file, line and column, and exits 2")
+    func unknownKey() throws {
+        let result = try check("[daemon]\nstate_dir = \"s\"\n\n[[watch]]\npath = \"/tmp\"\n  recursiv = true\n")
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("FILE:6:3: unknown key 'recursiv' in [watch]"))
+    }
+
+    @Test("a TOML syntax error names its line and column")
+    func syntaxError() throws {
+        let result = try check("[daemon]\nstate_dir = \"unterminated\n")
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("FILE:2:"))
+    }
+
+    @Test("a bad duration in the second timer points at that timer's key")
+    func badDuration() throws {
+        let result = try check("[[timer]]\nname = \"a\"\nevery = \"1s\"\n\n[[timer]]\nname = \"b\"\nevery = \"5 parsecs\"\n")
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("FILE:7:1: bad duration '5 parsecs'"))
+    }
+
+    @Test("a valid config checks clean")
+    func valid() throws {
+        let result = try check("[[timer]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\n[udev]\nenabled = false\n")
+        #expect(result.status == 0)
+        #expect(result.stderr.isEmpty)
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Glibc
+import KevdEvent
+import KevdKernel
+import Logging
+import Testing
+
+@testable import KevdLoop
+
+/// Collects what the pipeline publishes.
+final class RecordingSink: EventSink {
+    var events: [Event] = []
+    var turns = 0
+    func consume(_ event: Event) { events.append(event) }
+    func endOfTurn() { turns += 1 }
+}
+
+func makeLoop() throws -> (EventLoop, EventPipeline, RecordingSink) {
+    let loop = try EventLoop(logger: Logger(label: "test"))
+    let pipeline = EventPipeline(idBase: EventIDBase(randA: 1, randB: 2))
+    let sink = RecordingSink()
+    pipeline.add(sink: sink)
+    loop.onTurnEnd { pipeline.endOfTurn() }
+    return (loop, pipeline, sink)
+}
+
+@Suite("event loop")
+struct EventLoopTests {
+    @Test("ready fds are dispatched in priority order, then the turn ends once")
+    func priorityOrder() throws {
+        let (loop, _, sink) = try makeLoop()
+        let low = try EventFD()
+        let high = try EventFD()
+        var order: [String] = []
+        try loop.register(fd: low.fd.rawValue, events: .readable, priority: .clients) { _ in
+            order.append("clients")
+            _ = try? low.drain()
+        }
+        try loop.register(fd: high.fd.rawValue, events: .readable, priority: .signals) { _ in
+            order.append("signals")
+            _ = try? high.drain()
+        }
+        low.signal()
+        high.signal()
+        let ran = try loop.runOnce(timeoutMilliseconds: 1000)
+        #expect(ran == 2)
+        #expect(order == ["signals", "clients"])
+        #expect(sink.turns == 1)
+    }
+
+    @Test("a registration removed by an earlier handler in the same batch is not called")
+    func staleRegistrationSkipped() throws {
+        let (loop, _, _) = try makeLoop()
+        let first = try EventFD()
+        let second = try EventFD()
+        var secondCalled = false
+        try loop.register(fd: first.fd.rawValue, events: .readable, priority: .signals) { _ in
+            _ = try? first.drain()
+            loop.unregister(fd: second.fd.rawValue)
+        }
+        try loop.register(fd: second.fd.rawValue, events: .readable, priority: .clients) { _ in
+            secondCalled = true
+        }
+        first.signal()
+        second.signal()
+        try loop.runOnce(timeoutMilliseconds: 1000)
+        #expect(!secondCalled)
+    }
+
+    @Test("work posted from another thread wakes a loop blocked in epoll_wait and runs on the loop thread")
+    func inboxWakesLoop() throws {
+        let (loop, pipeline, sink) = try makeLoop()
+        let loopThread = pthread_self()
+        let ranOnLoopThread = LockedFlag()
+        let poster = Thread {
+            usleep(20_000)
+            for i in 0..<100 {
+                loop.inbox.post {
+                    ranOnLoopThread.set(pthread_equal(pthread_self(), loopThread) != 0)
+                    pipeline.publish(EventDraft(source: .kevd, type: "posted", key: "k\(i)"))
+                }
+            }
+        }
+        poster.start()
+        let deadline = Date().addingTimeInterval(10)
+        while sink.events.count < 100 && Date() < deadline {
+            try loop.runOnce(timeoutMilliseconds: 1000)
+        }
+        #expect(sink.events.map(\.key) == (0..<100).map { "k\($0)" })
+        #expect(sink.events.map(\.seq) == Array(1...100))
+        #expect(ranOnLoopThread.value == true)
+    }
+
+    @Test("a monotonic interval timerfd counts expirations the loop missed")
+    func timerOverruns() throws {
+        let timer = try TimerFD(clock: .monotonic)
+        try timer.arm(delay: 10_000_000, interval: 10_000_000)
+        #expect(try timer.read() == TimerFD.Expiry.none)
+        var ready = pollfd(fd: timer.fd.rawValue, events: Int16(POLLIN), revents: 0)
+        _ = poll(&ready, 1, 1000)
+        usleep(60_000)
+        guard case .expired(let count) = try timer.read() else {
+            Issue.record("timer did not expire")
+            return
+        }
+        #expect(count >= 5)
+    }
+
+    @Test("an absolute wall-clock timerfd fires at its deadline")
+    func absoluteRealtimeTimer() throws {
+        let timer = try TimerFD(clock: .realtime)
+        let deadline = Clock.realtimeNanoseconds() + 50_000_000
+        try timer.arm(atAbsolute: deadline, cancelOnClockChange: true)
+        var ready = pollfd(fd: timer.fd.rawValue, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&ready, 1, 5000) == 1)
+        #expect(try timer.read() == .expired(1))
+        #expect(Clock.realtimeNanoseconds() >= deadline)
+    }
+
+    @Test("signalfd reports a raised signal with the sender's pid and uid")
+    func signalRecord() throws {
+        // raise() directs the signal at this thread, so blocking it here is enough.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGUSR2)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        defer { pthread_sigmask(SIG_UNBLOCK, &set, nil) }
+        let signals = try SignalFD(signals: [SIGUSR2])
+        raise(SIGUSR2)
+        let records = try signals.readAll()
+        #expect(records.count == 1)
+        #expect(records.first?.signal == SIGUSR2)
+        #expect(records.first?.senderPID == UInt32(getpid()))
+        #expect(records.first?.senderUID == UInt32(getuid()))
+        #expect(SignalFD.name(of: SIGUSR2) == "usr2")
+    }
+}
+
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Bool? = nil
+    func set(_ value: Bool) {
+        lock.lock()
+        stored = (stored ?? true) && value
+        lock.unlock()
+    }
+    var value: Bool? {
+        lock.lock()
+        defer { lock.unlock() }
+        return stored
+    }
+}
