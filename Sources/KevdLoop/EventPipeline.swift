@@ -22,8 +22,6 @@ public final class EventPipeline {
     public private(set) var nextSeq: UInt64
     public let idBase: EventIDBase
     private var sinks: [EventSink] = []
-    /// Events published per source name, for status and tests.
-    public private(set) var counts: [String: UInt64] = [:]
 
     public init(firstSeq: UInt64 = 1, idBase: EventIDBase) {
         nextSeq = firstSeq
@@ -42,7 +40,6 @@ public final class EventPipeline {
             seq: seq, id: EventID(unixMilliseconds: UInt64(max(wall, 0) / 1_000_000), seq: seq, base: idBase),
             time: WallTime(nanoseconds: wall), mono: mono, source: draft.source, type: draft.type, key: draft.key,
             data: draft.data)
-        counts[draft.source.name, default: 0] += 1
         for sink in sinks { sink.consume(event) }
         return event
     }

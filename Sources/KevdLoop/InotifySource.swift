@@ -72,7 +72,8 @@ public final class InotifySource {
     private var pendingMoveOrder: [UInt32] = []
     private let moveTimer: TimerFD
     private var moveTimerArmed = false
-    /// Paths a listing reported as synthetic creates during this drain: their real IN_CREATE is a duplicate.
+    /// Paths a listing reported as synthetic creates since the queue was last empty: their real IN_CREATE, if
+    /// any, is a duplicate.
     private var synthesized: Set<String> = []
     private var generation = 0
     private var readBuffer: UnsafeMutableRawBufferPointer
@@ -93,8 +94,9 @@ public final class InotifySource {
         try loop.register(fd: moveTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             _ = try? self.moveTimer.read()  // EAGAIN-only; the flush below is what matters.
             self.moveTimerArmed = false
-            self.drain()
-            self.flushPendingMoves()
+            // Partners queued within the grace period are paired by the drain; if the queue could not be emptied
+            // in one go, the drain re-arms the wait instead.
+            if self.drain() { self.flushPendingMoves() }
         }
     }
 
@@ -124,28 +126,48 @@ public final class InotifySource {
 
     // MARK: Reading
 
-    /// Reads and handles everything queued, then lets unpaired moves wait briefly for their partner.
-    func drain() {
-        while true {
+    /// Reads per wakeup before yielding to the loop: 8 × 256 KiB is ~80,000 events. A generator faster than kevd
+    /// must not keep one handler running forever, or sinks would never flush; epoll is level-triggered, so the
+    /// loop comes straight back.
+    static let readsPerWakeup = 8
+
+    /// Reads and handles what is queued (up to `readsPerWakeup` reads). When the queue was emptied, the
+    /// listing's duplicate filter is reset and unpaired moves get a short wait for their partner.
+    @discardableResult
+    func drain() -> Bool {
+        var emptied = false
+        for _ in 0..<Self.readsPerWakeup {
             let count: Int?
             do {
                 count = try inotify.read(into: readBuffer)
             } catch {
                 reportError("inotify read failed", error: error)
-                return
+                return false
             }
-            guard let count, count > 0 else { break }
+            guard let count, count > 0 else {
+                emptied = true
+                break
+            }
             var decoder = InotifyRecordDecoder(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
             while let record = decoder.next() { handle(record) }
         }
+        guard emptied else {
+            if !pendingMoves.isEmpty && !moveTimerArmed { armMoveTimer() }
+            return false
+        }
+        // Every real IN_CREATE that a listing could duplicate was queued before the listing ran, so it has been
+        // read by now.
         synthesized.removeAll(keepingCapacity: true)
-        if !pendingMoves.isEmpty && !moveTimerArmed {
-            do {
-                try moveTimer.arm(delay: Self.moveGraceNanoseconds, interval: 0)
-                moveTimerArmed = true
-            } catch {
-                flushPendingMoves()
-            }
+        if !pendingMoves.isEmpty && !moveTimerArmed { armMoveTimer() }
+        return true
+    }
+
+    private func armMoveTimer() {
+        do {
+            try moveTimer.arm(delay: Self.moveGraceNanoseconds, interval: 0)
+            moveTimerArmed = true
+        } catch {
+            flushPendingMoves()  // No timer: report unpaired halves now rather than never.
         }
     }
 

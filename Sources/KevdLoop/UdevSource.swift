@@ -42,8 +42,11 @@ public final class UdevSource {
 
     public var sourceName: String { monitor.source.rawValue }
 
+    /// Devices per wakeup before yielding to the loop, so sinks flush during a storm (epoll is level-triggered).
+    static let devicesPerWakeup = 2048
+
     func drain() {
-        while true {
+        for _ in 0..<Self.devicesPerWakeup {
             let device: UdevMonitor.Device?
             do {
                 device = try monitor.receive()

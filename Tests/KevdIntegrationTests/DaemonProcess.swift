@@ -17,21 +17,21 @@ final class DaemonProcess: @unchecked Sendable {
     private var stderrText = Data()
 
     /// Starts kevd with `config` (TOML text) written into a fresh temporary directory, optionally inside the
-    /// network namespace `netns`, and waits for its `kevd`/`started` event.
-    init(config: String, in directory: TemporaryDirectory? = nil, netns: String? = nil, waitForStart: Bool = true)
-        throws
-    {
+    /// network namespace `netns` or behind a `launcher` command that execs it (so the pid stays kevd's), and
+    /// waits for its `kevd`/`started` event.
+    init(
+        config: String, in directory: TemporaryDirectory? = nil, netns: String? = nil, launcher: [String] = [],
+        waitForStart: Bool = true
+    ) throws {
         self.directory = try directory ?? TemporaryDirectory()
         configPath = self.directory.path + "/kevd.toml"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let binary = TestBinaries.kevd
-        if let netns {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            process.arguments = ["netns", "exec", netns, binary, "--config", configPath, "--stdout"]
-        } else {
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["--config", configPath, "--stdout"]
-        }
+        var command = launcher
+        if let netns { command += ["/usr/sbin/ip", "netns", "exec", netns] }
+        command += [binary, "--config", configPath, "--stdout"]
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         let stdoutPipe = Pipe()
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe

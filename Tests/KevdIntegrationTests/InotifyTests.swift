@@ -236,4 +236,28 @@ struct InotifyTests {
         }
         #expect(daemon.stop() == 0)
     }
+
+    @Test("hitting the inotify watch limit is a kevd/error naming the sysctl, and kevd keeps running")
+    func watchLimit() throws {
+        let dir = try TemporaryDirectory()
+        var path = dir.file("w")
+        for depth in 0..<8 {
+            try makeDirectory(path)
+            path += "/d\(depth)"
+        }
+        // A user namespace has its own inotify watch limit: set it low there, never on the host.
+        let launcher = [
+            "/usr/bin/unshare", "--user", "--map-root-user", "/bin/sh", "-c",
+            "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
+        ]
+        let daemon = try DaemonProcess(config: watchConfig("w"), in: dir, launcher: launcher)
+        let error = try daemon.waitFor("watch limit error") { $0.isEvent("kevd", "error", key: "inotify") }
+        #expect(error.data["limit"] as? String == "fs.inotify.max_user_watches")
+        #expect((error.data["message"] as? String)?.contains("max_user_watches") == true)
+        // Still serving the watches it has.
+        try writeFile(dir.file("w/after"))
+        try daemon.waitFor("event after the limit") { $0.isEvent("inotify", "create", key: dir.file("w/after")) }
+        #expect(daemon.received.filter { $0.isEvent("kevd", "error", key: "inotify") }.count == 1)
+        #expect(daemon.stop() == 0)
+    }
 }
