@@ -51,6 +51,22 @@ public enum FileEventType: String, Sendable, CaseIterable, Hashable {
     case movedTo = "moved_to"
     case deleteSelf = "delete_self"
     case unmount
+
+    /// A distinct bit per type, for masks that are cheaper to test than a Set.
+    public var bit: UInt32 {
+        switch self {
+        case .create: return 1 << 0
+        case .modify: return 1 << 1
+        case .attrib: return 1 << 2
+        case .delete: return 1 << 3
+        case .moved: return 1 << 4
+        case .closeWrite: return 1 << 5
+        case .movedFrom: return 1 << 6
+        case .movedTo: return 1 << 7
+        case .deleteSelf: return 1 << 8
+        case .unmount: return 1 << 9
+        }
+    }
 }
 
 /// A `[[timer]]` table.

@@ -16,8 +16,7 @@ final class StdoutSink: EventSink {
     private let fd: Int32
     private let loop: EventLoop
     private weak var pipeline: EventPipeline?
-    private var buffer: [UInt8] = []
-    private var written = 0
+    private let buffer = ByteBuffer(capacity: 256 * 1024)
     private var dropped = 0
     private var waitingForWritable = false
     private let nonBlocking: Bool
@@ -27,7 +26,6 @@ final class StdoutSink: EventSink {
         self.fd = fd
         self.loop = loop
         self.pipeline = pipeline
-        buffer.reserveCapacity(256 * 1024)
         var st = stat()
         let isStream = fstat(fd, &st) == 0 && ((st.st_mode & S_IFMT) == S_IFIFO || (st.st_mode & S_IFMT) == S_IFSOCK)
         nonBlocking = isStream && kevd_set_nonblocking(fd, 1) == 0
@@ -35,11 +33,11 @@ final class StdoutSink: EventSink {
 
     func consume(_ event: Event) {
         guard !failed else { return }
-        if buffer.count - written >= Self.maxBuffered {
+        if buffer.count >= Self.maxBuffered {
             dropped += 1
             return
         }
-        JSONLineEncoder.append(event, to: &buffer)
+        JSONLineEncoder.append(event, to: buffer)
     }
 
     func endOfTurn() {
@@ -49,26 +47,22 @@ final class StdoutSink: EventSink {
 
     /// Writes what it can; on EAGAIN, waits for the fd to become writable (the loop calls back).
     private func flush() {
-        while written < buffer.count && !failed {
-            let n = buffer.withUnsafeBytes { raw in
-                kevd_write_some(fd, raw.baseAddress! + written, buffer.count - written)
-            }
+        while !buffer.isEmpty && !failed {
+            let n = kevd_write_some(fd, buffer.bytes.baseAddress, buffer.count)
             if n < 0 {
                 // EPIPE and friends: nobody reads stdout any more. Stop writing; the daemon keeps running.
                 failed = true
                 buffer.removeAll()
-                written = 0
                 return
             }
-            written += n
-            if written < buffer.count {
+            buffer.removeFirst(n)
+            if !buffer.isEmpty {
                 guard nonBlocking else { continue }
                 waitForWritable()
                 return
             }
         }
-        buffer.removeAll(keepingCapacity: buffer.capacity <= 4 * 1024 * 1024)
-        written = 0
+        buffer.removeAll()
         if dropped > 0, let pipeline {
             var data = EventData()
             data.append("message", "stdout reader fell behind; events were not written to stdout")

@@ -79,6 +79,12 @@ public struct EventData: Sendable, Equatable, Sequence {
 
     public init() { fields = [] }
 
+    /// An empty object with room for `capacity` fields: sources that know their field count avoid regrowth.
+    public init(capacity: Int) {
+        fields = []
+        fields.reserveCapacity(capacity)
+    }
+
     public init(_ pairs: KeyValuePairs<String, EventValue>) {
         fields = []
         fields.reserveCapacity(pairs.count)
@@ -129,15 +135,16 @@ public struct ByteText: Sendable {
     public let isLossless: Bool
 
     public init(_ bytes: some Collection<UInt8>) {
+        // Most names are ASCII: one pass proves them valid, and decoding cannot change them.
+        if bytes.allSatisfy({ $0 < 0x80 }) {
+            string = String(decoding: bytes, as: UTF8.self)
+            isLossless = true
+            return
+        }
         let string = String(decoding: bytes, as: UTF8.self)
         self.string = string
-        // Decoding repairs invalid sequences with U+FFFD (3 bytes), so an unchanged byte count and no U+FFFD
-        // in the input means the bytes were valid; the slow check runs only when the counts differ or a
-        // replacement character is present.
-        if string.utf8.count == bytes.count && !string.utf8.contains(0xEF) {
-            isLossless = true
-        } else {
-            isLossless = string.utf8.elementsEqual(bytes)
-        }
+        // Decoding repairs invalid sequences with U+FFFD, so the text's bytes equal the input exactly when the
+        // input was valid UTF-8.
+        isLossless = string.utf8.elementsEqual(bytes)
     }
 }

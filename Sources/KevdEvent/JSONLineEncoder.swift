@@ -1,166 +1,252 @@
 /// Writes events as JSON lines, one object plus `\n` each, with the fields in the documented order:
 /// `{"seq":N,"id":"<uuid>","time":"<rfc3339>","mono":N,"source":"..","type":"..","key":"..","data":{...}}`.
 ///
-/// This is the daemon's hot path, so everything appends into a caller-owned buffer that is reused between
-/// events: no Foundation, no intermediate Strings, bulk copies of text that needs no escaping. The `append*`
-/// helpers are public so other writers (the socket protocol's replies) produce byte-identical JSON.
+/// This is the daemon's hot path: an event's worst-case size is computed from its strings' byte counts, the
+/// output buffer is grown once for it, and everything is then stored through a raw pointer (`JSONWriter`):
+/// no Foundation, no intermediate Strings, bulk copies of text that needs no escaping. The `append*` helpers
+/// on `[UInt8]` are for other writers (the socket protocol's replies) and tests; they produce the same bytes.
 public struct JSONLineEncoder {
-    private var buffer: [UInt8]
+    private let buffer = ByteBuffer(capacity: 1024)
 
-    public init(capacity: Int = 1024) {
-        buffer = []
-        buffer.reserveCapacity(capacity)
-    }
+    public init(capacity: Int = 1024) {}
 
-    /// Encodes one event into the encoder's own reused buffer and returns the line, `\n` included.
-    ///
-    /// Keeping the result past the next call is safe but costs a copy then; drop it first to stay allocation-free.
+    /// Encodes one event and returns the line, `\n` included.
     public mutating func encode(_ event: Event) -> [UInt8] {
-        buffer.removeAll(keepingCapacity: true)
-        JSONLineEncoder.append(event, to: &buffer)
-        return buffer
+        buffer.removeAll()
+        JSONLineEncoder.append(event, to: buffer)
+        return Array(buffer.bytes)
     }
 
-    /// Appends `event` as one JSON object followed by `\n`.
+    /// Appends `event` as one JSON object followed by `\n`: the hot-path entry point.
+    public static func append(_ event: Event, to out: ByteBuffer) {
+        let start = out.reserve(maximumLength(of: event))
+        var w = JSONWriter(start)
+        w.raw("{\"seq\":")
+        w.uint(event.seq)
+        w.raw(",\"id\":\"")
+        w.id(event.id)
+        w.raw("\",\"time\":\"")
+        w.time(event.time)
+        w.raw("\",\"mono\":")
+        w.uint(event.mono)
+        w.raw(",\"source\":")
+        w.string(event.source.name)
+        w.raw(",\"type\":")
+        w.string(event.type)
+        w.raw(",\"key\":")
+        w.string(event.key)
+        w.raw(",\"data\":")
+        w.data(event.data)
+        w.raw("}\n")
+        out.commit(w.position - start)
+    }
+
+    /// An upper bound of the encoded size: escaping grows a byte to at most 6 (`\u00XX`).
+    static func maximumLength(of event: Event) -> Int {
+        var n = 160 + 6 * (event.source.name.utf8.count + event.type.utf8.count + event.key.utf8.count)
+        for field in event.data.fields {
+            n += 6 * field.name.utf8.count + 4 + maximumLength(of: field.value)
+        }
+        return n
+    }
+
+    static func maximumLength(of value: EventValue) -> Int {
+        switch value {
+        case .string(let s): return 6 * s.utf8.count + 2
+        case .int: return 20
+        case .double: return 32
+        case .bool: return 5
+        }
+    }
+
     public static func append(_ event: Event, to out: inout [UInt8]) {
-        appendRaw("{\"seq\":", to: &out)
-        appendUInt(event.seq, to: &out)
-        appendRaw(",\"id\":\"", to: &out)
-        event.id.appendCanonical(to: &out)
-        appendRaw("\",\"time\":\"", to: &out)
-        event.time.appendRFC3339(to: &out)
-        appendRaw("\",\"mono\":", to: &out)
-        appendUInt(event.mono, to: &out)
-        appendRaw(",\"source\":", to: &out)
-        appendString(event.source.name, to: &out)
-        appendRaw(",\"type\":", to: &out)
-        appendString(event.type, to: &out)
-        appendRaw(",\"key\":", to: &out)
-        appendString(event.key, to: &out)
-        appendRaw(",\"data\":", to: &out)
-        appendData(event.data, to: &out)
-        appendRaw("}\n", to: &out)
+        let buffer = ByteBuffer(capacity: maximumLength(of: event))
+        append(event, to: buffer)
+        out.append(contentsOf: buffer.bytes)
     }
 
     /// Appends `data` as a JSON object, fields in their stored order.
     public static func appendData(_ data: EventData, to out: inout [UInt8]) {
-        out.append(UInt8(ascii: "{"))
-        var first = true
-        for field in data.fields {
-            if !first { out.append(UInt8(ascii: ",")) }
-            first = false
-            appendString(field.name, to: &out)
-            out.append(UInt8(ascii: ":"))
-            appendValue(field.value, to: &out)
-        }
-        out.append(UInt8(ascii: "}"))
+        var n = 2
+        for field in data.fields { n += 6 * field.name.utf8.count + 4 + maximumLength(of: field.value) }
+        write(upTo: n, to: &out) { $0.data(data) }
     }
 
     public static func appendValue(_ value: EventValue, to out: inout [UInt8]) {
-        switch value {
-        case .string(let s): appendString(s, to: &out)
-        case .int(let n): appendInt(n, to: &out)
-        case .double(let d): appendDouble(d, to: &out)
-        case .bool(let b): appendBool(b, to: &out)
-        }
+        write(upTo: maximumLength(of: value), to: &out) { $0.value(value) }
     }
 
     /// Appends a static ASCII fragment (keys, punctuation) verbatim; the caller guarantees it is valid JSON.
-    @inline(__always)
     public static func appendRaw(_ fragment: StaticString, to out: inout [UInt8]) {
         fragment.withUTF8Buffer { out.append(contentsOf: $0) }
     }
 
-    public static func appendBool(_ value: Bool, to out: inout [UInt8]) {
-        appendRaw(value ? "true" : "false", to: &out)
-    }
-
-    public static func appendNull(to out: inout [UInt8]) {
-        appendRaw("null", to: &out)
-    }
-
-    /// Appends the shortest decimal that round-trips (Swift's `description`, which is valid JSON for finite
-    /// values, e.g. `0.1`, `1e-05`, `-0.0`). JSON has no NaN or infinity, so those become `null`.
-    public static func appendDouble(_ value: Double, to out: inout [UInt8]) {
-        guard value.isFinite else { return appendNull(to: &out) }
-        out.append(contentsOf: value.description.utf8)
-    }
-
-    public static func appendInt(_ value: Int64, to out: inout [UInt8]) {
-        if value < 0 { out.append(UInt8(ascii: "-")) }
-        appendUInt(value.magnitude, to: &out)
-    }
-
-    public static func appendUInt(_ value: UInt64, to out: inout [UInt8]) {
-        if value < 10 {
-            out.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value))
-            return
-        }
-        // Digits come out least significant first, so fill a scratch area from its end and copy once.
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
-            var v = value
-            var i = 20
-            while v != 0 {
-                let (q, r) = v.quotientAndRemainder(dividingBy: 10)
-                i -= 1
-                digits[i] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: r)
-                v = q
-            }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: digits[i...]))
-        }
-    }
+    public static func appendBool(_ value: Bool, to out: inout [UInt8]) { appendRaw(value ? "true" : "false", to: &out) }
+    public static func appendNull(to out: inout [UInt8]) { appendRaw("null", to: &out) }
+    public static func appendDouble(_ value: Double, to out: inout [UInt8]) { appendValue(.double(value), to: &out) }
+    public static func appendInt(_ value: Int64, to out: inout [UInt8]) { write(upTo: 20, to: &out) { $0.int(value) } }
+    public static func appendUInt(_ value: UInt64, to out: inout [UInt8]) { write(upTo: 20, to: &out) { $0.uint(value) } }
 
     /// Appends `s` as a quoted JSON string. Escapes `"`, `\` and the C0 controls (short forms where JSON has
     /// them, `\u00XX` otherwise); everything else, DEL and non-ASCII included, is copied as UTF-8, which a
     /// Swift String always is.
     public static func appendString(_ s: String, to out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        let done: Void? = s.utf8.withContiguousStorageIfAvailable { appendEscaped($0, to: &out) }
-        if done == nil { appendEscapedSlow(s.utf8, to: &out) }
-        out.append(UInt8(ascii: "\""))
+        write(upTo: 6 * s.utf8.count + 2, to: &out) { $0.string(s) }
+    }
+
+    static func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        write(upTo: 6 * bytes.count, to: &out) { $0.escaped(bytes) }
+    }
+
+    static func appendEscapedSlow(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
+        let array = Array(bytes)
+        write(upTo: 6 * array.count, to: &out) { w in
+            for byte in array { w.escapedByte(byte) }
+        }
+    }
+
+    private static func write(upTo bound: Int, to out: inout [UInt8], _ body: (inout JSONWriter) -> Void) {
+        let buffer = ByteBuffer(capacity: bound)
+        let start = buffer.reserve(bound)
+        var w = JSONWriter(start)
+        body(&w)
+        buffer.commit(w.position - start)
+        out.append(contentsOf: buffer.bytes)
+    }
+}
+
+/// Stores JSON text through a raw pointer into space the caller reserved (see `JSONLineEncoder`).
+struct JSONWriter {
+    private(set) var position: UnsafeMutablePointer<UInt8>
+
+    init(_ start: UnsafeMutablePointer<UInt8>) { position = start }
+
+    @inline(__always)
+    mutating func byte(_ b: UInt8) {
+        position.pointee = b
+        position += 1
     }
 
     @inline(__always)
-    static func needsEscape(_ byte: UInt8) -> Bool {
-        byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
+    mutating func raw(_ fragment: StaticString) {
+        let count = fragment.utf8CodeUnitCount
+        position.update(from: fragment.utf8Start, count: count)
+        position += count
+    }
+
+    @inline(__always)
+    mutating func bytes(_ source: UnsafeBufferPointer<UInt8>) {
+        guard let base = source.baseAddress, source.count > 0 else { return }
+        position.update(from: base, count: source.count)
+        position += source.count
+    }
+
+    mutating func uint(_ value: UInt64) {
+        if value < 10 {
+            byte(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value))
+            return
+        }
+        var digits = 0
+        var v = value
+        while v != 0 {
+            digits += 1
+            v /= 10
+        }
+        v = value
+        var p = position + digits
+        position = p
+        while v != 0 {
+            let (q, r) = v.quotientAndRemainder(dividingBy: 10)
+            p -= 1
+            p.pointee = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: r)
+            v = q
+        }
+    }
+
+    mutating func int(_ value: Int64) {
+        if value < 0 { byte(UInt8(ascii: "-")) }
+        uint(value.magnitude)
+    }
+
+    mutating func value(_ value: EventValue) {
+        switch value {
+        case .string(let s): string(s)
+        case .int(let n): int(n)
+        case .bool(let b): b ? raw("true") : raw("false")
+        case .double(let d):
+            // JSON has no NaN or infinity. Finite values: Swift's shortest round-trip form is valid JSON.
+            guard d.isFinite else { return raw("null") }
+            var text = d.description
+            text.withUTF8 { bytes($0) }
+        }
+    }
+
+    mutating func data(_ data: EventData) {
+        byte(UInt8(ascii: "{"))
+        var first = true
+        for field in data.fields {
+            if !first { byte(UInt8(ascii: ",")) }
+            first = false
+            string(field.name)
+            byte(UInt8(ascii: ":"))
+            value(field.value)
+        }
+        byte(UInt8(ascii: "}"))
+    }
+
+    mutating func id(_ id: EventID) {
+        let hex: StaticString = "0123456789abcdef"
+        let digits = hex.utf8Start
+        for i in 0..<32 {
+            if i == 8 || i == 12 || i == 16 || i == 20 { byte(UInt8(ascii: "-")) }
+            let word = i < 16 ? id.high : id.low
+            byte(digits[Int((word >> UInt64(60 - (i % 16) * 4)) & 0xF)])
+        }
+    }
+
+    mutating func time(_ time: WallTime) {
+        time.writeRFC3339(into: UnsafeMutableBufferPointer(start: position, count: WallTime.rfc3339Count))
+        position += WallTime.rfc3339Count
+    }
+
+    mutating func string(_ s: String) {
+        byte(UInt8(ascii: "\""))
+        var copy = s
+        copy.withUTF8 { escaped($0) }
+        byte(UInt8(ascii: "\""))
+    }
+
+    @inline(__always)
+    static func needsEscape(_ b: UInt8) -> Bool {
+        b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\")
     }
 
     /// Most text (paths, names) needs no escaping at all, so copy the runs between escapes in bulk.
-    static func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    mutating func escaped(_ source: UnsafeBufferPointer<UInt8>) {
         var runStart = 0
-        for i in bytes.indices where needsEscape(bytes[i]) {
-            if runStart < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i])) }
-            appendEscape(bytes[i], to: &out)
+        for i in source.indices where Self.needsEscape(source[i]) {
+            if runStart < i { bytes(UnsafeBufferPointer(rebasing: source[runStart..<i])) }
+            escapedByte(source[i])
             runStart = i + 1
         }
-        if runStart < bytes.count {
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
-        }
+        if runStart < source.count { bytes(UnsafeBufferPointer(rebasing: source[runStart...])) }
     }
 
-    /// For strings without contiguous UTF-8 (bridged ones): byte by byte, same output.
-    static func appendEscapedSlow(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
-        for byte in bytes {
-            if needsEscape(byte) { appendEscape(byte, to: &out) } else { out.append(byte) }
-        }
-    }
-
-    static func appendEscape(_ byte: UInt8, to out: inout [UInt8]) {
-        switch byte {
-        case UInt8(ascii: "\""): appendRaw("\\\"", to: &out)
-        case UInt8(ascii: "\\"): appendRaw("\\\\", to: &out)
-        case UInt8(ascii: "\n"): appendRaw("\\n", to: &out)
-        case UInt8(ascii: "\r"): appendRaw("\\r", to: &out)
-        case UInt8(ascii: "\t"): appendRaw("\\t", to: &out)
-        case 0x08: appendRaw("\\b", to: &out)
-        case 0x0C: appendRaw("\\f", to: &out)
+    mutating func escapedByte(_ b: UInt8) {
+        guard Self.needsEscape(b) else { return byte(b) }
+        switch b {
+        case UInt8(ascii: "\""): raw("\\\"")
+        case UInt8(ascii: "\\"): raw("\\\\")
+        case UInt8(ascii: "\n"): raw("\\n")
+        case UInt8(ascii: "\r"): raw("\\r")
+        case UInt8(ascii: "\t"): raw("\\t")
+        case 0x08: raw("\\b")
+        case 0x0C: raw("\\f")
         default:
             let hex: StaticString = "0123456789abcdef"
-            appendRaw("\\u00", to: &out)
-            hex.withUTF8Buffer { digits in
-                out.append(digits[Int(byte >> 4)])
-                out.append(digits[Int(byte & 0xF)])
-            }
+            raw("\\u00")
+            byte(hex.utf8Start[Int(b >> 4)])
+            byte(hex.utf8Start[Int(b & 0xF)])
         }
     }
 }

@@ -6,26 +6,31 @@ extension WallTime {
     /// `2026-11-23T07:11:23.123456789Z`. Fixed width, so lines sort and align; an Int64 of nanoseconds spans
     /// 1677...2262, so the year always has four digits.
     public func appendRFC3339(to out: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: WallTime.rfc3339Count) { text in
+            writeRFC3339(into: text)
+            out.append(contentsOf: UnsafeBufferPointer(text))
+        }
+    }
+
+    /// Stores the `rfc3339Count` bytes of the RFC 3339 form at `text` (which must have room for them).
+    func writeRFC3339(into text: UnsafeMutableBufferPointer<UInt8>) {
         let (seconds, fraction) = Civil.floorDivMod(nanoseconds, 1_000_000_000)
         let (days, secondOfDay) = Civil.floorDivMod(seconds, 86_400)
         let (year, month, day) = Civil.date(fromDays: days)
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: WallTime.rfc3339Count) { text in
-            Civil.put(year, digits: 4, into: text, at: 0)
-            text[4] = UInt8(ascii: "-")
-            Civil.put(month, digits: 2, into: text, at: 5)
-            text[7] = UInt8(ascii: "-")
-            Civil.put(day, digits: 2, into: text, at: 8)
-            text[10] = UInt8(ascii: "T")
-            Civil.put(secondOfDay / 3600, digits: 2, into: text, at: 11)
-            text[13] = UInt8(ascii: ":")
-            Civil.put(secondOfDay / 60 % 60, digits: 2, into: text, at: 14)
-            text[16] = UInt8(ascii: ":")
-            Civil.put(secondOfDay % 60, digits: 2, into: text, at: 17)
-            text[19] = UInt8(ascii: ".")
-            Civil.put(fraction, digits: 9, into: text, at: 20)
-            text[29] = UInt8(ascii: "Z")
-            out.append(contentsOf: UnsafeBufferPointer(text))
-        }
+        Civil.put(year, digits: 4, into: text, at: 0)
+        text[4] = UInt8(ascii: "-")
+        Civil.put(month, digits: 2, into: text, at: 5)
+        text[7] = UInt8(ascii: "-")
+        Civil.put(day, digits: 2, into: text, at: 8)
+        text[10] = UInt8(ascii: "T")
+        Civil.put(secondOfDay / 3600, digits: 2, into: text, at: 11)
+        text[13] = UInt8(ascii: ":")
+        Civil.put(secondOfDay / 60 % 60, digits: 2, into: text, at: 14)
+        text[16] = UInt8(ascii: ":")
+        Civil.put(secondOfDay % 60, digits: 2, into: text, at: 17)
+        text[19] = UInt8(ascii: ".")
+        Civil.put(fraction, digits: 9, into: text, at: 20)
+        text[29] = UInt8(ascii: "Z")
     }
 
     /// The `appendRFC3339` form as a String, for places off the hot path (CLI output, logs).

@@ -37,7 +37,8 @@ public final class InotifySource {
 
     struct Root {
         let spec: WatchSpec
-        let events: Set<FileEventType>
+        /// `spec.events` as bits (`FileEventType.bit`): checked for every event, so no hashing.
+        let events: UInt32
         let excludeNames: [String]
         let excludePaths: [String]
     }
@@ -114,7 +115,8 @@ public final class InotifySource {
         roots = specs.map { spec in
             let names = spec.exclude.filter { !$0.contains("/") }
             let paths = spec.exclude.filter { $0.contains("/") }
-            return Root(spec: spec, events: spec.events, excludeNames: names, excludePaths: paths)
+            let bits = spec.events.reduce(UInt32(0)) { $0 | $1.bit }
+            return Root(spec: spec, events: bits, excludeNames: names, excludePaths: paths)
         }
         if old.map(\.spec) == specs { return }
         // Role indices changed meaning: drop every role and establish them again. The kernel keeps the same wd
@@ -221,11 +223,11 @@ public final class InotifySource {
             return
         }
         let name = ByteText(record.name)
-        let path = dirPath == "/" ? "/" + name.string : dirPath + "/" + name.string
+        let path = Self.join(dirPath, name.string)
         if isExcluded(path: path, name: name.string, root: root) { return }
 
         if mask.contains(.create) {
-            if synthesized.remove(path) != nil { return }
+            if !synthesized.isEmpty && synthesized.remove(path) != nil { return }
             emit(.create, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
             if isDirectory && root.spec.recursive { watchNewDirectory(path, root: index) }
         } else if mask.contains(.closeWrite) {
@@ -235,10 +237,10 @@ public final class InotifySource {
         } else if mask.contains(.attrib) {
             emit(.attrib, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
         } else if mask.contains(.delete) {
-            synthesized.remove(path)
+            if !synthesized.isEmpty { synthesized.remove(path) }
             emit(.delete, root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
         } else if mask.contains(.movedFrom) {
-            synthesized.remove(path)
+            if !synthesized.isEmpty { synthesized.remove(path) }
             movedFrom(record, path: path, dirPath: dirPath, root: index, isDirectory: isDirectory)
         } else if mask.contains(.movedTo) {
             movedTo(record, path: path, root: index, isDirectory: isDirectory)
@@ -380,7 +382,7 @@ public final class InotifySource {
         let root = roots[index]
         for entry in entries {
             let name = ByteText(entry.name)
-            let child = path == "/" ? "/" + name.string : path + "/" + name.string
+            let child = Self.join(path, name.string)
             if isExcluded(path: child, name: name.string, root: root) { continue }
             let isDirectory = entry.isDirectory ?? (FileKind.of(child) == .directory)
             if announce {
@@ -520,7 +522,7 @@ public final class InotifySource {
 
     // MARK: Events
 
-    private func wants(_ type: FileEventType, root: Int) -> Bool { roots[root].events.contains(type) }
+    private func wants(_ type: FileEventType, root: Int) -> Bool { roots[root].events & type.bit != 0 }
 
     private func isExcluded(path: String, name: String, root: Root) -> Bool {
         if root.excludeNames.isEmpty && root.excludePaths.isEmpty { return false }
@@ -542,7 +544,7 @@ public final class InotifySource {
     private func baseData(root: Int, path: String, nameBytes: UnsafeBufferPointer<UInt8>?, isDirectory: Bool)
         -> EventData
     {
-        var data = EventData()
+        var data = EventData(capacity: 7)
         if let nameBytes {
             // The path's own bytes are its directory's (valid UTF-8: watched paths are Strings) plus the name's.
             let name = ByteText(nameBytes)
@@ -565,6 +567,23 @@ public final class InotifySource {
 
     private func baseData(root: Int, path: String, nameBytes: [UInt8], isDirectory: Bool) -> EventData {
         nameBytes.withUnsafeBufferPointer { baseData(root: root, path: path, nameBytes: $0, isDirectory: isDirectory) }
+    }
+
+    /// `dir/name` in one allocation (this runs for every event).
+    static func join(_ dir: String, _ name: String) -> String {
+        if dir == "/" { return "/" + name }
+        var dir = dir
+        var name = name
+        return dir.withUTF8 { d in
+            name.withUTF8 { n in
+                String(unsafeUninitializedCapacity: d.count + 1 + n.count) { out in
+                    _ = out.initialize(from: d)
+                    out[d.count] = UInt8(ascii: "/")
+                    _ = UnsafeMutableBufferPointer(rebasing: out[(d.count + 1)...]).initialize(from: n)
+                    return d.count + 1 + n.count
+                }
+            }
+        }
     }
 
     private func lastComponent(_ path: String) -> String {
