@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netlink.h>
 #include <sys/random.h>
 
 int kevd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
@@ -131,6 +132,51 @@ int kevd_get_rcvbuf(int fd) {
     socklen_t len = sizeof v;
     if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) != 0) return -1;
     return v;
+}
+
+int kevd_uevent_socket(int rcvbuf) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+    if (fd < 0) return -1;
+    struct sockaddr_nl addr;
+    memset(&addr, 0, sizeof addr);
+    addr.nl_family = AF_NETLINK;
+    addr.nl_groups = 1;  // the kernel's own uevents; group 2 is udevd's re-broadcast
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (kevd_set_rcvbuf(fd, rcvbuf, 1) != 0) (void)kevd_set_rcvbuf(fd, rcvbuf, 0);
+    return fd;
+}
+
+int kevd_uevent_receive(int fd, uint8_t *buffers, int slot, int max, int *lengths, uint32_t *senders) {
+    enum { batch = 64 };
+    struct mmsghdr msgs[batch];
+    struct iovec iov[batch];
+    struct sockaddr_nl from[batch];
+    if (max > batch) max = batch;
+    memset(msgs, 0, sizeof(msgs[0]) * (size_t)max);
+    for (int i = 0; i < max; i++) {
+        iov[i].iov_base = buffers + (size_t)i * (size_t)slot;
+        iov[i].iov_len = (size_t)slot;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &from[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    }
+    int n;
+    do {
+        n = recvmmsg(fd, msgs, (unsigned)max, MSG_DONTWAIT, NULL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    for (int i = 0; i < n; i++) {
+        // A datagram larger than the slot is truncated: report it as malformed rather than parse half of it.
+        lengths[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int)msgs[i].msg_len;
+        senders[i] = msgs[i].msg_hdr.msg_namelen >= sizeof(struct sockaddr_nl) ? from[i].nl_pid : UINT32_MAX;
+    }
+    return n;
 }
 
 int kevd_getrandom(void *buf, size_t len) {

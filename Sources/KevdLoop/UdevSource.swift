@@ -3,84 +3,130 @@ import KevdEvent
 import KevdKernel
 import Logging
 
-/// Device events from a libudev netlink monitor.
+/// Device events: from libudev's monitor when udevd runs (`udev`), or the kernel's raw uevents (`kernel`),
+/// which kevd reads from the netlink socket itself, many per `recvmmsg`.
 ///
 /// The receive buffer is large (16 MiB by default) because the kernel drops uevents when it fills; when it did,
 /// the next receive fails with ENOBUFS and kevd reports a `kevd`/`overflow` event naming the udev source instead
 /// of losing them silently.
 public final class UdevSource {
-    let monitor: UdevMonitor
+    private enum Monitor {
+        case udev(UdevMonitor)
+        case kernel(KernelUeventMonitor)
+    }
+
+    private let monitor: Monitor
+    private let fd: Int32
     let loop: EventLoop
     let pipeline: EventPipeline
     let logger: Logger
     public let spec: UdevSpec
+    public let sourceName: String
     public private(set) var overflowCount = 0
+    private var received: [UdevMonitor.Device] = []
+
+    private static let ownFields: Set<String> = ["subsystem", "devtype", "devnode", "driver", "sysname", "seqnum"]
+
+    /// Devices per wakeup before yielding to the loop, so sinks flush during a storm (epoll is level-triggered).
+    static let devicesPerWakeup = 2048
 
     public init(spec: UdevSpec, loop: EventLoop, pipeline: EventPipeline, logger: Logger) throws {
         self.spec = spec
         self.loop = loop
         self.pipeline = pipeline
         self.logger = logger
-        let source: UdevMonitor.Source
+        let useUdev: Bool
         switch spec.source {
-        case .udev: source = .udev
-        case .kernel: source = .kernel
-        case .auto: source = UdevMonitor.udevdIsRunning ? .udev : .kernel
+        case .udev: useUdev = true
+        case .kernel: useUdev = false
+        case .auto: useUdev = UdevMonitor.udevdIsRunning
         }
-        monitor = try UdevMonitor(
-            source: source, filters: spec.matches.map { .init(subsystem: $0.subsystem, devtype: $0.devtype) },
-            receiveBuffer: spec.receiveBuffer)
-        logger.info(
-            "udev monitor started",
-            metadata: ["udev.source": "\(source.rawValue)", "udev.rcvbuf": "\(monitor.receiveBufferBytes)"])
-        try loop.register(fd: monitor.fd, events: .readable, priority: .kernelInput) { [unowned self] _ in
+        let filters = spec.matches.map { UdevMonitor.Filter(subsystem: $0.subsystem, devtype: $0.devtype) }
+        let bufferBytes: Int
+        if useUdev {
+            let m = try UdevMonitor(source: .udev, filters: filters, receiveBuffer: spec.receiveBuffer)
+            monitor = .udev(m)
+            fd = m.fd
+            bufferBytes = m.receiveBufferBytes
+            sourceName = "udev"
+        } else {
+            let m = try KernelUeventMonitor(filters: filters, receiveBuffer: spec.receiveBuffer)
+            monitor = .kernel(m)
+            fd = m.fd.rawValue
+            bufferBytes = m.receiveBufferBytes
+            sourceName = "kernel"
+        }
+        received.reserveCapacity(KernelUeventMonitorBatch.size)
+        logger.info("udev monitor started", metadata: ["udev.source": "\(sourceName)", "udev.rcvbuf": "\(bufferBytes)"])
+        try loop.register(fd: fd, events: .readable, priority: .kernelInput) { [unowned self] _ in
             self.drain()
         }
     }
 
-    deinit { loop.unregister(fd: monitor.fd) }
+    deinit { loop.unregister(fd: fd) }
 
-    public var sourceName: String { monitor.source.rawValue }
-
-    /// Devices per wakeup before yielding to the loop, so sinks flush during a storm (epoll is level-triggered).
-    static let devicesPerWakeup = 2048
+    var receiveBufferBytes: Int {
+        switch monitor {
+        case .udev(let m): return m.receiveBufferBytes
+        case .kernel(let m): return m.receiveBufferBytes
+        }
+    }
 
     func drain() {
-        for _ in 0..<Self.devicesPerWakeup {
-            let device: UdevMonitor.Device?
+        var handled = 0
+        while handled < Self.devicesPerWakeup {
+            received.removeAll(keepingCapacity: true)
             do {
-                device = try monitor.receive()
+                switch monitor {
+                case .udev(let m):
+                    guard let device = try m.receive() else { return }
+                    received.append(device)
+                case .kernel(let m):
+                    guard try m.receive(into: &received) > 0 else { return }
+                }
             } catch let error as SyscallError where error.errno == .noBufferSpace {
-                overflowCount += 1
-                var data = EventData()
-                data.append("source", "udev")
-                data.append("monitor", monitor.source.rawValue)
-                data.append("message", "device events were lost: the netlink receive buffer was full")
-                data.append("receive_buffer", monitor.receiveBufferBytes)
-                data.append("overflows", overflowCount)
-                logger.warning("udev receive buffer overflowed", metadata: ["udev.overflows": "\(overflowCount)"])
-                pipeline.publishKevd("overflow", component: "udev", data)
+                reportOverflow()
                 continue
             } catch {
                 logger.error("udev receive failed", metadata: ["error": "\(error)"])
                 return
             }
-            guard let device else { return }
-            publish(device)
+            for device in received { publish(device) }
+            handled += max(received.count, 1)
         }
     }
 
-    private func publish(_ device: UdevMonitor.Device) {
+    private func reportOverflow() {
+        overflowCount += 1
         var data = EventData()
+        data.append("source", "udev")
+        data.append("monitor", sourceName)
+        data.append("message", "device events were lost: the netlink receive buffer was full")
+        data.append("receive_buffer", receiveBufferBytes)
+        data.append("overflows", overflowCount)
+        logger.warning("udev receive buffer overflowed", metadata: ["udev.overflows": "\(overflowCount)"])
+        pipeline.publishKevd("overflow", component: "udev", data)
+    }
+
+    private func publish(_ device: UdevMonitor.Device) {
+        var data = EventData(capacity: 6 + device.properties.count)
         data.append("subsystem", device.subsystem ?? "")
         data.append("devtype", device.devtype ?? "")
         data.append("devnode", device.devnode ?? "")
         data.append("driver", device.driver ?? "")
         data.append("sysname", device.sysname ?? "")
         data.append("seqnum", .int(Int64(clamping: device.seqnum)))
-        for property in device.properties where data[property.name] == nil {
+        // Property names are upper case (ACTION, DEVNAME…); a lower-case one must not shadow the fields above.
+        for property in device.properties {
+            if let first = property.name.utf8.first, first >= UInt8(ascii: "a"), Self.ownFields.contains(property.name) {
+                continue
+            }
             data.append(property.name, property.value)
         }
         pipeline.publish(EventDraft(source: .udev, type: device.action, key: device.devpath, data: data))
     }
+}
+
+private enum KernelUeventMonitorBatch {
+    static let size = 64
 }

@@ -100,6 +100,14 @@ static const int kevd_CLOCK_BOOTTIME = CLOCK_BOOTTIME;
 int kevd_set_rcvbuf(int fd, int bytes, int force);
 int kevd_get_rcvbuf(int fd);
 
+// Kernel uevents (NETLINK_KOBJECT_UEVENT, multicast group 1), read without libudev.
+/// Opens, binds and sizes the socket (SO_RCVBUFFORCE, else SO_RCVBUF); non-blocking, close-on-exec.
+int kevd_uevent_socket(int rcvbuf);
+/// Receives up to `max` datagrams with one recvmmsg: datagram i lands at `buffers + i * slot`, its length in
+/// `lengths[i]` and its sender's netlink port id in `senders[i]` (0 is the kernel). Returns the count, 0 when
+/// none is pending, -1 with errno (ENOBUFS: the kernel dropped datagrams because the buffer was full).
+int kevd_uevent_receive(int fd, uint8_t *buffers, int slot, int max, int *lengths, uint32_t *senders);
+
 // Random bytes for event ids (getrandom, no fd).
 int kevd_getrandom(void *buf, size_t len);
 
