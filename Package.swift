@@ -33,6 +33,11 @@ let package = Package(
             name: "KevdConfig",
             dependencies: ["KevdSchedule", .product(name: "TOMLKit", package: "TOMLKit")]
         ),
+        // The durable journal: segments, framing, CRC-32C, recovery, readers, the flusher thread.
+        .target(
+            name: "KevdJournal",
+            dependencies: ["KevdKernel", "KevdEvent", "CKevdShim", .product(name: "Logging", package: "swift-log")]
+        ),
         // The epoll loop, the cross-thread queue and the five sources.
         .target(
             name: "KevdLoop",
@@ -46,7 +51,7 @@ let package = Package(
         .target(
             name: "KevdDaemon",
             dependencies: [
-                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel",
+                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -56,7 +61,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "kevctl",
-            dependencies: ["KevdConfig", "KevdEvent", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "KevdConfig", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
 
         .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent"]),
@@ -66,6 +74,7 @@ let package = Package(
             name: "KevdLoopTests",
             dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
         ),
+        .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
         .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel"]),
     ],
     swiftLanguageModes: [.v5]

@@ -8,14 +8,36 @@ public struct Config: Sendable, Equatable {
     public var watches: [WatchSpec]
     public var timers: [TimerSpec]
     public var udev: UdevSpec
+    public var journal: JournalSettings
 
-    public init(file: String, daemon: DaemonSettings, watches: [WatchSpec], timers: [TimerSpec], udev: UdevSpec) {
+    public init(
+        file: String, daemon: DaemonSettings, watches: [WatchSpec], timers: [TimerSpec], udev: UdevSpec,
+        journal: JournalSettings = JournalSettings()
+    ) {
         self.file = file
         self.daemon = daemon
         self.watches = watches
         self.timers = timers
         self.udev = udev
+        self.journal = journal
     }
+
+    /// Where the journal's segments live: `<state_dir>/journal`.
+    public var journalDirectory: String { daemon.stateDir + "/journal" }
+}
+
+/// The `[journal]` table.
+public struct JournalSettings: Sendable, Equatable {
+    public enum Sync: String, Sendable, CaseIterable { case batch, always, none }
+    /// `batch`: group commit, one fdatasync at most every `batchInterval`; `always`: a sync starts as soon as
+    /// anything is written; `none`: never sync (page cache only: survives a kevd crash, not a power cut).
+    public var sync: Sync = .batch
+    public var batchIntervalNanoseconds: Int64 = 5_000_000
+    public var segmentBytes: Int64 = 64 * 1024 * 1024
+    /// Retention; 0 means no limit.
+    public var maxBytes: Int64 = 0
+    public var maxAgeNanoseconds: Int64 = 0
+    public init() {}
 }
 
 /// The `[daemon]` table.

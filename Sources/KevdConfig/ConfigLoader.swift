@@ -53,7 +53,7 @@ private struct TableReader {
     }
 
     mutating func config(_ root: TOMLTable) throws -> Config {
-        try rejectUnknownKeys(root, allowed: ["daemon", "watch", "timer", "udev"], name: "")
+        try rejectUnknownKeys(root, allowed: ["daemon", "watch", "timer", "udev", "journal"], name: "")
         let daemon = try daemonSettings(root["daemon"].map { try table($0, "daemon") })
         var watches: [WatchSpec] = []
         for (i, item) in try arrayOfTables(root["watch"], "watch").enumerated() {
@@ -68,7 +68,8 @@ private struct TableReader {
             timers.append(spec)
         }
         let udev = try root["udev"].map { try udevSpec(try table($0, "udev")) } ?? .disabled
-        return Config(file: file, daemon: daemon, watches: watches, timers: timers, udev: udev)
+        let journal = try root["journal"].map { try journalSettings(try table($0, "journal")) } ?? JournalSettings()
+        return Config(file: file, daemon: daemon, watches: watches, timers: timers, udev: udev, journal: journal)
     }
 
     func table(_ value: TOMLValueConvertible, _ name: String) throws -> TOMLTable {
@@ -212,6 +213,45 @@ private struct TableReader {
         } catch {
             throw problem("bad size '\(text)': \(error.message)", table: name, key: key)
         }
+    }
+
+    func duration(_ t: TOMLTable, _ key: String, table name: String) throws -> Int64? {
+        guard let text = try string(t, key, table: name) else { return nil }
+        do {
+            return try DurationText.parseNanoseconds(text)
+        } catch {
+            throw problem("bad duration '\(text)': \(error.message)", table: name, key: key)
+        }
+    }
+
+    func journalSettings(_ t: TOMLTable) throws -> JournalSettings {
+        try rejectUnknownKeys(
+            t, allowed: ["sync", "batch_interval", "segment_size", "max_bytes", "max_age"], name: "journal")
+        var settings = JournalSettings()
+        if let s = try string(t, "sync", table: "journal") {
+            guard let sync = JournalSettings.Sync(rawValue: s) else {
+                throw problem("unknown sync policy '\(s)'; expected batch, always or none", table: "journal", key: "sync")
+            }
+            settings.sync = sync
+        }
+        if let ns = try duration(t, "batch_interval", table: "journal") {
+            guard ns > 0, ns <= 10_000_000_000 else {
+                throw problem("'batch_interval' must be between 1ns and 10s", table: "journal", key: "batch_interval")
+            }
+            settings.batchIntervalNanoseconds = ns
+        }
+        if let v = t["segment_size"] {
+            let bytes = try size(v, key: "segment_size", table: "journal")
+            guard bytes >= 4096, bytes <= Int64(1) << 40 else {
+                throw problem("'segment_size' must be at least 4 KiB", table: "journal", key: "segment_size")
+            }
+            settings.segmentBytes = bytes
+        }
+        if let v = t["max_bytes"] {
+            settings.maxBytes = try size(v, key: "max_bytes", table: "journal")
+        }
+        if let ns = try duration(t, "max_age", table: "journal") { settings.maxAgeNanoseconds = ns }
+        return settings
     }
 
     func udevSpec(_ t: TOMLTable) throws -> UdevSpec {

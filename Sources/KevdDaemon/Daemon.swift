@@ -1,6 +1,7 @@
 import Glibc
 import KevdConfig
 import KevdEvent
+import KevdJournal
 import KevdKernel
 import KevdLoop
 import Logging
@@ -25,6 +26,8 @@ public final class Daemon {
     let logger: Logger
     public let loop: EventLoop
     public let pipeline: EventPipeline
+    public let journal: Journal
+    private var housekeeping: TimerFD?
     private var signals: SignalSource?
     private var inotify: InotifySource?
     private var timers: TimerSource?
@@ -37,9 +40,27 @@ public final class Daemon {
         self.options = options
         self.logger = logger
         loop = try EventLoop(logger: logger)
-        pipeline = EventPipeline(firstSeq: 1, idBase: EventIDBase(randA: try randomUInt64(), randB: try randomUInt64()))
+        journal = try Journal(directory: config.journalDirectory, options: Self.journalOptions(config.journal), logger: logger)
+        // seq continues where the journal ends; ids get a fresh random base per run, so a seq given again after
+        // an operating-system crash lost the journal's unsynced tail never repeats an id.
+        pipeline = EventPipeline(
+            firstSeq: journal.nextSeq, idBase: EventIDBase(randA: try randomUInt64(), randB: try randomUInt64()))
+        pipeline.add(sink: JournalSink(journal: journal))
         if options.writeStdout { pipeline.add(sink: StdoutSink(loop: loop, pipeline: pipeline)) }
         loop.onTurnEnd { [pipeline] in pipeline.endOfTurn() }
+        journal.onDurable = { [loop, journal] seq in
+            loop.inbox.post { journal.markDurable(seq) }
+        }
+    }
+
+    static func journalOptions(_ settings: JournalSettings) -> Journal.Options {
+        var options = Journal.Options()
+        options.sync = Journal.Options.Sync(rawValue: settings.sync.rawValue) ?? .batch
+        options.batchIntervalNanoseconds = settings.batchIntervalNanoseconds
+        options.segmentBytes = Int(settings.segmentBytes)
+        options.maxBytes = settings.maxBytes
+        options.maxAgeNanoseconds = settings.maxAgeNanoseconds
+        return options
     }
 
     public static func blockSignals() throws {
@@ -52,16 +73,52 @@ public final class Daemon {
             self.handle(request)
         }
         try apply(config)
+        try startHousekeeping()
+        reportRecovery()
         var data = EventData()
         data.append("pid", Int(getpid()))
         data.append("config", config.file)
         data.append("watches", config.watches.count)
         data.append("timers", config.timers.count)
         data.append("udev", udev?.sourceName ?? "off")
+        data.append("journal", journal.directory)
         pipeline.publishKevd("started", component: "daemon", data)
         logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
         try loop.run()
+        // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced.
+        journal.close()
         return exitCode
+    }
+
+    /// Says what start-up repaired, so a client resuming by seq knows which seqs are given again.
+    private func reportRecovery() {
+        let recovery = journal.recovery
+        guard recovery.truncatedBytes > 0 || !recovery.removedSegments.isEmpty else { return }
+        var data = EventData()
+        data.append("truncated_bytes", recovery.truncatedBytes)
+        data.append("segment", recovery.truncatedSegment ?? "")
+        data.append("removed_segments", recovery.removedSegments.count)
+        data.append("next_seq", .int(Int64(clamping: recovery.nextSeq)))
+        data.append("message", "the journal's tail was torn or damaged and was cut; seqs from next_seq are given again")
+        logger.warning(
+            "journal tail repaired",
+            metadata: ["journal.truncated_bytes": "\(recovery.truncatedBytes)", "journal.next_seq": "\(recovery.nextSeq)"])
+        pipeline.publishKevd("recovered", component: "journal", data)
+    }
+
+    /// kevd's own periodic work (journal retention), on a timerfd of its own.
+    private func startHousekeeping() throws {
+        journal.enforceRetention()
+        let timer = try TimerFD(clock: .monotonic)
+        try timer.arm(delay: 60_000_000_000, interval: 60_000_000_000)
+        try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? timer.read()  // Only EAGAIN is possible on a monotonic timer; the work below is what matters.
+            let deleted = self.journal.enforceRetention()
+            if !deleted.isEmpty {
+                self.logger.info("journal retention", metadata: ["journal.deleted": "\(deleted.joined(separator: " "))"])
+            }
+        }
+        housekeeping = timer
     }
 
     /// Makes the sources match `config`. A source that fails to start is reported and the rest still applies.

@@ -18,7 +18,7 @@ public final class SignalFD {
     public let signals: [Int32]
 
     public static func blockInAllThreads(_ signals: [Int32]) throws {
-        try signals.withUnsafeBufferPointer { buf in
+        _ = try signals.withUnsafeBufferPointer { buf in
             try syscall("pthread_sigmask") { kevd_sigmask_block(buf.baseAddress, Int32(buf.count)) }
         }
     }
@@ -26,7 +26,7 @@ public final class SignalFD {
     public init(signals: [Int32]) throws {
         self.signals = signals
         var set = sigset_t()
-        try signals.withUnsafeBufferPointer { buf in
+        _ = try signals.withUnsafeBufferPointer { buf in
             try syscall("sigaddset") { kevd_sigset_fill(&set, buf.baseAddress, Int32(buf.count)) }
         }
         fd = OwnedFD(try syscall("signalfd") { kevd_signalfd(-1, &set) })

@@ -4,7 +4,8 @@ import ArgumentParser
 struct Kevctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kevctl",
-        abstract: "The kevd client: subscribe, wait, emit, status, journal, rules.",
-        discussion: "Subcommands arrive with the journal, socket and rules features.",
-        version: "0.1.0")
+        abstract: "The kevd client.",
+        discussion: "Filters (FILTER) use one syntax everywhere: field=glob, field!=glob, field~regex, or a bare field for \"present\"; fields are source, type, key, id, seq and data.NAME; several terms must all match.",
+        version: "0.1.0",
+        subcommands: [JournalCommand.self])
 }

@@ -108,6 +108,14 @@ int kevd_uevent_socket(int rcvbuf);
 /// none is pending, -1 with errno (ENOBUFS: the kernel dropped datagrams because the buffer was full).
 int kevd_uevent_receive(int fd, uint8_t *buffers, int slot, int max, int *lengths, uint32_t *senders);
 
+// CRC-32C (Castagnoli), as the journal frames records with it.
+/// Extends `crc` (0 to start) over `len` bytes: the SSE4.2 `crc32` instruction when the CPU has it.
+uint32_t kevd_crc32c(uint32_t crc, const void *data, size_t len);
+/// The same with the portable table, for tests and CPUs without SSE4.2.
+uint32_t kevd_crc32c_portable(uint32_t crc, const void *data, size_t len);
+/// 1 when `kevd_crc32c` uses the hardware instruction.
+int kevd_crc32c_hardware(void);
+
 // Random bytes for event ids (getrandom, no fd).
 int kevd_getrandom(void *buf, size_t len);
 

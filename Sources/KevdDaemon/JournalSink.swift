@@ -1,0 +1,14 @@
+import KevdEvent
+import KevdJournal
+import KevdLoop
+
+/// Puts every event in the journal; registered first, so an event is in the page cache before any other sink
+/// (subscribers, rules, stdout) writes it anywhere.
+final class JournalSink: EventSink {
+    let journal: Journal
+
+    init(journal: Journal) { self.journal = journal }
+
+    func consume(_ event: Event) { journal.append(event) }
+    func endOfTurn() { journal.writePending() }
+}

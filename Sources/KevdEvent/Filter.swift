@@ -1,0 +1,268 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a filter term is malformed, naming the term so the user can find it among several.
+public struct FilterError: Error, Equatable, CustomStringConvertible {
+    /// The term as written.
+    public let term: String
+    /// The UTF-8 byte offset in `term` where the problem starts.
+    public let offset: Int
+    public let message: String
+
+    public init(term: String, offset: Int, message: String) {
+        self.term = term
+        self.offset = offset
+        self.message = message
+    }
+
+    public var description: String { "filter term '\(term)': \(message)" }
+}
+
+/// The event field a term tests.
+public enum FilterField: Sendable, Hashable, CustomStringConvertible {
+    case source, type, key, id, seq
+    /// A field of `data`, by its full name (`data.ID_SERIAL` is `.data("ID_SERIAL")`).
+    case data(String)
+
+    public var description: String {
+        switch self {
+        case .source: return "source"
+        case .type: return "type"
+        case .key: return "key"
+        case .id: return "id"
+        case .seq: return "seq"
+        case .data(let name): return "data." + name
+        }
+    }
+
+    /// The field's value as text, as the filter compares it; nil when the event has no such field.
+    ///
+    /// Numbers and booleans read as their JSON text (`42`, `0.5`, `true`, `null` for a non-finite double),
+    /// so a term can be written the way the value appears in a journal line.
+    public func text(of event: Event) -> String? {
+        switch self {
+        case .source: return event.source.name
+        case .type: return event.type
+        case .key: return event.key
+        case .id: return event.id.string
+        case .seq: return String(event.seq)
+        case .data(let name):
+            switch event.data[name] {
+            case nil: return nil
+            case .string(let s): return s
+            case .int(let n): return String(n)
+            case .double(let d): return d.isFinite ? d.description : "null"
+            case .bool(let b): return b ? "true" : "false"
+            }
+        }
+    }
+}
+
+/// How a term tests its field.
+public enum FilterOperator: Sendable, Hashable {
+    /// `field=glob`: present and matching the fnmatch(3) glob.
+    case equals
+    /// `field!=glob`: absent, or not matching the glob.
+    case notEquals
+    /// `field~regex`: present and containing a match of the POSIX extended regex (unanchored, like grep -E).
+    case matches
+    /// A bare `field`: present.
+    case present
+}
+
+/// One parsed term of a filter: `field=glob`, `field!=glob`, `field~regex` or a bare `field`.
+public struct FilterTerm: Sendable, CustomStringConvertible {
+    /// The term as written.
+    public let text: String
+    public let field: FilterField
+    public let op: FilterOperator
+    /// The glob or regex; empty for `present`.
+    public let value: String
+    private let matcher: Matcher
+
+    /// A compiled value. Globs without wildcards or escapes compare as bytes, which is what fnmatch would do,
+    /// only without a C call per event.
+    private enum Matcher: Sendable {
+        case none
+        case literal([UInt8])
+        case glob(ContiguousArray<CChar>)
+        case regex(CompiledRegex)
+    }
+
+    /// Parses one term: the field ends at the first `!=`, `=` or `~`, and everything after the operator is
+    /// the value, `=` and `~` included.
+    public init(_ text: String) throws(FilterError) {
+        self.text = text
+        let utf8 = Array(text.utf8)
+        guard !utf8.isEmpty else { throw FilterError(term: text, offset: 0, message: "empty term") }
+
+        var op = FilterOperator.present
+        var fieldEnd = utf8.count
+        var valueStart = utf8.count
+        for k in utf8.indices {
+            if utf8[k] == UInt8(ascii: "!"), k + 1 < utf8.count, utf8[k + 1] == UInt8(ascii: "=") {
+                (op, fieldEnd, valueStart) = (.notEquals, k, k + 2)
+                break
+            }
+            if utf8[k] == UInt8(ascii: "=") {
+                (op, fieldEnd, valueStart) = (.equals, k, k + 1)
+                break
+            }
+            if utf8[k] == UInt8(ascii: "~") {
+                (op, fieldEnd, valueStart) = (.matches, k, k + 1)
+                break
+            }
+        }
+        let fieldText = String(decoding: utf8[..<fieldEnd], as: UTF8.self)
+        let value = String(decoding: utf8[valueStart...], as: UTF8.self)
+        self.op = op
+        self.value = value
+
+        switch fieldText {
+        case "": throw FilterError(term: text, offset: 0, message: "empty field name")
+        case "source": field = .source
+        case "type": field = .type
+        case "key": field = .key
+        case "id": field = .id
+        case "seq": field = .seq
+        case _ where fieldText.hasPrefix("data."):
+            let name = String(fieldText.dropFirst(5))
+            guard !name.isEmpty else { throw FilterError(term: text, offset: 5, message: "empty data field name") }
+            field = .data(name)
+        default:
+            throw FilterError(
+                term: text, offset: 0,
+                message: "unknown field '\(fieldText)' (expected source, type, key, id, seq or data.NAME)")
+        }
+
+        // fnmatch and regcomp take C strings: a NUL would silently cut the pattern short.
+        if let nul = utf8[valueStart...].firstIndex(of: 0) {
+            throw FilterError(term: text, offset: nul, message: "NUL byte in the value")
+        }
+        switch op {
+        case .present:
+            matcher = .none
+        case .equals, .notEquals:
+            let wildcards: [UInt8] = [UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "["), UInt8(ascii: "\\")]
+            if value.utf8.contains(where: wildcards.contains) {
+                matcher = .glob(value.utf8CString)
+            } else {
+                matcher = .literal(Array(value.utf8))
+            }
+        case .matches:
+            switch CompiledRegex.compile(value) {
+            case .success(let regex): matcher = .regex(regex)
+            case .failure(let message):
+                throw FilterError(term: text, offset: valueStart, message: "bad regex: \(message.text)")
+            }
+        }
+    }
+
+    public var description: String { text }
+
+    /// Whether `event` passes this term. A missing field fails `=`, `~` and a bare field, and passes `!=`
+    /// (as in udev rules: `data.DEVTYPE!=disk` holds for events without a DEVTYPE).
+    public func matches(_ event: Event) -> Bool {
+        if case .present = op {
+            if case .data(let name) = field { return event.data[name] != nil }
+            return true  // the fixed fields are on every event
+        }
+        guard let subject = field.text(of: event) else { return op == .notEquals }
+        let found: Bool
+        switch matcher {
+        case .none: found = true
+        case .literal(let bytes): found = subject.utf8.elementsEqual(bytes)
+        case .glob(let pattern):
+            // fnmatch sees C strings: a value with a NUL byte (only possible from a client's JSON) cannot be
+            // matched whole, so no glob matches it rather than one matching a prefix of it.
+            if subject.utf8.contains(0) {
+                found = false
+            } else {
+                found = subject.withCString { s in
+                    pattern.withUnsafeBufferPointer { fnmatch($0.baseAddress!, s, 0) == 0 }
+                }
+            }
+        case .regex(let regex): found = regex.search(subject)
+        }
+        return op == .notEquals ? !found : found
+    }
+}
+
+/// A POSIX extended regex compiled once by regcomp(3) and freed with its last user.
+///
+/// @unchecked Sendable: after regcomp the regex_t is only read, and POSIX requires regexec to be safe to call
+/// from several threads on one compiled regex (glibc takes a lock inside it). The regex_t lives in its own
+/// allocation rather than a stored property so no `&self.property` access (and its exclusivity check, which
+/// would trap on concurrent calls) is ever made.
+final class CompiledRegex: @unchecked Sendable {
+    private let regex: UnsafeMutablePointer<regex_t>
+
+    private init(_ regex: UnsafeMutablePointer<regex_t>) { self.regex = regex }
+
+    deinit {
+        regfree(regex)
+        regex.deallocate()
+    }
+
+    struct Message: Error { let text: String }
+
+    /// Compiles `pattern`, or returns regerror's explanation.
+    static func compile(_ pattern: String) -> Result<CompiledRegex, Message> {
+        let regex = UnsafeMutablePointer<regex_t>.allocate(capacity: 1)
+        regex.initialize(to: regex_t())
+        // REG_NOSUB: only whether it matches matters, which lets glibc skip tracking submatches.
+        let code = regcomp(regex, pattern, REG_EXTENDED | REG_NOSUB)
+        guard code == 0 else {
+            var buffer = [CChar](repeating: 0, count: 256)
+            _ = regerror(code, regex, &buffer, buffer.count)
+            // A failed regcomp frees what it allocated; regfree would be undefined here.
+            regex.deallocate()
+            let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .failure(Message(text: text))
+        }
+        return .success(CompiledRegex(regex))
+    }
+
+    /// Whether `subject` contains a match anywhere. REG_STARTEND passes the length, so text after an embedded
+    /// NUL is searched too.
+    func search(_ subject: String) -> Bool {
+        subject.withCString { text in
+            var range = regmatch_t()
+            range.rm_so = 0
+            range.rm_eo = regoff_t(subject.utf8.count)
+            return regexec(regex, text, 1, &range, REG_STARTEND) == 0
+        }
+    }
+}
+
+/// The filter syntax shared by `kevctl journal`, `subscribe`, `wait` and rules: terms that must all hold.
+///
+/// Terms are `field=glob`, `field!=glob`, `field~regex` and bare `field` (present), over the fields `source`,
+/// `type`, `key`, `id`, `seq` and `data.NAME`. Globs are fnmatch(3) with no flags, so `*` matches `/` too
+/// (`key=/srv/*` matches `/srv/a/b/c`). Regexes are POSIX extended and match anywhere, like `grep -E`; anchor
+/// them with `^` and `$`. Glob and regex compile once; a filter is immutable and safe to use from any thread.
+/// Matching is bytewise unless the process has set a UTF-8 LC_CTYPE, as in any C program (`?` and `.` then
+/// match one byte of a multi-byte character).
+public struct EventFilter: Sendable {
+    public let terms: [FilterTerm]
+
+    /// Parses every term; the error names the first bad one. No terms match every event.
+    public init(terms: [String]) throws(FilterError) {
+        var parsed: [FilterTerm] = []
+        parsed.reserveCapacity(terms.count)
+        for term in terms { parsed.append(try FilterTerm(term)) }
+        self.terms = parsed
+    }
+
+    /// Whether `event` passes every term.
+    public func matches(_ event: Event) -> Bool {
+        terms.allSatisfy { $0.matches(event) }
+    }
+
+    /// The first term (as written) that `event` fails, nil when it passes them all: the answer to "why did
+    /// my rule not match".
+    public func firstFailingTerm(_ event: Event) -> String? {
+        terms.first { !$0.matches(event) }?.text
+    }
+}

@@ -1,0 +1,114 @@
+import Glibc
+import KevdKernel
+import Synchronization
+
+/// The journal's sync thread: `fdatasync` off the loop, with group commit.
+///
+/// The loop says "written up to seq S on fd F" (`request`); the flusher waits until at least `interval` has
+/// passed since its previous sync started (so one sync covers every write of that window), syncs, and reports
+/// S through `report`. Retired segments (after a rotation) are synced, closed, and their directory synced so
+/// the new segment's name is durable too.
+final class Flusher: @unchecked Sendable {
+    // @unchecked: all mutable state is inside `state` (a Mutex) or owned by the flusher thread.
+    private struct State {
+        var fd: Int32 = -1
+        var upTo: UInt64 = 0
+        var retired: [(fd: OwnedFD, directory: String, upTo: UInt64)] = []
+        var stopping = false
+    }
+
+    private let state = Mutex(State())
+    private let wakeup: EventFD
+    private let interval: Int64
+    private let report: @Sendable (UInt64) -> Void
+    private var thread: pthread_t? = nil
+
+    init(interval: Int64, report: @escaping @Sendable (UInt64) -> Void) {
+        self.interval = interval
+        self.report = report
+        // Blocking mode: the flusher thread sleeps in read() until there is work.
+        wakeup = try! EventFD(blocking: true)  // eventfd(2) fails only without fds or memory; kevd cannot run then
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            let flusher = Unmanaged<Flusher>.fromOpaque(raw!).takeRetainedValue()
+            flusher.run()
+            return nil
+        }, box.toOpaque())
+        self.thread = thread
+    }
+
+    func request(fd: Int32, upTo seq: UInt64) {
+        state.withLock { state in
+            state.fd = fd
+            state.upTo = max(state.upTo, seq)
+        }
+        wakeup.signal()
+    }
+
+    /// Takes ownership of a segment fd that is no longer written (everything up to `upTo` is in it): synced,
+    /// closed, and its directory synced, off the loop.
+    func retire(_ fd: OwnedFD, directory: String, upTo: UInt64) {
+        state.withLock { state in
+            state.retired.append((fd, directory, upTo))
+            // The fd number may be reused once closed: never sync it as the active segment again.
+            if state.fd == fd.rawValue { state.fd = -1 }
+        }
+        wakeup.signal()
+    }
+
+    /// Finishes outstanding work and joins the thread.
+    func stop() {
+        state.withLock { $0.stopping = true }
+        wakeup.signal()
+        if let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+    }
+
+    private func run() {
+        var lastSync: Int64 = 0
+        var reported: UInt64 = 0
+        while true {
+            _ = try? wakeup.drain()  // Blocks until signalled; an error here can only be EINTR-like noise.
+            if interval > 0 {
+                let wait = lastSync + interval - Int64(Clock.monotonicNanoseconds())
+                if wait > 0 {
+                    var remaining = timespec(tv_sec: Int(wait / 1_000_000_000), tv_nsec: Int(wait % 1_000_000_000))
+                    var request = remaining
+                    while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+                }
+            }
+            let (fd, upTo, retired, stopping) = state.withLock { state in
+                let work = (state.fd, state.upTo, state.retired, state.stopping)
+                state.retired.removeAll()
+                return work
+            }
+            lastSync = Int64(Clock.monotonicNanoseconds())
+            var durable = reported
+            for old in retired {
+                _ = fdatasync(old.fd.rawValue)
+                old.fd.close()
+                Self.syncDirectory(old.directory)
+                durable = max(durable, old.upTo)
+            }
+            if fd >= 0 && upTo > durable {
+                _ = fdatasync(fd)
+                durable = upTo
+            }
+            if durable > reported {
+                reported = durable
+                report(durable)
+            }
+            if stopping { return }
+        }
+    }
+
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
+    }
+}

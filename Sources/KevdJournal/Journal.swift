@@ -1,0 +1,276 @@
+import CKevdShim
+import Glibc
+import KevdEvent
+import KevdKernel
+import Logging
+
+/// The append side of the journal, owned by the loop thread.
+///
+/// `append` encodes a record into a pending buffer (no syscall); `writePending`, called once per loop turn,
+/// hands the whole batch to the kernel with one `write` (page cache: safe across a kevd crash). Making it
+/// durable across a power cut is the `Flusher` thread's job: it `fdatasync`s and reports the durable seq back
+/// through `onDurable`, so the loop never waits for the disk.
+public final class Journal {
+    public struct Options: Sendable, Equatable {
+        public enum Sync: String, Sendable { case batch, always, none }
+        public var sync: Sync = .batch
+        /// Group commit: at most one `fdatasync` per this many nanoseconds (`batch`).
+        public var batchIntervalNanoseconds: Int64 = 5_000_000
+        public var segmentBytes: Int = 64 * 1024 * 1024
+        /// Retention: whole old segments are deleted past these (0: no limit).
+        public var maxBytes: Int64 = 0
+        public var maxAgeNanoseconds: Int64 = 0
+        public init() {}
+    }
+
+    /// What start-up found and repaired.
+    public struct Recovery: Sendable, Equatable {
+        public var segments = 0
+        /// Bytes cut from the tail of the last segment (a torn or damaged write).
+        public var truncatedBytes = 0
+        public var truncatedSegment: String? = nil
+        /// The seq the next event gets; if anything was truncated, the first seq that is given again.
+        public var nextSeq: UInt64 = 1
+        /// Segments removed because they held no valid record (a crash while creating one).
+        public var removedSegments: [String] = []
+    }
+
+    public let directory: String
+    public let options: Options
+    let logger: Logger
+    public private(set) var nextSeq: UInt64
+    /// Everything up to here has been handed to the kernel.
+    public private(set) var writtenSeq: UInt64
+    /// Everything up to here survives a power cut (per the sync policy).
+    public private(set) var durableSeq: UInt64
+    public private(set) var lastError: String? = nil
+
+    private var segment: OwnedFD
+    private var segmentFirstSeq: UInt64
+    private var segmentSize: Int
+    private let pending = ByteBuffer(capacity: 1024 * 1024)
+    private var pendingLastSeq: UInt64 = 0
+    private var flusher: Flusher?
+    /// Called on the loop thread's behalf when `durableSeq` advances (wire it through the loop's inbox).
+    public var onDurable: ((UInt64) -> Void)?
+
+    /// Opens (creating if needed) the journal in `directory` and repairs its tail.
+    public init(directory: String, options: Options, logger: Logger) throws {
+        self.directory = directory
+        self.options = options
+        self.logger = logger
+        try Self.makeDirectory(directory)
+        var recovery = Recovery()
+        let segments = try JournalDirectory.segments(in: directory)
+        recovery.segments = segments.count
+        var last = segments.last
+        // A segment without a valid header was being created when kevd stopped: it holds nothing.
+        while let candidate = last, try Self.isHeaderless(candidate.path) {
+            unlink(candidate.path)
+            recovery.removedSegments.append(candidate.name)
+            last = segments.last { $0.firstSeq < candidate.firstSeq }
+        }
+        if let last {
+            let scan = try Self.scanTail(of: last)
+            if scan.validEnd < scan.size {
+                try syscall("truncate") { Glibc.truncate(last.path, off_t(scan.validEnd)) }
+                recovery.truncatedBytes = scan.size - scan.validEnd
+                recovery.truncatedSegment = last.name
+            }
+            nextSeq = scan.nextSeq
+            segmentFirstSeq = last.firstSeq
+            segmentSize = scan.validEnd
+            segment = OwnedFD(try syscall("open") { open(last.path, O_WRONLY | O_APPEND | O_CLOEXEC) })
+        } else {
+            nextSeq = 1
+            segmentFirstSeq = 1
+            segmentSize = 0
+            segment = OwnedFD(try Self.createSegment(in: directory, firstSeq: 1))
+            segmentSize = JournalFormat.segmentHeaderSize
+        }
+        recovery.nextSeq = nextSeq
+        writtenSeq = nextSeq - 1
+        durableSeq = nextSeq - 1
+        self.recovery = recovery
+        if recovery.truncatedBytes > 0 || recovery.truncatedSegment != nil {
+            // The repair must itself be durable before new records go after it.
+            _ = fdatasync(segment.rawValue)
+        }
+        if options.sync != .none {
+            flusher = Flusher(interval: options.sync == .always ? 0 : options.batchIntervalNanoseconds) {
+                [weak self] seq in self?.onDurable?(seq)
+            }
+        }
+    }
+
+    public let recovery: Recovery
+
+    deinit { flusher?.stop() }
+
+    /// Adds `event` to the pending batch. Its payload is exactly `JSONLineEncoder`'s line.
+    public func append(_ event: Event) {
+        precondition(event.seq == nextSeq, "journal seq \(nextSeq) but event seq \(event.seq)")
+        let headerAt = pending.count
+        _ = pending.reserve(JournalFormat.recordHeaderSize)
+        pending.commit(JournalFormat.recordHeaderSize)
+        JSONLineEncoder.append(event, to: pending)
+        let payloadLength = pending.count - headerAt - JournalFormat.recordHeaderSize
+        let padding = JournalFormat.padded(payloadLength) - payloadLength
+        let pad = pending.reserve(padding)
+        pad.initialize(repeating: 0, count: padding)
+        pending.commit(padding)
+        let header = UnsafeMutableRawPointer(pending.base + headerAt)
+        JournalFormat.store(JournalFormat.recordMagic, at: header)
+        JournalFormat.store(UInt32(payloadLength), at: header + 4)
+        JournalFormat.store(UInt32(0), at: header + 12)
+        JournalFormat.store(event.seq, at: header + 16)
+        JournalFormat.store(event.time.nanoseconds, at: header + 24)
+        let covered = UnsafeRawBufferPointer(start: header + 12, count: 20 + payloadLength)
+        JournalFormat.store(JournalFormat.crc32c(covered), at: header + 8)
+        nextSeq += 1
+        pendingLastSeq = event.seq
+    }
+
+    /// Writes the pending batch (one `write`), rotating first when the segment is full. Call once per loop turn.
+    public func writePending() {
+        guard !pending.isEmpty else { return }
+        if segmentSize + pending.count > options.segmentBytes && segmentSize > JournalFormat.segmentHeaderSize {
+            rotate()
+        }
+        let n = kevd_write_some(segment.rawValue, pending.bytes.baseAddress, pending.count)
+        if n < 0 {
+            // Kept pending and retried next turn (ENOSPC, EIO); reported once per distinct error.
+            let message = "journal write failed: \(String(cString: strerror(errno)))"
+            if lastError != message {
+                lastError = message
+                logger.error("journal write failed", metadata: ["journal.segment": "\(segmentFirstSeq)", "error": "\(message)"])
+            }
+            return
+        }
+        segmentSize += n
+        pending.removeFirst(n)
+        guard pending.isEmpty else { return }  // A partial write: the rest goes next turn, in order.
+        lastError = nil
+        pending.removeAll()
+        writtenSeq = pendingLastSeq
+        if let flusher {
+            flusher.request(fd: segment.rawValue, upTo: writtenSeq)
+        } else {
+            durableSeq = writtenSeq
+            onDurable?(durableSeq)
+        }
+    }
+
+    /// Called (on the loop thread) when the flusher reports progress.
+    public func markDurable(_ seq: UInt64) {
+        if seq > durableSeq { durableSeq = seq }
+    }
+
+    /// Waits for everything written to be durable: for a clean shutdown only (it blocks).
+    public func close() {
+        writePending()
+        if let flusher {
+            flusher.stop()
+            self.flusher = nil
+        }
+        if options.sync != .none { _ = fdatasync(segment.rawValue) }
+        durableSeq = writtenSeq
+    }
+
+    public var activeSegmentFirstSeq: UInt64 { segmentFirstSeq }
+
+    /// Starts a new segment named by the next seq to write. The old one is synced by the flusher before it is
+    /// closed; the new file and its directory entry are synced the same way.
+    private func rotate() {
+        let first = pendingFirstSeq
+        do {
+            let fd = try Self.createSegment(in: directory, firstSeq: first)
+            let old = segment
+            segment = OwnedFD(fd)
+            segmentFirstSeq = first
+            segmentSize = JournalFormat.segmentHeaderSize
+            if let flusher {
+                flusher.retire(old, directory: directory, upTo: writtenSeq)
+            }
+            enforceRetention()
+        } catch {
+            logger.error("cannot start a new journal segment", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private var pendingFirstSeq: UInt64 {
+        let raw = UnsafeRawBufferPointer(start: pending.base, count: pending.count)
+        return pending.count >= JournalFormat.recordHeaderSize ? JournalFormat.load(UInt64.self, from: raw, at: 16) : nextSeq
+    }
+
+    /// Deletes whole old segments beyond `maxBytes` / `maxAge`; never the active one.
+    @discardableResult
+    public func enforceRetention(now: Int64 = Clock.realtimeNanoseconds()) -> [String] {
+        guard options.maxBytes > 0 || options.maxAgeNanoseconds > 0 else { return [] }
+        return JournalDirectory.vacuum(
+            directory: directory, keepingFrom: segmentFirstSeq, maxBytes: options.maxBytes,
+            maxAgeNanoseconds: options.maxAgeNanoseconds, now: now)
+    }
+
+    // MARK: Start-up
+
+    static func makeDirectory(_ path: String) throws {
+        var prefix = ""
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o750) != 0 && errno != EEXIST {
+                throw SyscallError(call: "mkdir(\(prefix))", errno: .init(rawValue: errno))
+            }
+        }
+    }
+
+    static func createSegment(in directory: String, firstSeq: UInt64) throws -> Int32 {
+        let path = directory + "/" + JournalFormat.segmentName(firstSeq: firstSeq)
+        let fd = try syscall("open(\(path))") { open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o640) }
+        var header = [UInt8](repeating: 0, count: JournalFormat.segmentHeaderSize)
+        header.withUnsafeMutableBytes {
+            JournalFormat.writeSegmentHeader(firstSeq: firstSeq, createdNanoseconds: Clock.realtimeNanoseconds(), to: $0.baseAddress!)
+        }
+        let n = header.withUnsafeBytes { kevd_write_some(fd, $0.baseAddress, $0.count) }
+        guard n == JournalFormat.segmentHeaderSize else {
+            let code = errno
+            Glibc.close(fd)
+            unlink(path)
+            throw SyscallError(call: "write(segment header)", errno: .init(rawValue: code))
+        }
+        return fd
+    }
+
+    static func isHeaderless(_ path: String) throws -> Bool {
+        var header = [UInt8](repeating: 0, count: JournalFormat.segmentHeaderSize)
+        let fd = try syscall("open") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { Glibc.close(fd) }
+        let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        return n < JournalFormat.segmentHeaderSize || header.withUnsafeBytes({ JournalFormat.readSegmentHeader($0) }) == nil
+    }
+
+    struct TailScan {
+        var size: Int
+        var validEnd: Int
+        var nextSeq: UInt64
+    }
+
+    /// Reads the last segment and finds where its valid records end: the first record that is torn, damaged,
+    /// or out of sequence ends the journal.
+    static func scanTail(of segment: JournalDirectory.Segment) throws -> TailScan {
+        let bytes = try JournalDirectory.readWhole(segment.path)
+        return bytes.withUnsafeBytes { raw in
+            var offset = JournalFormat.segmentHeaderSize
+            var expected = segment.firstSeq
+            while offset < raw.count {
+                // A record whose padding is missing was torn with it: appending after it would lose alignment.
+                guard case .record(let seq, _, _, let next) = JournalFormat.decodeRecord(raw, at: offset), seq == expected,
+                    next % 8 == 0
+                else { break }
+                expected += 1
+                offset = next
+            }
+            return TailScan(size: raw.count, validEnd: min(offset, raw.count), nextSeq: expected)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import Glibc
+import KevdKernel
+
+/// The journal directory's files: listing segments, reading them, deleting old ones.
+public enum JournalDirectory {
+    public struct Segment: Sendable, Equatable {
+        public let name: String
+        public let path: String
+        public let firstSeq: UInt64
+        public let size: Int
+    }
+
+    /// Segment files in seq order. Other files are ignored.
+    public static func segments(in directory: String) throws -> [Segment] {
+        var out: [Segment] = []
+        for entry in try DirectoryListing.entries(of: directory) {
+            let name = String(decoding: entry.name, as: UTF8.self)
+            guard let first = JournalFormat.firstSeq(ofSegmentNamed: name) else { continue }
+            let path = directory + "/" + name
+            var st = stat()
+            guard stat(path, &st) == 0 else { continue }  // Deleted by retention meanwhile.
+            out.append(Segment(name: name, path: path, firstSeq: first, size: Int(st.st_size)))
+        }
+        return out.sorted { $0.firstSeq < $1.firstSeq }
+    }
+
+    public static func readWhole(_ path: String) throws -> [UInt8] {
+        let fd = try syscall("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var st = stat()
+        try syscall("fstat") { fstat(fd, &st) }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = try bytes.withUnsafeMutableBytes { raw in
+                try syscall("pread") { pread(fd, raw.baseAddress! + done, raw.count - done, off_t(done)) }
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(bytes.prefix(done))
+    }
+
+    /// The time of a segment's first record, from its first bytes (nil when it has none yet).
+    public static func firstRecordTime(of segment: Segment) -> Int64? {
+        let fd = open(segment.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: JournalFormat.segmentHeaderSize + JournalFormat.recordHeaderSize)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n == bytes.count else { return nil }
+        return bytes.withUnsafeBytes { raw -> Int64? in
+            guard JournalFormat.load(UInt32.self, from: raw, at: JournalFormat.segmentHeaderSize) == JournalFormat.recordMagic
+            else { return nil }
+            return JournalFormat.load(Int64.self, from: raw, at: JournalFormat.segmentHeaderSize + 24)
+        }
+    }
+
+    /// Deletes whole segments, oldest first, while the journal is larger than `maxBytes` or a segment's records
+    /// are all older than `maxAgeNanoseconds` (judged by the next segment's first record). The segment starting
+    /// at `keepingFrom` (the active one) and everything after it are never deleted. Returns the deleted names.
+    public static func vacuum(
+        directory: String, keepingFrom active: UInt64, maxBytes: Int64, maxAgeNanoseconds: Int64, now: Int64
+    ) -> [String] {
+        guard let segments = try? segments(in: directory) else { return [] }
+        var total = segments.reduce(Int64(0)) { $0 + Int64($1.size) }
+        var deleted: [String] = []
+        for (i, segment) in segments.enumerated() where segment.firstSeq < active {
+            var remove = maxBytes > 0 && total > maxBytes
+            if !remove, maxAgeNanoseconds > 0, i + 1 < segments.count,
+                let nextStart = firstRecordTime(of: segments[i + 1]), nextStart < now - maxAgeNanoseconds
+            {
+                remove = true
+            }
+            guard remove else { break }
+            if unlink(segment.path) == 0 || errno == ENOENT {
+                total -= Int64(segment.size)
+                deleted.append(segment.name)
+            }
+        }
+        return deleted
+    }
+}
