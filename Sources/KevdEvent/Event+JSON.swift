@@ -4,6 +4,7 @@ public struct EventDecodingError: Error, Equatable, CustomStringConvertible {
     public let field: String
     public let message: String
 
+    /// An error about `field` (empty for the line as a whole).
     public init(field: String, message: String) {
         self.field = field
         self.message = message

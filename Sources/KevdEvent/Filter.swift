@@ -10,6 +10,7 @@ public struct FilterError: Error, Equatable, CustomStringConvertible {
     public let offset: Int
     public let message: String
 
+    /// An error in `term` at UTF-8 byte `offset`.
     public init(term: String, offset: Int, message: String) {
         self.term = term
         self.offset = offset
@@ -21,6 +22,7 @@ public struct FilterError: Error, Equatable, CustomStringConvertible {
 
 /// The event field a term tests.
 public enum FilterField: Sendable, Hashable, CustomStringConvertible {
+    /// The fixed fields, present on every event; `id` reads as its lower-case canonical form.
     case source, type, key, id, seq
     /// A field of `data`, by its full name (`data.ID_SERIAL` is `.data("ID_SERIAL")`).
     case data(String)
@@ -75,7 +77,9 @@ public enum FilterOperator: Sendable, Hashable {
 public struct FilterTerm: Sendable, CustomStringConvertible {
     /// The term as written.
     public let text: String
+    /// The field tested.
     public let field: FilterField
+    /// How it is tested.
     public let op: FilterOperator
     /// The glob or regex; empty for `present`.
     public let value: String
@@ -245,6 +249,7 @@ final class CompiledRegex: @unchecked Sendable {
 /// Matching is bytewise unless the process has set a UTF-8 LC_CTYPE, as in any C program (`?` and `.` then
 /// match one byte of a multi-byte character).
 public struct EventFilter: Sendable {
+    /// The parsed terms, in the order given; all must hold.
     public let terms: [FilterTerm]
 
     /// Parses every term; the error names the first bad one. No terms match every event.

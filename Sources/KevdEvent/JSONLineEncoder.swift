@@ -41,9 +41,13 @@ public struct JSONLineEncoder {
         out.commit(w.position - start)
     }
 
+    /// The fixed part's worst case: keys and punctuation (76), two 20-digit integers, the 36-byte id, the 30-byte
+    /// time, six quotes and the data braces: 182. Rounded up, so a future field cannot silently overrun.
+    static let fixedPartBound = 256
+
     /// An upper bound of the encoded size: escaping grows a byte to at most 6 (`\u00XX`).
     static func maximumLength(of event: Event) -> Int {
-        var n = 160 + 6 * (event.source.name.utf8.count + event.type.utf8.count + event.key.utf8.count)
+        var n = fixedPartBound + 6 * (event.source.name.utf8.count + event.type.utf8.count + event.key.utf8.count)
         for field in event.data.fields {
             n += 6 * field.name.utf8.count + 4 + maximumLength(of: field.value)
         }

@@ -4,6 +4,7 @@ public struct JSONParseError: Error, Equatable, CustomStringConvertible {
     /// The byte offset in the input where the problem was found.
     public let offset: Int
 
+    /// An error at byte `offset`.
     public init(message: String, offset: Int) {
         self.message = message
         self.offset = offset
@@ -25,17 +26,20 @@ public enum JSONReader {
     /// The deepest nesting of arrays and objects accepted: `[[1]]` has depth 2.
     public static let maximumDepth = 64
 
+    /// Parses `bytes` as one JSON document.
     public static func parse(_ bytes: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
         var parser = JSONParser(bytes)
         return try parser.document()
     }
 
+    /// Parses `bytes` as one JSON document.
     public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
         // withUnsafeBytes does not forward a typed error; carry it out in a Result.
         let result = bytes.withUnsafeBytes { raw in Result { () throws(JSONParseError) in try parse(raw) } }
         return try result.get()
     }
 
+    /// Parses the UTF-8 of `text` as one JSON document; offsets count its UTF-8 bytes.
     public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
         var text = text
         let result = text.withUTF8 { utf8 in

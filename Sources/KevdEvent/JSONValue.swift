@@ -53,16 +53,19 @@ extension JSONValue {
         return elements[index]
     }
 
+    /// Whether this is `null`.
     public var isNull: Bool {
         if case .null = self { return true }
         return false
     }
 
+    /// The value of a boolean; nil for anything else (no truthiness).
     public var boolValue: Bool? {
         if case .bool(let b) = self { return b }
         return nil
     }
 
+    /// The text of a string; nil for anything else.
     public var stringValue: String? {
         if case .string(let s) = self { return s }
         return nil
@@ -96,11 +99,13 @@ extension JSONValue {
         }
     }
 
+    /// The elements of an array; nil for anything else.
     public var arrayValue: [JSONValue]? {
         if case .array(let a) = self { return a }
         return nil
     }
 
+    /// The members of an object in document order; nil for anything else.
     public var objectValue: [(String, JSONValue)]? {
         if case .object(let o) = self { return o }
         return nil
