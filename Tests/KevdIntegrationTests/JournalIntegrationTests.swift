@@ -161,6 +161,39 @@ struct JournalIntegrationTests {
     }
 }
 
+extension JournalIntegrationTests {
+    @Test("vacuum deletes the oldest whole segments, never the newest, and readers are told where the journal starts")
+    func vacuum() throws {
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        let daemon = try DaemonProcess(config: watchConfig("w") + "\n[journal]\nsegment_size = \"4K\"\n", in: dir)
+        for i in 0..<100 { try writeFile(dir.file("w/f\(i)")) }
+        try daemon.waitFor("last create") { $0.isEvent("inotify", "close_write", key: dir.file("w/f99")) }
+        #expect(daemon.stop() == 0)
+        let state = dir.file("state")
+        let journalDir = state + "/journal"
+        let before = try FileManager.default.contentsOfDirectory(atPath: journalDir).sorted()
+        #expect(before.count > 5)
+
+        let vacuum = try kevctl(["journal", "--state-dir", state, "--vacuum-size", "16K"])
+        #expect(vacuum.status == 0)
+        let after = try FileManager.default.contentsOfDirectory(atPath: journalDir).sorted()
+        #expect(after.count < before.count)
+        #expect(after.last == before.last, "the newest segment is kept")
+        #expect(Array(before.suffix(after.count)) == after, "only the oldest went")
+
+        let fromOne = try kevctl(["journal", "--state-dir", state, "--from", "1"])
+        let first = journalLines(fromOne.stdout).first?.seq ?? 0
+        #expect(first > 1)
+        #expect(fromOne.stderr.contains("the journal starts at seq \(first)"))
+        #expect(try kevctl(["journal", "--state-dir", state, "--verify"]).status == 0)
+
+        // By age: everything is younger than a day, so nothing goes.
+        let young = try kevctl(["journal", "--state-dir", state, "--vacuum-time", "1d"])
+        #expect(young.stdout.contains("0 segments deleted"))
+    }
+}
+
 /// Reads one line from `fd` within `timeout` seconds.
 func readLine(from fd: Int32, timeout: Double) throws -> String {
     var collected = Data()
