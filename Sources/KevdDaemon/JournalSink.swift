@@ -9,6 +9,6 @@ final class JournalSink: EventSink {
 
     init(journal: Journal) { self.journal = journal }
 
-    func consume(_ event: Event) { journal.append(event) }
+    func consume(_ event: Event, line: UnsafeRawBufferPointer) { journal.append(event, line: line) }
     func endOfTurn() { journal.writePending() }
 }

@@ -31,13 +31,13 @@ final class StdoutSink: EventSink {
         nonBlocking = isStream && kevd_set_nonblocking(fd, 1) == 0
     }
 
-    func consume(_ event: Event) {
+    func consume(_ event: Event, line: UnsafeRawBufferPointer) {
         guard !failed else { return }
         if buffer.count >= Self.maxBuffered {
             dropped += 1
             return
         }
-        JSONLineEncoder.append(event, to: buffer)
+        buffer.append(line)
     }
 
     func endOfTurn() {

@@ -109,11 +109,21 @@ public final class Journal {
 
     /// Adds `event` to the pending batch. Its payload is exactly `JSONLineEncoder`'s line.
     public func append(_ event: Event) {
-        precondition(event.seq == nextSeq, "journal seq \(nextSeq) but event seq \(event.seq)")
+        appendRecord(seq: event.seq, time: event.time.nanoseconds) { JSONLineEncoder.append(event, to: $0) }
+    }
+
+    /// Adds `event` whose JSON line the caller already encoded (the pipeline encodes each event once for all
+    /// sinks): the payload is copied, not encoded again.
+    public func append(_ event: Event, line: UnsafeRawBufferPointer) {
+        appendRecord(seq: event.seq, time: event.time.nanoseconds) { $0.append(line) }
+    }
+
+    private func appendRecord(seq: UInt64, time: Int64, payload write: (ByteBuffer) -> Void) {
+        precondition(seq == nextSeq, "journal seq \(nextSeq) but event seq \(seq)")
         let headerAt = pending.count
         _ = pending.reserve(JournalFormat.recordHeaderSize)
         pending.commit(JournalFormat.recordHeaderSize)
-        JSONLineEncoder.append(event, to: pending)
+        write(pending)
         let payloadLength = pending.count - headerAt - JournalFormat.recordHeaderSize
         let padding = JournalFormat.padded(payloadLength) - payloadLength
         let pad = pending.reserve(padding)
@@ -123,12 +133,12 @@ public final class Journal {
         JournalFormat.store(JournalFormat.recordMagic, at: header)
         JournalFormat.store(UInt32(payloadLength), at: header + 4)
         JournalFormat.store(UInt32(0), at: header + 12)
-        JournalFormat.store(event.seq, at: header + 16)
-        JournalFormat.store(event.time.nanoseconds, at: header + 24)
+        JournalFormat.store(seq, at: header + 16)
+        JournalFormat.store(time, at: header + 24)
         let covered = UnsafeRawBufferPointer(start: header + 12, count: 20 + payloadLength)
         JournalFormat.store(JournalFormat.crc32c(covered), at: header + 8)
         nextSeq += 1
-        pendingLastSeq = event.seq
+        pendingLastSeq = seq
     }
 
     /// Writes the pending batch (one `write`), rotating first when the segment is full. Call once per loop turn.

@@ -4,9 +4,11 @@ import KevdKernel
 /// A consumer of stamped events: the journal, the subscriber server, the rules engine, `--stdout`.
 ///
 /// `consume` runs on the loop thread for every event, in seq order, and must not block; work that needs a
-/// syscall should be batched and done in `endOfTurn`, which the loop calls once per wakeup.
+/// syscall should be batched and done in `endOfTurn`, which the loop calls once per wakeup. `line` is the
+/// event's JSON line (newline included), encoded once by the pipeline for every sink; it is valid only during
+/// the call.
 public protocol EventSink: AnyObject {
-    func consume(_ event: Event)
+    func consume(_ event: Event, line: UnsafeRawBufferPointer)
     func endOfTurn()
 }
 
@@ -22,6 +24,8 @@ public final class EventPipeline {
     public private(set) var nextSeq: UInt64
     public let idBase: EventIDBase
     private var sinks: [EventSink] = []
+    /// The current event's JSON line; reused, so encoding allocates nothing once it has grown.
+    private let line = ByteBuffer(capacity: 4096)
 
     public init(firstSeq: UInt64 = 1, idBase: EventIDBase) {
         nextSeq = firstSeq
@@ -40,7 +44,10 @@ public final class EventPipeline {
             seq: seq, id: EventID(unixMilliseconds: UInt64(max(wall, 0) / 1_000_000), seq: seq, base: idBase),
             time: WallTime(nanoseconds: wall), mono: mono, source: draft.source, type: draft.type, key: draft.key,
             data: draft.data)
-        for sink in sinks { sink.consume(event) }
+        line.removeAll(shrinkAbove: 1 << 20)
+        JSONLineEncoder.append(event, to: line)
+        let bytes = line.bytes
+        for sink in sinks { sink.consume(event, line: bytes) }
         return event
     }
 

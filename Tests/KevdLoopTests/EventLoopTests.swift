@@ -11,7 +11,11 @@ import Testing
 final class RecordingSink: EventSink {
     var events: [Event] = []
     var turns = 0
-    func consume(_ event: Event) { events.append(event) }
+    var lines: [[UInt8]] = []
+    func consume(_ event: Event, line: UnsafeRawBufferPointer) {
+        events.append(event)
+        lines.append(Array(line))
+    }
     func endOfTurn() { turns += 1 }
 }
 
@@ -88,6 +92,8 @@ struct EventLoopTests {
         }
         #expect(sink.events.map(\.key) == (0..<100).map { "k\($0)" })
         #expect(sink.events.map(\.seq) == Array(1...100))
+        // Sinks get each event's JSON line, encoded once by the pipeline.
+        #expect(sink.lines.map { (try? Event(jsonLine: $0)) ?? nil } == sink.events.map { Optional($0) })
         #expect(ranOnLoopThread.value == true)
     }
 
