@@ -3,9 +3,10 @@ import KevdKernel
 
 /// Reads a journal directory, in seq order, while the daemon may be writing it (another process, read-only).
 ///
-/// A damaged record is reported as a `Problem` (segment and offset) and skipped: the reader moves ahead 8 bytes
-/// at a time to the next record that checks out. At the end of the newest segment, `next()` returns nil; call it
-/// again later to follow new records.
+/// It holds a window of a few hundred KiB of the current segment, not the segment, so many readers (catching-up
+/// subscribers) cost little memory. A damaged record is reported as a `Problem` (segment and offset) and
+/// skipped: the reader moves ahead 8 bytes at a time to the next record that checks out. At the end of the
+/// newest segment, `next()` returns nil; call it again later to follow new records.
 public final class JournalReader {
     public struct Problem: Sendable, Equatable, CustomStringConvertible {
         public let segment: String
@@ -28,17 +29,27 @@ public final class JournalReader {
         case time(Int64)
     }
 
+    /// Bytes read ahead per refill.
+    static let chunk = 256 * 1024
+
     public let directory: String
     public private(set) var problems: [Problem] = []
     public var onProblem: ((Problem) -> Void)?
     /// Set by `seek` when the requested seq or time is older than the oldest record kept (retention).
     public private(set) var startsAt: UInt64? = nil
+    /// The seq after the last record returned: where a caller resumes.
+    public private(set) var nextSeq: UInt64 = 0
 
     private var segments: [JournalDirectory.Segment] = []
     private var index = 0
-    private var bytes: [UInt8] = []
+    private var fd: Int32 = -1
+    /// File bytes [windowStart, windowStart + window.count) of the current segment.
+    private var window: [UInt8] = []
+    private var windowStart = 0
+    /// Absolute offset in the current segment of the next record.
     private var offset = JournalFormat.segmentHeaderSize
     private var retriedOffset = -1
+    private var resyncing = false
     private var minimumSeq: UInt64 = 0
     private var minimumTime: Int64 = .min
 
@@ -48,6 +59,8 @@ public final class JournalReader {
         try load(0)
     }
 
+    deinit { if fd >= 0 { Glibc.close(fd) } }
+
     /// The first seq still in the journal (nil when it is empty).
     public var firstAvailableSeq: UInt64? { segments.first?.firstSeq }
 
@@ -56,6 +69,7 @@ public final class JournalReader {
         startsAt = nil
         minimumSeq = 0
         minimumTime = .min
+        segments = try JournalDirectory.segments(in: directory)
         switch start {
         case .first:
             try load(0)
@@ -89,38 +103,79 @@ public final class JournalReader {
                 try load(index)
                 continue
             }
-            let decoded = bytes.withUnsafeBytes { JournalFormat.decodeRecord($0, at: offset) }
+            let relative = offset - windowStart
+            let decoded = window.withUnsafeBytes { JournalFormat.decodeRecord($0, at: relative) }
             switch decoded {
             case .record(let seq, let time, let payload, let next):
-                offset = next
+                resyncing = false
+                offset = windowStart + next
                 if seq < minimumSeq || time < minimumTime { continue }
-                return bytes.withUnsafeBytes { raw in
+                nextSeq = seq + 1
+                return window.withUnsafeBytes { raw in
                     Record(seq: seq, time: time, payload: UnsafeRawBufferPointer(rebasing: raw[payload]))
                 }
             case .incomplete:
-                if try growCurrent() { continue }
+                if try fill(atLeast: neededBytes()) { continue }
+                if resyncing && offset < windowStart + window.count {
+                    // A candidate whose claimed length runs past the end is not a record either: keep scanning.
+                    offset += 8
+                    continue
+                }
                 if isNewest {
                     try refreshSegments()
                     if isNewest { return nil }
                 }
-                if offset < bytes.count {
-                    report(offset, "truncated record at the end of the segment (\(bytes.count - offset) bytes)")
+                let end = windowStart + window.count
+                if offset < end && !resyncing {
+                    report(offset, "truncated record at the end of the segment (\(end - offset) bytes)")
                 }
                 try load(index + 1)
             case .corrupt(let why):
-                // The newest segment may be mid-write: read the tail again once before calling it damage.
-                if isNewest && retriedOffset != offset {
+                // The newest segment may be mid-write: read it again once before calling it damage (not while
+                // scanning past damage already reported, or every step would re-read).
+                if isNewest && !resyncing && retriedOffset != offset {
                     retriedOffset = offset
-                    try reloadTail()
+                    window.removeAll(keepingCapacity: true)
+                    windowStart = offset
                     continue
                 }
-                report(offset, why)
-                offset = resync(after: offset)
+                if !resyncing { report(offset, why) }
+                resyncing = true
+                offset = JournalFormat.padded(offset + 1)
             }
         }
     }
 
     private var isNewest: Bool { index == segments.count - 1 }
+
+    /// How many bytes from `offset` the record there needs, as far as its header tells.
+    private func neededBytes() -> Int {
+        let relative = offset - windowStart
+        guard relative + JournalFormat.recordHeaderSize <= window.count else { return JournalFormat.recordHeaderSize }
+        let length = window.withUnsafeBytes { JournalFormat.load(UInt32.self, from: $0, at: relative + 4) }
+        return JournalFormat.recordHeaderSize + min(Int(length), JournalFormat.maxPayload) + 8
+    }
+
+    /// Makes the window hold at least `count` bytes from `offset` (or all the file has); true when it grew.
+    private func fill(atLeast count: Int) throws -> Bool {
+        guard fd >= 0 else { return false }
+        if offset > windowStart {
+            // Drop what was consumed, so the window stays small.
+            let drop = min(offset - windowStart, window.count)
+            window.removeFirst(drop)
+            windowStart += drop
+        }
+        let have = windowStart + window.count
+        var st = stat()
+        guard fstat(fd, &st) == 0, Int(st.st_size) > have else { return false }
+        // Never more than the file holds: a damaged length field can claim up to 16 MiB.
+        let want = min(max(count - window.count, Self.chunk), Int(st.st_size) - have)
+        let old = window.count
+        window.append(contentsOf: repeatElement(0, count: want))
+        let n = window.withUnsafeMutableBytes { raw in pread(fd, raw.baseAddress! + old, want, off_t(have)) }
+        window.removeLast(want - max(n, 0))
+        return n > 0
+    }
 
     private func report(_ at: Int, _ message: String) {
         let problem = Problem(segment: segments[index].name, offset: at, message: message)
@@ -128,62 +183,25 @@ public final class JournalReader {
         onProblem?(problem)
     }
 
-    /// The next 8-aligned offset after `start` where a valid record begins (or the end of the bytes).
-    private func resync(after start: Int) -> Int {
-        var candidate = JournalFormat.padded(start + 1)
-        while candidate < bytes.count {
-            let found = bytes.withUnsafeBytes { raw -> Bool in
-                if case .record = JournalFormat.decodeRecord(raw, at: candidate) { return true }
-                return false
-            }
-            if found { return candidate }
-            candidate += 8
-        }
-        return bytes.count
-    }
-
     private func load(_ i: Int) throws {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
         index = i
         offset = JournalFormat.segmentHeaderSize
+        window.removeAll(keepingCapacity: true)
+        windowStart = 0
         retriedOffset = -1
-        guard i < segments.count else {
-            bytes = []
-            return
-        }
-        do {
-            bytes = try JournalDirectory.readWhole(segments[i].path)
-        } catch let error as SyscallError where error.errno == .noSuchFileOrDirectory {
-            // Deleted by retention while we were reading: the next one has what follows.
-            bytes = []
-            offset = 0
-            return
-        }
-        if bytes.count >= JournalFormat.segmentHeaderSize,
-            bytes.withUnsafeBytes({ JournalFormat.readSegmentHeader($0) }) == nil
+        resyncing = false
+        guard i < segments.count else { return }
+        fd = open(segments[i].path, O_RDONLY | O_CLOEXEC)
+        // Deleted by retention while we were reading: the next one has what follows.
+        guard fd >= 0 else { return }
+        _ = try fill(atLeast: JournalFormat.segmentHeaderSize)
+        if window.count >= JournalFormat.segmentHeaderSize,
+            window.withUnsafeBytes({ JournalFormat.readSegmentHeader($0) }) == nil
         {
             report(0, "bad segment header")
         }
-    }
-
-    /// Appends what was written to the current segment since it was read; true when it grew.
-    private func growCurrent() throws -> Bool {
-        let path = segments[index].path
-        var st = stat()
-        guard stat(path, &st) == 0, Int(st.st_size) > bytes.count else { return false }
-        let fd = try syscall("open") { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { Glibc.close(fd) }
-        let old = bytes.count
-        bytes += [UInt8](repeating: 0, count: Int(st.st_size) - old)
-        let n = try bytes.withUnsafeMutableBytes { raw in
-            try syscall("pread") { pread(fd, raw.baseAddress! + old, raw.count - old, off_t(old)) }
-        }
-        bytes.removeLast(bytes.count - old - n)
-        return n > 0
-    }
-
-    private func reloadTail() throws {
-        let fresh = try JournalDirectory.readWhole(segments[index].path)
-        if fresh.count >= offset { bytes = fresh }
     }
 
     private func refreshSegments() throws {
@@ -192,7 +210,8 @@ public final class JournalReader {
         if let current, let i = segments.firstIndex(where: { $0.firstSeq == current }) {
             index = i
         } else if let current {
-            index = segments.firstIndex { $0.firstSeq > current } ?? segments.count
+            let nextIndex = segments.firstIndex { $0.firstSeq > current } ?? segments.count
+            if nextIndex < segments.count { try load(nextIndex) } else { index = nextIndex }
         }
     }
 }

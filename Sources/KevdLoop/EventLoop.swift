@@ -95,6 +95,9 @@ public final class EventLoop {
         }
         var ran = 0
         for i in order {
+            // A stop (TERM) ends the turn here: `stopping` must be the last event, not followed by a burst that
+            // happened to be ready in the same wakeup (it stays in the kernel and the journal is consistent).
+            if stopRequested { break }
             let (events, data) = ready[i]
             let fd = Self.fd(of: data)
             // Stale: an earlier handler of this batch unregistered the fd (and maybe a new one took its number).

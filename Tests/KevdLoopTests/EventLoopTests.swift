@@ -71,6 +71,26 @@ struct EventLoopTests {
         #expect(!secondCalled)
     }
 
+    @Test("after a handler stops the loop, the rest of that turn's ready handlers do not run")
+    func stopEndsTheTurn() throws {
+        let (loop, _, _) = try makeLoop()
+        let first = try EventFD()
+        let second = try EventFD()
+        var secondCalled = false
+        try loop.register(fd: first.fd.rawValue, events: .readable, priority: .signals) { _ in
+            _ = try? first.drain()
+            loop.stop()
+        }
+        try loop.register(fd: second.fd.rawValue, events: .readable, priority: .kernelInput) { _ in
+            secondCalled = true
+        }
+        first.signal()
+        second.signal()
+        try loop.runOnce(timeoutMilliseconds: 1000)
+        #expect(loop.isStopping)
+        #expect(!secondCalled)
+    }
+
     @Test("work posted from another thread wakes a loop blocked in epoll_wait and runs on the loop thread")
     func inboxWakesLoop() throws {
         let (loop, pipeline, sink) = try makeLoop()
