@@ -134,17 +134,31 @@ public struct ByteText: Sendable {
     /// False when invalid UTF-8 was replaced by U+FFFD.
     public let isLossless: Bool
 
-    public init(_ bytes: some Collection<UInt8>) {
-        // Most names are ASCII: one pass proves them valid, and decoding cannot change them.
-        if bytes.allSatisfy({ $0 < 0x80 }) {
-            string = String(decoding: bytes, as: UTF8.self)
-            isLossless = true
-            return
-        }
-        let string = String(decoding: bytes, as: UTF8.self)
+    private init(string: String, isLossless: Bool) {
         self.string = string
+        self.isLossless = isLossless
+    }
+
+    /// The hot path's entry point (a name in a kernel read buffer): concrete, so no generic dispatch per byte.
+    public init(_ bytes: UnsafeBufferPointer<UInt8>) {
+        var ascii = true
+        for byte in bytes where byte >= 0x80 {
+            ascii = false
+            break
+        }
+        // Most names are ASCII: one pass proves them valid, and decoding cannot change them.
+        self = ascii ? ByteText(string: String(decoding: bytes, as: UTF8.self), isLossless: true) : ByteText(checking: bytes)
+    }
+
+    public init(_ bytes: some Collection<UInt8>) {
+        self = bytes.allSatisfy({ $0 < 0x80 })
+            ? ByteText(string: String(decoding: bytes, as: UTF8.self), isLossless: true) : ByteText(checking: bytes)
+    }
+
+    private init(checking bytes: some Collection<UInt8>) {
+        let string = String(decoding: bytes, as: UTF8.self)
         // Decoding repairs invalid sequences with U+FFFD, so the text's bytes equal the input exactly when the
         // input was valid UTF-8.
-        isLossless = string.utf8.elementsEqual(bytes)
+        self.init(string: string, isLossless: string.utf8.elementsEqual(bytes))
     }
 }

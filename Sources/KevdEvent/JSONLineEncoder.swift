@@ -225,15 +225,47 @@ struct JSONWriter {
         b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\")
     }
 
-    /// Most text (paths, names) needs no escaping at all, so copy the runs between escapes in bulk.
+    /// Most text (paths, names) needs no escaping at all, so copy the runs between escapes in bulk, finding
+    /// them 8 bytes at a time (SWAR: a word has a byte below 0x20, a `"` or a `\` iff these masks say so).
     mutating func escaped(_ source: UnsafeBufferPointer<UInt8>) {
+        guard let base = source.baseAddress else { return }
+        let count = source.count
         var runStart = 0
-        for i in source.indices where Self.needsEscape(source[i]) {
-            if runStart < i { bytes(UnsafeBufferPointer(rebasing: source[runStart..<i])) }
-            escapedByte(source[i])
-            runStart = i + 1
+        var i = 0
+        while i < count {
+            if i + 8 <= count {
+                let word = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+                if !Self.wordNeedsEscape(word) {
+                    i += 8
+                    continue
+                }
+            }
+            let end = min(i + 8, count)
+            while i < end {
+                let b = base[i]
+                if Self.needsEscape(b) {
+                    if runStart < i { bytes(UnsafeBufferPointer(start: base + runStart, count: i - runStart)) }
+                    escapedByte(b)
+                    runStart = i + 1
+                }
+                i += 1
+            }
         }
-        if runStart < source.count { bytes(UnsafeBufferPointer(rebasing: source[runStart...])) }
+        if runStart < count { bytes(UnsafeBufferPointer(start: base + runStart, count: count - runStart)) }
+    }
+
+    @inline(__always)
+    static func wordNeedsEscape(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        // Bytes < 0x20: subtracting 0x20 borrows into the high bit only for them (ASCII input; bytes >= 0x80
+        // have the high bit set already and are excluded by `& ~w`).
+        let control = (w &- 0x2020_2020_2020_2020) & ~w & highs
+        let quote = w ^ 0x2222_2222_2222_2222
+        let backslash = w ^ 0x5C5C_5C5C_5C5C_5C5C
+        let hasQuote = (quote &- ones) & ~quote & highs
+        let hasBackslash = (backslash &- ones) & ~backslash & highs
+        return (control | hasQuote | hasBackslash) != 0
     }
 
     mutating func escapedByte(_ b: UInt8) {

@@ -15,6 +15,8 @@ final class Flusher: @unchecked Sendable {
         var upTo: UInt64 = 0
         var retired: [(fd: OwnedFD, directory: String, upTo: UInt64)] = []
         var stopping = false
+        /// True from a request until the flusher takes the work: further requests need no wakeup.
+        var signalled = false
     }
 
     private let state = Mutex(State())
@@ -39,11 +41,15 @@ final class Flusher: @unchecked Sendable {
     }
 
     func request(fd: Int32, upTo seq: UInt64) {
-        state.withLock { state in
+        // One eventfd write per sync window, not per loop turn: a turn that finds the flusher already
+        // signalled only records how far it may sync.
+        let mustSignal = state.withLock { state in
             state.fd = fd
             state.upTo = max(state.upTo, seq)
+            defer { state.signalled = true }
+            return !state.signalled
         }
-        wakeup.signal()
+        if mustSignal { wakeup.signal() }
     }
 
     /// Takes ownership of a segment fd that is no longer written (everything up to `upTo` is in it): synced,
@@ -83,6 +89,7 @@ final class Flusher: @unchecked Sendable {
             let (fd, upTo, retired, stopping) = state.withLock { state in
                 let work = (state.fd, state.upTo, state.retired, state.stopping)
                 state.retired.removeAll()
+                state.signalled = false
                 return work
             }
             lastSync = Int64(Clock.monotonicNanoseconds())

@@ -132,6 +132,8 @@ public final class InotifySource {
     /// must not keep one handler running forever, or sinks would never flush; epoll is level-triggered, so the
     /// loop comes straight back.
     static let readsPerWakeup = 8
+    /// `struct inotify_event` with the longest name (NAME_MAX 255, NUL, padding).
+    static let largestRecord = 16 + 256 + 16
 
     /// Reads and handles what is queued (up to `readsPerWakeup` reads). When the queue was emptied, the
     /// listing's duplicate filter is reset and unpaired moves get a short wait for their partner.
@@ -152,6 +154,14 @@ public final class InotifySource {
             }
             var decoder = InotifyRecordDecoder(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
             while let record = decoder.next() { handle(record) }
+            // The kernel returns every queued event that fits: a read with room to spare emptied the queue, and
+            // another read would only say EAGAIN (epoll wakes us for anything newer). Not after a listing, though:
+            // the IN_CREATEs it may duplicate were queued after this read, and must be read before the filter
+            // of synthesized names is reset.
+            if count < Self.readBufferSize - Self.largestRecord && synthesized.isEmpty {
+                emptied = true
+                break
+            }
         }
         guard emptied else {
             if !pendingMoves.isEmpty && !moveTimerArmed { armMoveTimer() }
