@@ -1,6 +1,11 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+/// Release builds of kevd's own modules skip the runtime exclusivity checks: the loop is single-threaded and
+/// the checks cost about 5% of the per-event CPU (TLS look-ups on every access). Debug builds, which the tests
+/// use, keep them.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "kevd",
     products: [
@@ -20,13 +25,14 @@ let package = Package(
         .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
 
         // The immutable event and its JSON line form. Imports nothing of ours.
-        .target(name: "KevdEvent"),
+        .target(name: "KevdEvent", swiftSettings: hotPath),
         // Durations and calendar (cron) schedules: pure arithmetic, no I/O.
         .target(name: "KevdSchedule"),
         // Thin Swift wrappers over syscalls and libudev; the only module that imports the C shims.
         .target(
             name: "KevdKernel",
-            dependencies: ["CKevdShim", "CUdev", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CKevdShim", "CUdev", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: hotPath
         ),
         // The configuration file: TOML in, validated values out, errors with file:line:col.
         .target(
@@ -36,7 +42,8 @@ let package = Package(
         // The durable journal: segments, framing, CRC-32C, recovery, readers, the flusher thread.
         .target(
             name: "KevdJournal",
-            dependencies: ["KevdKernel", "KevdEvent", "CKevdShim", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KevdKernel", "KevdEvent", "CKevdShim", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: hotPath
         ),
         // The epoll loop, the cross-thread queue and the five sources.
         .target(
@@ -45,15 +52,28 @@ let package = Package(
                 "KevdKernel", "KevdEvent", "KevdSchedule", "KevdConfig",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
-            ]
+            ],
+            swiftSettings: hotPath
         ),
+        // The client socket: protocol, subscribers with bounded send buffers and journal catch-up, emit, status.
+        .target(
+            name: "KevdServer",
+            dependencies: [
+                "KevdLoop", "KevdJournal", "KevdEvent", "KevdKernel", "KevdConfig", "CKevdShim",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: hotPath
+        ),
+        // The client side of the socket protocol, for kevctl, tests and benchmarks.
+        .target(name: "KevdClient", dependencies: ["KevdEvent", "KevdKernel", "CKevdShim"]),
         // Wiring: config, start-up order, signals, reload, shutdown, sinks.
         .target(
             name: "KevdDaemon",
             dependencies: [
-                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal",
+                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: hotPath
         ),
         .executableTarget(
             name: "kevd",
@@ -62,7 +82,16 @@ let package = Package(
         .executableTarget(
             name: "kevctl",
             dependencies: [
-                "KevdConfig", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule",
+                "KevdConfig", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule", "KevdClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Benchmarks (`kevd-bench journal`): not shipped, measures the journal against a ceiling it measures too.
+        .executableTarget(
+            name: "kevd-bench",
+            dependencies: [
+                "KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -75,7 +104,7 @@ let package = Package(
             dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
-        .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel"]),
+        .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient"]),
     ],
     swiftLanguageModes: [.v5]
 )

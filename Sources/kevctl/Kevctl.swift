@@ -7,5 +7,7 @@ struct Kevctl: ParsableCommand {
         abstract: "The kevd client.",
         discussion: "Filters (FILTER) use one syntax everywhere: field=glob, field!=glob, field~regex, or a bare field for \"present\"; fields are source, type, key, id, seq and data.NAME; several terms must all match.",
         version: "0.1.0",
-        subcommands: [JournalCommand.self])
+        subcommands: [
+            JournalCommand.self, SubscribeCommand.self, WaitCommand.self, EmitCommand.self, StatusCommand.self,
+        ])
 }
