@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/netlink.h>
+#include <sys/un.h>
 #include <sys/random.h>
 
 int kevd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
@@ -273,4 +274,65 @@ uint32_t kevd_crc32c(uint32_t crc, const void *data, size_t len) {
     if (hardware) return crc32c_sse42(crc, data, len);
 #endif
     return kevd_crc32c_portable(crc, data, len);
+}
+
+static int unix_address(const char *path, struct sockaddr_un *addr) {
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr->sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(addr->sun_path, path);
+    return 0;
+}
+
+int kevd_unix_listen(const char *path, int backlog) {
+    struct sockaddr_un addr;
+    if (unix_address(path, &addr) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, backlog) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int kevd_unix_connect(const char *path) {
+    struct sockaddr_un addr;
+    if (unix_address(path, &addr) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int r;
+    do {
+        r = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+    } while (r != 0 && errno == EINTR);
+    if (r != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int kevd_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int kevd_peercred(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
+int kevd_peergroups(int fd, uint32_t *groups, int max) {
+    socklen_t len = (socklen_t)(sizeof(gid_t) * (size_t)max);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) return -1;
+    return (int)(len / sizeof(gid_t));
 }

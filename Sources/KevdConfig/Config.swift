@@ -9,6 +9,7 @@ public struct Config: Sendable, Equatable {
     public var timers: [TimerSpec]
     public var udev: UdevSpec
     public var journal: JournalSettings
+    public var server = ServerSettings()
 
     public init(
         file: String, daemon: DaemonSettings, watches: [WatchSpec], timers: [TimerSpec], udev: UdevSpec,
@@ -122,4 +123,31 @@ public struct UdevSpec: Sendable, Equatable {
 
     public static let defaultReceiveBuffer = 16 * 1024 * 1024
     public static let disabled = UdevSpec(enabled: false, source: .auto, matches: [], receiveBuffer: defaultReceiveBuffer)
+}
+
+/// The `[server]` table and the `[[access]]` rules: the client socket.
+public struct ServerSettings: Sendable, Equatable {
+    /// The socket's group (resolved to a gid); nil: the daemon's own group.
+    public var group: UInt32? = nil
+    /// The socket file's permission bits.
+    public var mode: UInt32 = 0o660
+    /// Per subscriber: bytes queued for a client before it is switched to reading from the journal.
+    public var sendBuffer = 4 * 1024 * 1024
+    /// The longest request line accepted.
+    public var maxRequest = 1024 * 1024
+    public var maxClients = 1024
+    public var idempotencyWindowNanoseconds: Int64 = 600_000_000_000
+    /// Who may do what. Empty: root, kevd's own user and members of the socket's group may do everything.
+    public var access: [AccessRule] = []
+    public init() {}
+}
+
+/// An `[[access]]` table: users and groups it applies to, and what they may do.
+public struct AccessRule: Sendable, Equatable {
+    public var uids: [UInt32] = []
+    public var gids: [UInt32] = []
+    public var emit = false
+    /// Sources they may subscribe to; nil: all, empty: none.
+    public var sources: [String]? = nil
+    public init() {}
 }

@@ -53,7 +53,7 @@ private struct TableReader {
     }
 
     mutating func config(_ root: TOMLTable) throws -> Config {
-        try rejectUnknownKeys(root, allowed: ["daemon", "watch", "timer", "udev", "journal"], name: "")
+        try rejectUnknownKeys(root, allowed: ["daemon", "watch", "timer", "udev", "journal", "server", "access"], name: "")
         let daemon = try daemonSettings(root["daemon"].map { try table($0, "daemon") })
         var watches: [WatchSpec] = []
         for (i, item) in try arrayOfTables(root["watch"], "watch").enumerated() {
@@ -69,7 +69,12 @@ private struct TableReader {
         }
         let udev = try root["udev"].map { try udevSpec(try table($0, "udev")) } ?? .disabled
         let journal = try root["journal"].map { try journalSettings(try table($0, "journal")) } ?? JournalSettings()
-        return Config(file: file, daemon: daemon, watches: watches, timers: timers, udev: udev, journal: journal)
+        var config = Config(file: file, daemon: daemon, watches: watches, timers: timers, udev: udev, journal: journal)
+        if let server = root["server"] { config.server = try serverSettings(try table(server, "server")) }
+        for (i, item) in try arrayOfTables(root["access"], "access").enumerated() {
+            config.server.access.append(try accessRule(item, index: i))
+        }
+        return config
     }
 
     func table(_ value: TOMLValueConvertible, _ name: String) throws -> TOMLTable {
@@ -252,6 +257,74 @@ private struct TableReader {
         }
         if let ns = try duration(t, "max_age", table: "journal") { settings.maxAgeNanoseconds = ns }
         return settings
+    }
+
+    func serverSettings(_ t: TOMLTable) throws -> ServerSettings {
+        try rejectUnknownKeys(
+            t, allowed: ["group", "mode", "send_buffer", "max_request", "max_clients", "idempotency_window"],
+            name: "server")
+        var settings = ServerSettings()
+        if let group = try string(t, "group", table: "server") {
+            guard let gid = Accounts.gid(group) else {
+                throw problem("unknown group '\(group)'", table: "server", key: "group")
+            }
+            settings.group = gid
+        }
+        if let mode = try string(t, "mode", table: "server") {
+            guard let bits = UInt32(mode, radix: 8), bits <= 0o777, bits & 0o600 == 0o600 else {
+                throw problem("'mode' must be octal permission bits including 0600, like \"0660\"", table: "server", key: "mode")
+            }
+            settings.mode = bits
+        }
+        if let v = t["send_buffer"] {
+            let bytes = try size(v, key: "send_buffer", table: "server")
+            guard bytes >= 4096, bytes <= 1 << 30 else {
+                throw problem("'send_buffer' must be between 4 KiB and 1 GiB", table: "server", key: "send_buffer")
+            }
+            settings.sendBuffer = Int(bytes)
+        }
+        if let v = t["max_request"] {
+            let bytes = try size(v, key: "max_request", table: "server")
+            guard bytes >= 1024, bytes <= 64 << 20 else {
+                throw problem("'max_request' must be between 1 KiB and 64 MiB", table: "server", key: "max_request")
+            }
+            settings.maxRequest = Int(bytes)
+        }
+        if let v = t["max_clients"] {
+            guard let n = v.int, n > 0, n <= 1_000_000 else {
+                throw problem("'max_clients' must be a positive number", table: "server", key: "max_clients")
+            }
+            settings.maxClients = n
+        }
+        if let ns = try duration(t, "idempotency_window", table: "server") { settings.idempotencyWindowNanoseconds = ns }
+        return settings
+    }
+
+    func accessRule(_ t: TOMLTable, index: Int) throws -> AccessRule {
+        try rejectUnknownKeys(t, allowed: ["users", "groups", "emit", "sources"], name: "access", index: index)
+        var rule = AccessRule()
+        for user in try strings(t, "users", table: "access", index: index) ?? [] {
+            guard let uid = Accounts.uid(user) else {
+                throw problem("unknown user '\(user)'", table: "access", index: index, key: "users")
+            }
+            rule.uids.append(uid)
+        }
+        for group in try strings(t, "groups", table: "access", index: index) ?? [] {
+            guard let gid = Accounts.gid(group) else {
+                throw problem("unknown group '\(group)'", table: "access", index: index, key: "groups")
+            }
+            rule.gids.append(gid)
+        }
+        if rule.uids.isEmpty && rule.gids.isEmpty {
+            throw problem("[[access]] needs 'users' or 'groups'", table: "access", index: index)
+        }
+        rule.emit = try bool(t, "emit", table: "access", index: index) ?? false
+        if let sources = try strings(t, "sources", table: "access", index: index) {
+            rule.sources = sources.contains("*") ? nil : sources
+        } else {
+            rule.sources = []
+        }
+        return rule
     }
 
     func udevSpec(_ t: TOMLTable) throws -> UdevSpec {

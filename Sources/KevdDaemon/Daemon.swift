@@ -4,6 +4,7 @@ import KevdEvent
 import KevdJournal
 import KevdKernel
 import KevdLoop
+import KevdServer
 import Logging
 
 /// The running daemon: builds the loop and its sources from a config, reloads on HUP, stops on TERM/INT.
@@ -28,6 +29,7 @@ public final class Daemon {
     public let pipeline: EventPipeline
     public let journal: Journal
     private var housekeeping: TimerFD?
+    private var server: Server?
     private var signals: SignalSource?
     private var inotify: InotifySource?
     private var timers: TimerSource?
@@ -48,9 +50,6 @@ public final class Daemon {
         pipeline.add(sink: JournalSink(journal: journal))
         if options.writeStdout { pipeline.add(sink: StdoutSink(loop: loop, pipeline: pipeline)) }
         loop.onTurnEnd { [pipeline] in pipeline.endOfTurn() }
-        journal.onDurable = { [loop, journal] seq in
-            loop.inbox.post { journal.markDurable(seq) }
-        }
     }
 
     static func journalOptions(_ settings: JournalSettings) -> Journal.Options {
@@ -72,6 +71,7 @@ public final class Daemon {
         signals = try SignalSource(loop: loop, pipeline: pipeline) { [unowned self] request in
             self.handle(request)
         }
+        try startServer()
         try apply(config)
         try startHousekeeping()
         reportRecovery()
@@ -85,9 +85,42 @@ public final class Daemon {
         pipeline.publishKevd("started", component: "daemon", data)
         logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
         try loop.run()
+        server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced.
         journal.close()
         return exitCode
+    }
+
+    /// The client socket: a sink after the journal (and stdout), so clients only see journaled events.
+    private func startServer() throws {
+        let server = try Server(
+            .init(
+                loop: loop, pipeline: pipeline, journal: journal, settings: config.server,
+                socketPath: config.daemon.socket, stateDirectory: config.daemon.stateDir, logger: logger,
+                statusFields: { [unowned self] in self.statusFields() }))
+        pipeline.add(sink: server)
+        self.server = server
+        journal.onDurable = { [loop, journal] seq in
+            loop.inbox.post { [weak server] in
+                journal.markDurable(seq)
+                server?.durableAdvanced(journal.durableSeq)
+            }
+        }
+        logger.info("listening", metadata: ["socket": "\(config.daemon.socket)"])
+    }
+
+    private func statusFields() -> [(String, JSONValue)] {
+        [
+            ("config", .string(config.file)),
+            (
+                "sources",
+                .object([
+                    ("inotify", .object([("roots", .int(Int64(config.watches.count))), ("watches", .int(Int64(inotify?.watchCount ?? 0))), ("overflows", .int(Int64(inotify?.overflowCount ?? 0)))])),
+                    ("timers", .array((timers?.names ?? []).map { .string($0) })),
+                    ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
+                ])
+            ),
+        ]
     }
 
     /// Says what start-up repaired, so a client resuming by seq knows which seqs are given again.

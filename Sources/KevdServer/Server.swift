@@ -1,1 +1,678 @@
-// The server module; see docs/PROTOCOL.md.
+import CKevdShim
+import Glibc
+import KevdConfig
+import KevdEvent
+import KevdJournal
+import KevdKernel
+import KevdLoop
+import Logging
+
+/// The client socket (docs/PROTOCOL.md): requests in, replies and events out, on the loop thread.
+///
+/// It is an `EventSink` registered after the journal, so every event a client receives is already in the
+/// journal's file. Each connection has a bounded output buffer; a subscriber whose buffer fills is switched to
+/// reading from the journal at its own pace and rejoins the live stream when it has caught up, so a slow reader
+/// costs nobody else anything and loses nothing. Output is written once per loop turn per connection.
+public final class Server: EventSink {
+    public struct Context {
+        public var loop: EventLoop
+        public var pipeline: EventPipeline
+        public var journal: Journal
+        public var settings: ServerSettings
+        public var socketPath: String
+        public var stateDirectory: String
+        public var logger: Logger
+        /// Extra fields for `status` (sources, config), built by the daemon.
+        public var statusFields: () -> [(String, JSONValue)]
+
+        public init(
+            loop: EventLoop, pipeline: EventPipeline, journal: Journal, settings: ServerSettings, socketPath: String,
+            stateDirectory: String, logger: Logger, statusFields: @escaping () -> [(String, JSONValue)]
+        ) {
+            self.loop = loop
+            self.pipeline = pipeline
+            self.journal = journal
+            self.settings = settings
+            self.socketPath = socketPath
+            self.stateDirectory = stateDirectory
+            self.logger = logger
+            self.statusFields = statusFields
+        }
+    }
+
+    /// A reply that must wait: an emit until its event is durable, an ack until its position is stored.
+    private struct Waiter {
+        let connection: UInt64
+        let seq: UInt64
+        let reply: JSONValue
+        /// For acks: the subscription name and seq to store once `seq` is durable.
+        let store: (name: String, seq: UInt64)?
+    }
+
+    private let context: Context
+    private var settings: ServerSettings { context.settings }
+    private let listener: OwnedFD
+    private let socketGroup: UInt32
+    private var connections: [UInt64: Connection] = [:]
+    private var byFD: [Int32: UInt64] = [:]
+    private var nextConnectionID: UInt64 = 1
+    private var durableWaiters: [Waiter] = []
+    private var storeWaiters: [UInt64: Waiter] = [:]
+    private var nextToken: UInt64 = 1
+    private var names: [String: UInt64] = [:]
+    private var idempotency: [String: (seq: UInt64, id: String, expires: UInt64)] = [:]
+    private var positions: PositionStore!
+    private var dirty: Set<UInt64> = []
+
+    public init(_ context: Context) throws {
+        self.context = context
+        socketGroup = context.settings.group ?? getegid()
+        listener = OwnedFD(try Self.listen(at: context.socketPath, logger: context.logger))
+        try syscall("chmod(\(context.socketPath))") { chmod(context.socketPath, mode_t(context.settings.mode)) }
+        if let group = context.settings.group {
+            try syscall("chown(\(context.socketPath))") { chown(context.socketPath, uid_t.max, group) }
+        }
+        positions = try PositionStore(directory: context.stateDirectory + "/subscriptions") {
+            [inbox = context.loop.inbox] token, ok in
+            inbox.post { [weak self] in self?.positionStored(token: token, ok: ok) }
+        }
+        try context.loop.register(fd: listener.rawValue, events: .readable, priority: .clients) { [unowned self] _ in
+            self.acceptAll()
+        }
+    }
+
+    /// Stops listening and removes the socket file.
+    public func close() {
+        context.loop.unregister(fd: listener.rawValue)
+        listener.close()
+        unlink(context.socketPath)
+        for id in Array(connections.keys) { drop(id) }
+        positions.stop()
+    }
+
+    public var connectionCount: Int { connections.count }
+
+    /// Binds the socket, replacing a stale file left by a kevd that died, but never stealing a live one.
+    static func listen(at path: String, logger: Logger) throws -> Int32 {
+        let parent = PathText.directory(of: path)
+        if FileKind.of(parent) == .missing { try? makeDirectories(parent) }
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+                throw SyscallError(call: "bind(\(path)): exists and is not a socket", errno: .fileExists)
+            }
+            let probe = kevd_unix_connect(path)
+            if probe >= 0 {
+                Glibc.close(probe)
+                throw SyscallError(call: "bind(\(path)): another kevd is listening there", errno: .addressInUse)
+            }
+            unlink(path)
+        }
+        return try syscall("listen(\(path))") { kevd_unix_listen(path, 128) }
+    }
+
+    static func makeDirectories(_ path: String) throws {
+        var prefix = ""
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw SyscallError(call: "mkdir(\(prefix))", errno: .init(rawValue: errno))
+            }
+        }
+    }
+
+    // MARK: Connections
+
+    private func acceptAll() {
+        for _ in 0..<64 {
+            let fd = kevd_accept(listener.rawValue)
+            guard fd >= 0 else { return }  // EAGAIN, or a client that left before we got to it.
+            let id = nextConnectionID
+            nextConnectionID += 1
+            let connection = Connection(id: id, fd: fd, credentials: Connection.credentials(of: fd))
+            if connections.count >= settings.maxClients {
+                connection.replyError("too many clients (limit \(settings.maxClients)); try again later")
+                _ = kevd_write_some(fd, connection.output.bytes.baseAddress, connection.output.count)
+                context.logger.warning("client refused: limit reached", metadata: ["server.clients": "\(connections.count)"])
+                continue  // `connection` goes out of scope: its fd is closed.
+            }
+            do {
+                try context.loop.register(fd: fd, events: [.readable, .readHangup], priority: .clients) {
+                    [unowned self] events in self.handle(id, events)
+                }
+            } catch {
+                continue
+            }
+            connections[id] = connection
+            byFD[fd] = id
+        }
+    }
+
+    private func handle(_ id: UInt64, _ events: Epoll.Events) {
+        guard let c = connections[id] else { return }
+        if events.contains(.writable) {
+            c.waitingForWritable = false
+            setInterest(c)
+            dirty.insert(id)
+        }
+        if events.contains(.readable) || events.contains(.hangup) || events.contains(.readHangup) || events.contains(.error) {
+            readInput(c)
+        }
+    }
+
+    private func readInput(_ c: Connection) {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        for _ in 0..<16 {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(c.fd.rawValue, $0.baseAddress, $0.count) }
+            if n > 0 {
+                c.input.append(contentsOf: chunk[0..<n])
+                if c.input.count > settings.maxRequest * 2 { break }
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { break }
+            // EOF or a reset: the client is gone. Whatever it sent before is still answered if it can be.
+            processInput(c)
+            drop(c.id)
+            return
+        }
+        processInput(c)
+    }
+
+    /// Handles every complete request line, as long as the client reads its replies.
+    private func processInput(_ c: Connection) {
+        var start = 0
+        while !c.closing, c.output.count < settings.sendBuffer {
+            guard let newline = c.input[start...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+            let line = c.input[start..<newline]
+            start = newline + 1
+            if line.count > settings.maxRequest {
+                tooLong(c)
+                break
+            }
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            line.withUnsafeBytes { request(c, UnsafeRawBufferPointer($0)) }
+        }
+        if start > 0 { c.input.removeFirst(start) }
+        if !c.closing, c.input.count > settings.maxRequest, c.input.firstIndex(of: UInt8(ascii: "\n")) == nil {
+            tooLong(c)
+        }
+        dirty.insert(c.id)
+    }
+
+    private func tooLong(_ c: Connection) {
+        // The rest of an oversized line cannot be told from the next request: answer, then hang up.
+        c.replyError("request line longer than \(settings.maxRequest) bytes; closing")
+        c.input.removeAll()
+        c.closing = true
+        dirty.insert(c.id)
+    }
+
+    private func drop(_ id: UInt64) {
+        guard let c = connections.removeValue(forKey: id) else { return }
+        byFD.removeValue(forKey: c.fd.rawValue)
+        context.loop.unregister(fd: c.fd.rawValue)
+        c.fd.close()
+        if let name = c.subscription?.name, names[name] == id { names.removeValue(forKey: name) }
+        dirty.remove(id)
+    }
+
+    private func setInterest(_ c: Connection) {
+        var events: Epoll.Events = [.readable, .readHangup]
+        if c.waitingForWritable { events.insert(.writable) }
+        // Stop reading requests from a client that does not read its replies.
+        if c.output.count >= settings.sendBuffer && c.subscription == nil { events.remove(.readable) }
+        try? context.loop.modify(fd: c.fd.rawValue, events: events)  // Fails only for a dropped fd.
+    }
+
+    // MARK: Requests
+
+    private func request(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
+        let value: JSONValue
+        do {
+            value = try JSONReader.parse(bytes)
+        } catch {
+            return c.replyError("malformed JSON: \(error)")
+        }
+        guard let object = value.objectValue else { return c.replyError("a request must be a JSON object") }
+        guard let op = value["op"]?.stringValue else { return c.replyError("missing \"op\" (subscribe, ack, emit, status)") }
+        switch op {
+        case "status": status(c, object)
+        case "emit": emit(c, value, object)
+        case "subscribe": subscribe(c, value, object)
+        case "ack": ack(c, value, object)
+        default: c.replyError("unknown op '\(op)' (expected subscribe, ack, emit or status)")
+        }
+    }
+
+    private func unknownFields(_ object: [(String, JSONValue)], allowed: [String]) -> String? {
+        object.first { !allowed.contains($0.0) }.map { "unknown field '\($0.0)'" }
+    }
+
+    private struct Permissions {
+        var emit: Bool
+        /// nil: every source.
+        var sources: Set<String>?
+        var any: Bool { emit || sources == nil || !(sources?.isEmpty ?? true) }
+    }
+
+    private func permissions(_ creds: Connection.Credentials) -> Permissions {
+        if creds.uid == 0 || creds.uid == geteuid() { return Permissions(emit: true, sources: nil) }
+        let groups = [creds.gid] + creds.groups
+        if settings.access.isEmpty {
+            let member = groups.contains(socketGroup)
+            return Permissions(emit: member, sources: member ? nil : [])
+        }
+        var result = Permissions(emit: false, sources: [])
+        for rule in settings.access where rule.uids.contains(creds.uid) || rule.gids.contains(where: groups.contains) {
+            result.emit = result.emit || rule.emit
+            if let sources = rule.sources {
+                result.sources = result.sources.map { $0.union(sources) }
+            } else {
+                result.sources = nil
+            }
+        }
+        return result
+    }
+
+    private func status(_ c: Connection, _ object: [(String, JSONValue)]) {
+        if let bad = unknownFields(object, allowed: ["op"]) { return c.replyError(bad) }
+        let journal = context.journal
+        let segments = (try? JournalDirectory.segments(in: journal.directory)) ?? []
+        let head = context.pipeline.nextSeq - 1
+        var subscribers: [JSONValue] = []
+        for connection in connections.values.sorted(by: { $0.id < $1.id }) {
+            guard let sub = connection.subscription else { continue }
+            subscribers.append(
+                .object([
+                    ("id", .uint(connection.id)), ("uid", .uint(UInt64(connection.credentials.uid))),
+                    ("pid", .int(Int64(connection.credentials.pid))), ("name", sub.name.map { .string($0) } ?? .null),
+                    ("filter", .array(sub.terms.map { .string($0) })), ("next", .uint(sub.next)),
+                    ("lag", .uint(head + 1 >= sub.next ? head + 1 - sub.next : 0)), ("mode", .string(sub.mode.rawValue)),
+                    ("buffered", .int(Int64(connection.output.count))),
+                ]))
+        }
+        var fields: [(String, JSONValue)] = [
+            ("ok", .bool(true)), ("op", .string("status")), ("pid", .int(Int64(getpid()))), ("head", .uint(head)),
+            ("durable", .uint(journal.durableSeq)),
+            (
+                "journal",
+                .object([
+                    ("directory", .string(journal.directory)), ("segments", .int(Int64(segments.count))),
+                    ("bytes", .int(Int64(segments.reduce(0) { $0 + $1.size }))),
+                    ("first", segments.first.map { .uint($0.firstSeq) } ?? .null),
+                    ("sync", .string(journal.options.sync.rawValue)),
+                    ("error", journal.lastError.map { .string($0) } ?? .null),
+                ])
+            ),
+            ("clients", .int(Int64(connections.count))),
+        ]
+        fields += context.statusFields()
+        fields.append(("subscribers", .array(subscribers)))
+        c.reply(.object(fields))
+    }
+
+    private func emit(_ c: Connection, _ value: JSONValue, _ object: [(String, JSONValue)]) {
+        if let bad = unknownFields(object, allowed: ["op", "type", "key", "data", "idempotency_key"]) {
+            return c.replyError(bad)
+        }
+        guard permissions(c.credentials).emit else {
+            return c.replyError("permission denied: uid \(c.credentials.uid) may not emit")
+        }
+        guard let type = value["type"]?.stringValue, !type.isEmpty else {
+            return c.replyError("emit needs a non-empty string \"type\"")
+        }
+        let key: String
+        if let k = value["key"] {
+            guard let text = k.stringValue else { return c.replyError("\"key\" must be a string") }
+            key = text
+        } else {
+            key = ""
+        }
+        var data = EventData()
+        if let d = value["data"] {
+            guard let fields = d.objectValue else { return c.replyError("\"data\" must be an object") }
+            for (name, v) in fields {
+                guard !name.isEmpty, !name.hasPrefix("_") else {
+                    return c.replyError("data field '\(name)': names starting with '_' are reserved for kevd")
+                }
+                switch v {
+                case .string(let s): data.append(name, .string(s))
+                case .bool(let b): data.append(name, .bool(b))
+                case .int(let n): data.append(name, .int(n))
+                case .uint(let n):
+                    guard n <= UInt64(Int64.max) else { return c.replyError("data field '\(name)': number too large") }
+                    data.append(name, .int(Int64(n)))
+                case .double(let d): data.append(name, .double(d))
+                default: return c.replyError("data field '\(name)': values must be strings, numbers or booleans")
+                }
+            }
+        }
+        var idempotencyKey: String? = nil
+        if let k = value["idempotency_key"] {
+            guard let text = k.stringValue, !text.isEmpty else {
+                return c.replyError("\"idempotency_key\" must be a non-empty string")
+            }
+            idempotencyKey = "\(c.credentials.uid):\(text)"
+        }
+        let now = Clock.monotonicNanoseconds()
+        if let idempotencyKey {
+            expireIdempotency(now: now)
+            if let first = idempotency[idempotencyKey] {
+                let reply = JSONValue.object([
+                    ("ok", .bool(true)), ("op", .string("emit")), ("seq", .uint(first.seq)), ("id", .string(first.id)),
+                    ("duplicate", .bool(true)),
+                ])
+                return replyWhenDurable(c, seq: first.seq, reply: reply)
+            }
+        }
+        data.append("_uid", .int(Int64(c.credentials.uid)))
+        data.append("_gid", .int(Int64(c.credentials.gid)))
+        data.append("_pid", .int(Int64(c.credentials.pid)))
+        let event = context.pipeline.publish(EventDraft(source: EventSource("emit"), type: type, key: key, data: data))
+        let id = event.id.string
+        if let idempotencyKey {
+            idempotency[idempotencyKey] = (event.seq, id, now + UInt64(settings.idempotencyWindowNanoseconds))
+        }
+        let reply = JSONValue.object([("ok", .bool(true)), ("op", .string("emit")), ("seq", .uint(event.seq)), ("id", .string(id))])
+        replyWhenDurable(c, seq: event.seq, reply: reply)
+    }
+
+    private func expireIdempotency(now: UInt64) {
+        // Bounded memory: expired keys go; if a flood of distinct keys fills the table, the oldest go first.
+        guard idempotency.count > 1024 else { return }
+        idempotency = idempotency.filter { $0.value.expires > now }
+        if idempotency.count > 100_000 {
+            let keep = idempotency.sorted { $0.value.expires > $1.value.expires }.prefix(50_000)
+            idempotency = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
+        }
+    }
+
+    /// Replies are sent in request order: a reply that waits holds back later ones on the same connection.
+    private func replyWhenDurable(_ c: Connection, seq: UInt64, reply: JSONValue, store: (String, UInt64)? = nil) {
+        if c.pendingReplies == 0 && seq <= context.journal.durableSeq && store == nil {
+            return c.reply(reply)
+        }
+        c.pendingReplies += 1
+        durableWaiters.append(Waiter(connection: c.id, seq: seq, reply: reply, store: store.map { (name: $0.0, seq: $0.1) }))
+    }
+
+    /// The journal made everything up to `seq` durable: release the replies that waited for it.
+    public func durableAdvanced(_ seq: UInt64) {
+        guard !durableWaiters.isEmpty else { return }
+        var remaining: [Waiter] = []
+        var blocked: Set<UInt64> = []
+        for waiter in durableWaiters {
+            // In order per connection: once one waits, the later ones wait behind it.
+            if waiter.seq > seq || blocked.contains(waiter.connection) {
+                blocked.insert(waiter.connection)
+                remaining.append(waiter)
+                continue
+            }
+            guard let c = connections[waiter.connection] else { continue }
+            if let store = waiter.store {
+                let token = nextToken
+                nextToken += 1
+                storeWaiters[token] = waiter
+                positions.store(store.name, seq: store.seq, token: token)
+                blocked.insert(waiter.connection)
+                continue
+            }
+            c.pendingReplies -= 1
+            c.reply(waiter.reply)
+            dirty.insert(c.id)
+        }
+        durableWaiters = remaining
+    }
+
+    private func positionStored(token: UInt64, ok: Bool) {
+        guard let waiter = storeWaiters.removeValue(forKey: token), let c = connections[waiter.connection] else { return }
+        c.pendingReplies -= 1
+        if ok {
+            c.subscription?.acked = max(c.subscription?.acked ?? 0, waiter.store?.seq ?? 0)
+            c.reply(waiter.reply)
+        } else {
+            c.replyError("could not store the position of '\(waiter.store?.name ?? "")'")
+        }
+        dirty.insert(c.id)
+        durableAdvanced(context.journal.durableSeq)  // Release replies queued behind this one.
+    }
+
+    private func subscribe(_ c: Connection, _ value: JSONValue, _ object: [(String, JSONValue)]) {
+        if let bad = unknownFields(object, allowed: ["op", "filter", "from", "name"]) { return c.replyError(bad) }
+        guard c.subscription == nil else { return c.replyError("this connection already has a subscription") }
+        let permissions = permissions(c.credentials)
+        guard permissions.sources == nil || !(permissions.sources?.isEmpty ?? true) else {
+            return c.replyError("permission denied: uid \(c.credentials.uid) may not subscribe")
+        }
+        var terms: [String] = []
+        if let f = value["filter"] {
+            guard let array = f.arrayValue else { return c.replyError("\"filter\" must be a list of terms") }
+            for term in array {
+                guard let text = term.stringValue else { return c.replyError("filter terms must be strings") }
+                terms.append(text)
+            }
+        }
+        if let allowed = permissions.sources {
+            // The restriction is one more term, so both delivery paths apply it the same way.
+            terms.append("source~^(" + allowed.sorted().map { Self.regexEscaped($0) }.joined(separator: "|") + ")$")
+        }
+        let filter: EventFilter?
+        do {
+            filter = terms.isEmpty ? nil : try EventFilter(terms: terms)
+        } catch {
+            return c.replyError("\(error)")
+        }
+        var name: String? = nil
+        if let n = value["name"] {
+            guard let text = n.stringValue, PositionStore.isValidName(text) else {
+                return c.replyError("\"name\" must be 1-64 letters, digits, '.', '_' or '-'")
+            }
+            guard names[text] == nil else { return c.replyError("subscription '\(text)' is in use by another client") }
+            name = text
+        }
+        let head = context.pipeline.nextSeq
+        var start: JournalReader.Start? = nil
+        if let from = value["from"] {
+            if let text = from.stringValue {
+                switch text {
+                case "new": start = nil
+                case "all": start = .first
+                default:
+                    guard let time = WallTime(rfc3339: text) else {
+                        return c.replyError("\"from\" must be \"new\", \"all\", a seq or an RFC 3339 time")
+                    }
+                    start = .time(time.nanoseconds)
+                }
+            } else if let seq = from.uint64Value {
+                start = seq >= head ? nil : .seq(seq)
+            } else {
+                return c.replyError("\"from\" must be \"new\", \"all\", a seq or an RFC 3339 time")
+            }
+        } else if let name, let stored = positions.load(name) {
+            start = stored + 1 >= head ? nil : .seq(stored + 1)
+        }
+        let sub: Connection.Subscription
+        if let start {
+            let reader: JournalReader
+            do {
+                reader = try JournalReader(directory: context.journal.directory)
+                try reader.seek(start)
+            } catch {
+                return c.replyError("cannot read the journal: \(error)")
+            }
+            var next: UInt64
+            switch start {
+            case .seq(let s): next = s
+            case .first, .time: next = reader.firstAvailableSeq ?? head
+            }
+            sub = Connection.Subscription(filter: filter, terms: terms, name: name, next: next, mode: .journal)
+            sub.reader = reader
+            c.reply(.object([("ok", .bool(true)), ("op", .string("subscribe")), ("next", .uint(next))]))
+            if let startsAt = reader.startsAt, startsAt > next {
+                gap(c, sub, to: startsAt)
+            }
+        } else {
+            sub = Connection.Subscription(filter: filter, terms: terms, name: name, next: head, mode: .live)
+            c.reply(.object([("ok", .bool(true)), ("op", .string("subscribe")), ("next", .uint(head))]))
+        }
+        if let name {
+            names[name] = c.id
+            sub.acked = positions.load(name) ?? 0
+        }
+        c.subscription = sub
+        dirty.insert(c.id)
+    }
+
+    private static func regexEscaped(_ text: String) -> String {
+        var out = ""
+        for ch in text {
+            if "\\^$.|?*+()[]{}".contains(ch) { out.append("\\") }
+            out.append(ch)
+        }
+        return out
+    }
+
+    private func ack(_ c: Connection, _ value: JSONValue, _ object: [(String, JSONValue)]) {
+        if let bad = unknownFields(object, allowed: ["op", "seq"]) { return c.replyError(bad) }
+        guard let sub = c.subscription, let name = sub.name else {
+            return c.replyError("ack needs a named subscription (subscribe with \"name\")")
+        }
+        guard let seq = value["seq"]?.uint64Value else { return c.replyError("ack needs a \"seq\"") }
+        guard seq < sub.next else { return c.replyError("cannot ack seq \(seq): not delivered yet (next is \(sub.next))") }
+        let reply = JSONValue.object([("ok", .bool(true)), ("op", .string("ack")), ("seq", .uint(seq))])
+        c.pendingReplies += 1
+        // Stored only once the event itself is durable: a position must never point past what a power cut keeps.
+        durableWaiters.append(Waiter(connection: c.id, seq: seq, reply: reply, store: (name: name, seq: seq)))
+        durableAdvanced(context.journal.durableSeq)
+    }
+
+    // MARK: Events
+
+    /// Live delivery: every subscriber that is caught up gets the line, if it matches and fits.
+    public func consume(_ event: Event, line: UnsafeRawBufferPointer) {
+        for c in connections.values {
+            guard let sub = c.subscription, event.seq == sub.next else { continue }
+            if sub.mode == .journal && !sub.drained { continue }
+            if let filter = sub.filter, !filter.matches(event) {
+                if sub.mode == .live { sub.next += 1 }
+                continue
+            }
+            if c.output.count + line.count > settings.sendBuffer {
+                // Behind: stop feeding it live; it will read from the journal from `next` on.
+                if sub.mode == .live { switchToJournal(c, sub) }
+                continue
+            }
+            if sub.mode == .journal {
+                sub.mode = .live
+                sub.reader = nil
+            }
+            c.output.append(line)
+            sub.next += 1
+            dirty.insert(c.id)
+        }
+    }
+
+    private func switchToJournal(_ c: Connection, _ sub: Connection.Subscription) {
+        sub.mode = .journal
+        sub.drained = false
+        do {
+            let reader = try JournalReader(directory: context.journal.directory)
+            try reader.seek(.seq(sub.next))
+            sub.reader = reader
+            context.logger.debug("subscriber behind; reading from the journal", metadata: ["subscriber.id": "\(c.id)"])
+        } catch {
+            c.replyError("cannot read the journal: \(error)")
+            c.closing = true
+        }
+        dirty.insert(c.id)
+    }
+
+    private func gap(_ c: Connection, _ sub: Connection.Subscription, to startsAt: UInt64) {
+        var line: [UInt8] = []
+        JSONValue.object([
+            ("gap", .object([("from", .uint(sub.next)), ("to", .uint(startsAt - 1))])),
+            ("reason", .string("deleted by journal retention before it was read")),
+        ]).appendJSON(to: &line)
+        line.append(UInt8(ascii: "\n"))
+        line.withUnsafeBytes { c.output.append($0) }
+        sub.next = startsAt
+    }
+
+    /// Feeds a journal-mode subscriber from the journal until its buffer is half full or the journal is read.
+    private func pump(_ c: Connection, _ sub: Connection.Subscription) {
+        guard let reader = sub.reader else { return }
+        var records = 0
+        while c.output.count < settings.sendBuffer / 2 && records < 8192 {
+            let record: JournalReader.Record?
+            do {
+                record = try reader.next()
+            } catch {
+                c.replyError("cannot read the journal: \(error)")
+                c.closing = true
+                return
+            }
+            guard let record else {
+                sub.drained = true
+                break
+            }
+            records += 1
+            if record.seq < sub.next { continue }
+            if record.seq > sub.next { gap(c, sub, to: record.seq) }
+            sub.next = record.seq + 1
+            if let filter = sub.filter {
+                guard let event = try? Event(jsonLine: record.payload), filter.matches(event) else { continue }
+            }
+            c.output.append(record.payload)
+        }
+        if sub.drained && sub.next >= context.pipeline.nextSeq {
+            sub.mode = .live
+            sub.reader = nil
+        } else if !sub.drained {
+            dirty.insert(c.id)
+        }
+    }
+
+    public func endOfTurn() {
+        guard !dirty.isEmpty else { return }
+        let ids = dirty
+        dirty.removeAll(keepingCapacity: true)
+        for id in ids {
+            guard let c = connections[id] else { continue }
+            if let sub = c.subscription, sub.mode == .journal, !c.waitingForWritable { pump(c, sub) }
+            flush(c)
+        }
+        // Catch-up work left for later (a per-turn budget keeps the loop fair): come back next turn.
+        if !dirty.isEmpty { context.loop.inbox.post {} }
+    }
+
+    private func flush(_ c: Connection) {
+        guard !c.waitingForWritable else { return }
+        if !c.output.isEmpty {
+            let n = kevd_write_some(c.fd.rawValue, c.output.bytes.baseAddress, c.output.count)
+            if n < 0 {
+                drop(c.id)  // EPIPE, ECONNRESET: the client left.
+                return
+            }
+            c.output.removeFirst(n)
+        }
+        if c.output.isEmpty {
+            c.output.removeAll(shrinkAbove: 256 * 1024)
+            if c.closing {
+                drop(c.id)
+                return
+            }
+            // Requests held back while the output was full can go on now, in the next turn: an emit must reach the
+            // journal's file (first in every turn) before any socket.
+            if c.input.contains(UInt8(ascii: "\n")) {
+                let id = c.id
+                context.loop.inbox.post { [weak self] in
+                    guard let self, let c = self.connections[id] else { return }
+                    self.processInput(c)
+                }
+            }
+        } else {
+            c.waitingForWritable = true
+        }
+        setInterest(c)
+    }
+}

@@ -6,7 +6,7 @@ import Testing
 struct DaemonTests {
     @Test("USR1 and USR2 become signal events naming the sender; TERM stops cleanly with exit 0")
     func signals() throws {
-        let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\nlog_level = \"warning\"\n")
+        let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\nlog_level = \"warning\"\n")
         daemon.signal(SIGUSR1)
         let usr1 = try daemon.waitFor("usr1") { $0.isEvent("signal", "usr1", key: "usr1") }
         #expect(usr1.data["signo"] as? Int == Int(SIGUSR1))
@@ -22,7 +22,7 @@ struct DaemonTests {
 
     @Test("INT stops cleanly too")
     func interrupt() throws {
-        let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\n")
+        let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n")
         daemon.signal(SIGINT)
         try daemon.waitFor("stopping") { $0.isEvent("kevd", "stopping") && $0.data["signal"] as? String == "int" }
         #expect(daemon.stop() == 0)
@@ -30,7 +30,7 @@ struct DaemonTests {
 
     @Test("an interval timer fires with its schedule, and overruns while kevd is held are counted, not lost")
     func intervalTimer() throws {
-        let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\n[[timer]]\nname = \"tick\"\nevery = \"100ms\"\n")
+        let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n[[timer]]\nname = \"tick\"\nevery = \"100ms\"\n")
         let first = try daemon.waitFor("first fire") { $0.isEvent("timer", "fired", key: "tick") }
         #expect(first.data["overruns"] as? Int == 0)
         #expect((first.data["scheduled"] as? String)?.hasSuffix("Z") == true)

@@ -11,7 +11,7 @@ struct UdevTests {
         try Root.check()
         let netns = try NetworkNamespace()
         let daemon = try DaemonProcess(
-            config: "[daemon]\nstate_dir = \"state\"\n[udev]\nsource = \"kernel\"\nsubsystems = [\"net\"]\n", netns: netns.name)
+            config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n[udev]\nsource = \"kernel\"\nsubsystems = [\"net\"]\n", netns: netns.name)
         try netns.exec(["/usr/sbin/ip", "link", "add", "kvt0", "type", "veth", "peer", "name", "kvt1"])
         let add = try daemon.waitFor("add kvt0") { $0.isEvent("udev", "add") && $0.data["INTERFACE"] as? String == "kvt0" }
         #expect(add.key == "/devices/virtual/net/kvt0")
@@ -34,7 +34,7 @@ struct UdevTests {
         try Root.check()
         let netns = try NetworkNamespace()
         let daemon = try DaemonProcess(
-            config: "[daemon]\nstate_dir = \"state\"\n[udev]\nsource = \"kernel\"\nreceive_buffer = 4096\n", netns: netns.name)
+            config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n[udev]\nsource = \"kernel\"\nreceive_buffer = 4096\n", netns: netns.name)
         daemon.signal(SIGSTOP)
         // A few hundred devices' uevents cannot fit in 4 KiB while kevd is not reading.
         var batch = ""

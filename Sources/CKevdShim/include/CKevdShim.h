@@ -108,6 +108,18 @@ int kevd_uevent_socket(int rcvbuf);
 /// none is pending, -1 with errno (ENOBUFS: the kernel dropped datagrams because the buffer was full).
 int kevd_uevent_receive(int fd, uint8_t *buffers, int slot, int max, int *lengths, uint32_t *senders);
 
+// Unix stream sockets for the client protocol.
+/// Creates, binds and listens on `path` (non-blocking, close-on-exec). Returns the fd or -1 with errno.
+int kevd_unix_listen(const char *path, int backlog);
+/// Connects to `path`; returns the fd (blocking, close-on-exec) or -1 with errno.
+int kevd_unix_connect(const char *path);
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
+int kevd_accept(int fd);
+/// The peer's credentials (SO_PEERCRED).
+int kevd_peercred(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+/// The peer's supplementary groups (SO_PEERGROUPS); returns the count, or -1 with errno.
+int kevd_peergroups(int fd, uint32_t *groups, int max);
+
 // CRC-32C (Castagnoli), as the journal frames records with it.
 /// Extends `crc` (0 to start) over `len` bytes: the SSE4.2 `crc32` instruction when the CPU has it.
 uint32_t kevd_crc32c(uint32_t crc, const void *data, size_t len);

@@ -1,0 +1,84 @@
+import CKevdShim
+import Glibc
+import KevdEvent
+import KevdJournal
+import KevdKernel
+
+/// One client on the socket: its credentials, its unparsed input, its bounded output, its subscription.
+final class Connection {
+    struct Credentials: Equatable {
+        let pid: Int32
+        let uid: UInt32
+        let gid: UInt32
+        let groups: [UInt32]
+    }
+
+    enum Mode: String {
+        /// Receives events as the loop publishes them.
+        case live
+        /// Reads from the journal at its own pace (it started in the past, or fell behind).
+        case journal
+    }
+
+    /// A subscription: which events, from where, and how it is being fed.
+    final class Subscription {
+        let filter: EventFilter?
+        let terms: [String]
+        let name: String?
+        /// The first seq not yet considered: everything below it was sent (if it matched) or skipped.
+        var next: UInt64
+        var mode: Mode
+        var reader: JournalReader?
+        /// Set when the reader reached the end of what the journal holds.
+        var drained = false
+        var acked: UInt64 = 0
+
+        init(filter: EventFilter?, terms: [String], name: String?, next: UInt64, mode: Mode) {
+            self.filter = filter
+            self.terms = terms
+            self.name = name
+            self.next = next
+            self.mode = mode
+        }
+    }
+
+    let id: UInt64
+    let fd: OwnedFD
+    let credentials: Credentials
+    var input: [UInt8] = []
+    let output = ByteBuffer(capacity: 16 * 1024)
+    var subscription: Subscription?
+    var waitingForWritable = false
+    /// Set once the connection must go (EOF, error, a request too long): remaining output is dropped.
+    var closing = false
+    /// Replies owed for requests whose answer waits (emit durability, ack storage), in request order.
+    var pendingReplies = 0
+
+    init(id: UInt64, fd: Int32, credentials: Credentials) {
+        self.id = id
+        self.fd = OwnedFD(fd)
+        self.credentials = credentials
+    }
+
+    static func credentials(of fd: Int32) -> Credentials {
+        var pid: Int32 = 0
+        var uid: UInt32 = .max
+        var gid: UInt32 = .max
+        _ = kevd_peercred(fd, &pid, &uid, &gid)
+        var groups = [UInt32](repeating: 0, count: 256)
+        let n = groups.withUnsafeMutableBufferPointer { kevd_peergroups(fd, $0.baseAddress, Int32($0.count)) }
+        return Credentials(pid: pid, uid: uid, gid: gid, groups: n > 0 ? Array(groups.prefix(Int(n))) : [])
+    }
+
+    /// Appends a reply (a JSON object) and its newline.
+    func reply(_ value: JSONValue) {
+        var bytes: [UInt8] = []
+        value.appendJSON(to: &bytes)
+        bytes.append(UInt8(ascii: "\n"))
+        bytes.withUnsafeBytes { output.append($0) }
+    }
+
+    func replyError(_ message: String) {
+        reply(.object([("ok", .bool(false)), ("error", .string(message))]))
+    }
+}

@@ -1,0 +1,96 @@
+import Glibc
+import KevdKernel
+import Synchronization
+
+/// Named subscriptions' acknowledged positions, one small file each under `<state_dir>/subscriptions/`.
+///
+/// A position is written as a whole file (`.tmp`, `fsync`, `rename`, `fsync` of the directory) on a helper
+/// thread, so the loop never waits for the disk; completion comes back through `done` (to be posted to the
+/// loop's inbox).
+final class PositionStore: @unchecked Sendable {
+    // @unchecked: `jobs` is the only shared state and is behind a Mutex; `directory` is immutable.
+    let directory: String
+    private let jobs = Mutex<[(name: String, seq: UInt64, token: UInt64)]>([])
+    private let wakeup: EventFD
+    private let done: @Sendable (UInt64, Bool) -> Void
+    private var thread: pthread_t? = nil
+    private let stopping = Mutex(false)
+
+    init(directory: String, done: @escaping @Sendable (_ token: UInt64, _ ok: Bool) -> Void) throws {
+        self.directory = directory
+        self.done = done
+        wakeup = try EventFD(blocking: true)
+        if mkdir(directory, 0o750) != 0 && errno != EEXIST {
+            throw SyscallError(call: "mkdir(\(directory))", errno: .init(rawValue: errno))
+        }
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            Unmanaged<PositionStore>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, box.toOpaque())
+        self.thread = thread
+    }
+
+    /// Names are file names: letters, digits, `.`, `_`, `-`, at most 64, not starting with a dot.
+    static func isValidName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 64, name.first != "." else { return false }
+        return name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F
+                || c == 0x2D
+        }
+    }
+
+    /// The stored position of `name` (the last acknowledged seq), or nil. A small read, at subscribe time.
+    func load(_ name: String) -> UInt64? {
+        let fd = open(directory + "/" + name, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        return UInt64(String(decoding: buffer[0..<n], as: UTF8.self).filter { $0.isNumber })
+    }
+
+    func store(_ name: String, seq: UInt64, token: UInt64) {
+        jobs.withLock { $0.append((name, seq, token)) }
+        wakeup.signal()
+    }
+
+    func stop() {
+        stopping.withLock { $0 = true }
+        wakeup.signal()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func run() {
+        while true {
+            _ = try? wakeup.drain()  // Blocks until there is work.
+            let batch = jobs.withLock { jobs in
+                let batch = jobs
+                jobs.removeAll()
+                return batch
+            }
+            for job in batch { done(job.token, persist(job.name, job.seq)) }
+            if stopping.withLock({ $0 }) { return }
+        }
+    }
+
+    private func persist(_ name: String, _ seq: UInt64) -> Bool {
+        let path = directory + "/" + name
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return false }
+        var text = Array("\(seq)\n".utf8)
+        let ok = text.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == text.count && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else { return false }
+        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            _ = fsync(dir)
+            close(dir)
+        }
+        return true
+    }
+}
