@@ -49,7 +49,9 @@ public final class Journal {
     private var segmentFirstSeq: UInt64
     private var segmentSize: Int
     private let pending = ByteBuffer(capacity: 1024 * 1024)
-    private var pendingLastSeq: UInt64 = 0
+    /// Bytes of the chunk being written that a partial `write` left (they start mid-record).
+    private var chunkRemaining = 0
+    private var chunkLastSeq: UInt64 = 0
     private var flusher: Flusher?
     /// Called on the loop thread's behalf when `durableSeq` advances (wire it through the loop's inbox).
     public var onDurable: ((UInt64) -> Void)?
@@ -138,37 +140,62 @@ public final class Journal {
         let covered = UnsafeRawBufferPointer(start: header + 12, count: 20 + payloadLength)
         JournalFormat.store(JournalFormat.crc32c(covered), at: header + 8)
         nextSeq += 1
-        pendingLastSeq = seq
     }
 
-    /// Writes the pending batch (one `write`), rotating first when the segment is full. Call once per loop turn.
+    /// Writes the pending batch, once per loop turn: one `write` per segment it touches. A batch is split at a
+    /// record boundary when the segment would grow past `segmentBytes`, so segments keep their size.
     public func writePending() {
-        guard !pending.isEmpty else { return }
-        if segmentSize + pending.count > options.segmentBytes && segmentSize > JournalFormat.segmentHeaderSize {
-            rotate()
-        }
-        let n = kevd_write_some(segment.rawValue, pending.bytes.baseAddress, pending.count)
-        if n < 0 {
-            // Kept pending and retried next turn (ENOSPC, EIO); reported once per distinct error.
-            let message = "journal write failed: \(String(cString: strerror(errno)))"
-            if lastError != message {
-                lastError = message
-                logger.error("journal write failed", metadata: ["journal.segment": "\(segmentFirstSeq)", "error": "\(message)"])
+        while !pending.isEmpty {
+            if chunkRemaining == 0 {
+                let (bytes, lastSeq) = wholeRecordsFitting()
+                if bytes == 0 {
+                    rotate()
+                    continue
+                }
+                chunkRemaining = bytes
+                chunkLastSeq = lastSeq
             }
-            return
+            let n = kevd_write_some(segment.rawValue, pending.bytes.baseAddress, chunkRemaining)
+            if n < 0 {
+                // Kept pending and retried next turn (ENOSPC, EIO); reported once per distinct error.
+                let message = "journal write failed: \(String(cString: strerror(errno)))"
+                if lastError != message {
+                    lastError = message
+                    logger.error("journal write failed", metadata: ["journal.segment": "\(segmentFirstSeq)", "error": "\(message)"])
+                }
+                return
+            }
+            segmentSize += n
+            pending.removeFirst(n)
+            chunkRemaining -= n
+            guard chunkRemaining == 0 else { return }  // A partial write: the rest goes next turn, in order.
+            lastError = nil
+            writtenSeq = chunkLastSeq
         }
-        segmentSize += n
-        pending.removeFirst(n)
-        guard pending.isEmpty else { return }  // A partial write: the rest goes next turn, in order.
-        lastError = nil
         pending.removeAll()
-        writtenSeq = pendingLastSeq
         if let flusher {
             flusher.request(fd: segment.rawValue, upTo: writtenSeq)
         } else {
             durableSeq = writtenSeq
             onDurable?(durableSeq)
         }
+    }
+
+    /// Bytes of whole pending records that fit in the current segment (at least one record when the segment is
+    /// empty, whatever its size), and the seq of the last of them.
+    private func wholeRecordsFitting() -> (bytes: Int, lastSeq: UInt64) {
+        let raw = pending.bytes
+        var offset = 0
+        var lastSeq = writtenSeq
+        while offset + JournalFormat.recordHeaderSize <= raw.count {
+            let length = Int(JournalFormat.load(UInt32.self, from: raw, at: offset + 4))
+            let size = JournalFormat.padded(JournalFormat.recordHeaderSize + length)
+            let segmentEmpty = segmentSize + offset <= JournalFormat.segmentHeaderSize
+            if segmentSize + offset + size > options.segmentBytes && !segmentEmpty { break }
+            lastSeq = JournalFormat.load(UInt64.self, from: raw, at: offset + 16)
+            offset += size
+        }
+        return (offset, lastSeq)
     }
 
     /// Called (on the loop thread) when the flusher reports progress.

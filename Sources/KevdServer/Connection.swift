@@ -51,8 +51,18 @@ final class Connection {
     var waitingForWritable = false
     /// Set once the connection must go (EOF, error, a request too long): remaining output is dropped.
     var closing = false
-    /// Replies owed for requests whose answer waits (emit durability, ack storage), in request order.
-    var pendingReplies = 0
+    /// A reply that must wait: an emit until its event is durable, an ack until its position is stored.
+    struct PendingReply {
+        var bytes: [UInt8]
+        /// Released once the journal is durable up to here (0: ready now, but queued behind an earlier one).
+        var durableSeq: UInt64
+        /// For acks: the position to store once `durableSeq` is durable; the reply goes after the store.
+        var store: (name: String, seq: UInt64)?
+        var storing = false
+    }
+
+    /// Replies go out in request order: once one waits, later ones queue behind it.
+    var replyQueue: [PendingReply] = []
 
     init(id: UInt64, fd: Int32, credentials: Credentials) {
         self.id = id
@@ -70,12 +80,44 @@ final class Connection {
         return Credentials(pid: pid, uid: uid, gid: gid, groups: n > 0 ? Array(groups.prefix(Int(n))) : [])
     }
 
-    /// Appends a reply (a JSON object) and its newline.
-    func reply(_ value: JSONValue) {
+    /// Sends a reply (a JSON object and its newline), after any that are still waiting.
+    func reply(_ value: JSONValue, waitingFor seq: UInt64 = 0, store: (name: String, seq: UInt64)? = nil) {
         var bytes: [UInt8] = []
         value.appendJSON(to: &bytes)
         bytes.append(UInt8(ascii: "\n"))
-        bytes.withUnsafeBytes { output.append($0) }
+        if replyQueue.isEmpty && seq == 0 && store == nil {
+            bytes.withUnsafeBytes { output.append($0) }
+        } else {
+            replyQueue.append(PendingReply(bytes: bytes, durableSeq: seq, store: store))
+        }
+    }
+
+    /// Sends the replies at the front of the queue that no longer wait. Returns the first one whose position
+    /// must now be stored (the caller stores it and calls `stored()` when done).
+    func releaseReplies(durable: UInt64) -> (name: String, seq: UInt64)? {
+        while let first = replyQueue.first, first.durableSeq <= durable, !first.storing {
+            if let store = first.store {
+                replyQueue[0].storing = true
+                return store
+            }
+            first.bytes.withUnsafeBytes { output.append($0) }
+            replyQueue.removeFirst()
+        }
+        return nil
+    }
+
+    /// The position at the front was stored (or could not be): send its reply, or `failure` instead.
+    func stored(failure: JSONValue?) {
+        guard let first = replyQueue.first, first.storing else { return }
+        replyQueue.removeFirst()
+        if let failure {
+            var bytes: [UInt8] = []
+            failure.appendJSON(to: &bytes)
+            bytes.append(UInt8(ascii: "\n"))
+            bytes.withUnsafeBytes { output.append($0) }
+        } else {
+            first.bytes.withUnsafeBytes { output.append($0) }
+        }
     }
 
     func replyError(_ message: String) {

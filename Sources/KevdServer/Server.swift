@@ -40,15 +40,6 @@ public final class Server: EventSink {
         }
     }
 
-    /// A reply that must wait: an emit until its event is durable, an ack until its position is stored.
-    private struct Waiter {
-        let connection: UInt64
-        let seq: UInt64
-        let reply: JSONValue
-        /// For acks: the subscription name and seq to store once `seq` is durable.
-        let store: (name: String, seq: UInt64)?
-    }
-
     private let context: Context
     private var settings: ServerSettings { context.settings }
     private let listener: OwnedFD
@@ -56,8 +47,9 @@ public final class Server: EventSink {
     private var connections: [UInt64: Connection] = [:]
     private var byFD: [Int32: UInt64] = [:]
     private var nextConnectionID: UInt64 = 1
-    private var durableWaiters: [Waiter] = []
-    private var storeWaiters: [UInt64: Waiter] = [:]
+    /// Connections with replies waiting for durability or a stored position.
+    private var waiting: Set<UInt64> = []
+    private var storing: [UInt64: (connection: UInt64, name: String, seq: UInt64)] = [:]
     private var nextToken: UInt64 = 1
     private var names: [String: UInt64] = [:]
     private var idempotency: [String: (seq: UInt64, id: String, expires: UInt64)] = [:]
@@ -388,51 +380,34 @@ public final class Server: EventSink {
     }
 
     /// Replies are sent in request order: a reply that waits holds back later ones on the same connection.
-    private func replyWhenDurable(_ c: Connection, seq: UInt64, reply: JSONValue, store: (String, UInt64)? = nil) {
-        if c.pendingReplies == 0 && seq <= context.journal.durableSeq && store == nil {
-            return c.reply(reply)
-        }
-        c.pendingReplies += 1
-        durableWaiters.append(Waiter(connection: c.id, seq: seq, reply: reply, store: store.map { (name: $0.0, seq: $0.1) }))
+    private func replyWhenDurable(_ c: Connection, seq: UInt64, reply: JSONValue) {
+        if c.replyQueue.isEmpty && seq <= context.journal.durableSeq { return c.reply(reply) }
+        c.reply(reply, waitingFor: max(seq, 1))
+        waiting.insert(c.id)
     }
 
     /// The journal made everything up to `seq` durable: release the replies that waited for it.
     public func durableAdvanced(_ seq: UInt64) {
-        guard !durableWaiters.isEmpty else { return }
-        var remaining: [Waiter] = []
-        var blocked: Set<UInt64> = []
-        for waiter in durableWaiters {
-            // In order per connection: once one waits, the later ones wait behind it.
-            if waiter.seq > seq || blocked.contains(waiter.connection) {
-                blocked.insert(waiter.connection)
-                remaining.append(waiter)
+        for id in waiting {
+            guard let c = connections[id] else {
+                waiting.remove(id)
                 continue
             }
-            guard let c = connections[waiter.connection] else { continue }
-            if let store = waiter.store {
+            if let store = c.releaseReplies(durable: seq) {
                 let token = nextToken
                 nextToken += 1
-                storeWaiters[token] = waiter
+                storing[token] = (id, store.name, store.seq)
                 positions.store(store.name, seq: store.seq, token: token)
-                blocked.insert(waiter.connection)
-                continue
             }
-            c.pendingReplies -= 1
-            c.reply(waiter.reply)
-            dirty.insert(c.id)
+            if c.replyQueue.isEmpty { waiting.remove(id) }
+            dirty.insert(id)
         }
-        durableWaiters = remaining
     }
 
     private func positionStored(token: UInt64, ok: Bool) {
-        guard let waiter = storeWaiters.removeValue(forKey: token), let c = connections[waiter.connection] else { return }
-        c.pendingReplies -= 1
-        if ok {
-            c.subscription?.acked = max(c.subscription?.acked ?? 0, waiter.store?.seq ?? 0)
-            c.reply(waiter.reply)
-        } else {
-            c.replyError("could not store the position of '\(waiter.store?.name ?? "")'")
-        }
+        guard let job = storing.removeValue(forKey: token), let c = connections[job.connection] else { return }
+        if ok { c.subscription?.acked = max(c.subscription?.acked ?? 0, job.seq) }
+        c.stored(failure: ok ? nil : .object([("ok", .bool(false)), ("error", .string("could not store the position of '\(job.name)'"))]))
         dirty.insert(c.id)
         durableAdvanced(context.journal.durableSeq)  // Release replies queued behind this one.
     }
@@ -540,9 +515,9 @@ public final class Server: EventSink {
         guard let seq = value["seq"]?.uint64Value else { return c.replyError("ack needs a \"seq\"") }
         guard seq < sub.next else { return c.replyError("cannot ack seq \(seq): not delivered yet (next is \(sub.next))") }
         let reply = JSONValue.object([("ok", .bool(true)), ("op", .string("ack")), ("seq", .uint(seq))])
-        c.pendingReplies += 1
         // Stored only once the event itself is durable: a position must never point past what a power cut keeps.
-        durableWaiters.append(Waiter(connection: c.id, seq: seq, reply: reply, store: (name: name, seq: seq)))
+        c.reply(reply, waitingFor: max(seq, 1), store: (name: name, seq: seq))
+        waiting.insert(c.id)
         durableAdvanced(context.journal.durableSeq)
     }
 
