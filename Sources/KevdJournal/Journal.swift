@@ -61,7 +61,7 @@ public final class Journal {
         self.directory = directory
         self.options = options
         self.logger = logger
-        try Self.makeDirectory(directory)
+        try Directories.make(directory, mode: 0o750)
         var recovery = Recovery()
         let segments = try JournalDirectory.segments(in: directory)
         recovery.segments = segments.count
@@ -250,16 +250,6 @@ public final class Journal {
     }
 
     // MARK: Start-up
-
-    static func makeDirectory(_ path: String) throws {
-        var prefix = ""
-        for component in path.split(separator: "/") {
-            prefix += "/" + component
-            if mkdir(prefix, 0o750) != 0 && errno != EEXIST {
-                throw SyscallError(call: "mkdir(\(prefix))", errno: .init(rawValue: errno))
-            }
-        }
-    }
 
     static func createSegment(in directory: String, firstSeq: UInt64) throws -> Int32 {
         let path = directory + "/" + JournalFormat.segmentName(firstSeq: firstSeq)

@@ -133,3 +133,17 @@ public enum FileKind: Sendable, Equatable {
         return (st.st_mode & S_IFMT) == S_IFDIR ? .directory : .other
     }
 }
+
+/// Directory creation shared by the journal and the socket.
+public enum Directories {
+    /// `mkdir -p`: creates `path` and its missing parents with `mode`; existing ones are left as they are.
+    public static func make(_ path: String, mode: mode_t) throws {
+        var prefix = ""
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, mode) != 0 && errno != EEXIST {
+                throw SyscallError(call: "mkdir(\(prefix))", errno: .init(rawValue: errno))
+            }
+        }
+    }
+}

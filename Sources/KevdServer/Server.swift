@@ -87,7 +87,7 @@ public final class Server: EventSink {
     /// Binds the socket, replacing a stale file left by a kevd that died, but never stealing a live one.
     static func listen(at path: String, logger: Logger) throws -> Int32 {
         let parent = PathText.directory(of: path)
-        if FileKind.of(parent) == .missing { try? makeDirectories(parent) }
+        if FileKind.of(parent) == .missing { try Directories.make(parent, mode: 0o755) }
         var st = stat()
         if lstat(path, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else {
@@ -101,16 +101,6 @@ public final class Server: EventSink {
             unlink(path)
         }
         return try syscall("listen(\(path))") { kevd_unix_listen(path, 128) }
-    }
-
-    static func makeDirectories(_ path: String) throws {
-        var prefix = ""
-        for component in path.split(separator: "/") {
-            prefix += "/" + component
-            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
-                throw SyscallError(call: "mkdir(\(prefix))", errno: .init(rawValue: errno))
-            }
-        }
     }
 
     // MARK: Connections
