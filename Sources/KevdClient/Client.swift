@@ -21,10 +21,11 @@ public final class KevdConnection {
     private var requestsSent = 0
     private var repliesRead = 0
 
-    /// Asked when a wait is interrupted by a signal (`EINTR`): true makes the waiting call throw
-    /// `.interrupted`, false resumes waiting. Nil always resumes. Install a handler without `SA_RESTART` for
-    /// a signal to interrupt the wait at all.
-    public var interrupted: (() -> Bool)?
+    /// A non-blocking descriptor that becomes readable when waiting should stop: typically the read end of a
+    /// self-pipe a signal handler writes to. Every wait polls it with the socket; when it is readable, the wait
+    /// drains it and throws `.interrupted`. Unlike a flag checked after `EINTR`, a signal that arrives just
+    /// before the wait blocks is not missed. A later wait (for a last reply, say) blocks normally again.
+    public var wakeFD: Int32?
 
     /// Connects to the Unix stream socket at `path`.
     ///
@@ -172,10 +173,7 @@ public final class KevdConnection {
                 return nil
             }
             let code = errno
-            if code == EINTR {
-                if interrupted?() == true { throw KevdClientError.interrupted }
-                continue
-            }
+            if code == EINTR { continue }
             if code == ECONNRESET { return nil }  // the server went away without a clean close: same as EOF
             throw KevdClientError.io(SyscallError(call: "read", errno: Errno(rawValue: code)))
         }
@@ -191,15 +189,20 @@ public final class KevdConnection {
                 // Round up: a poll that returns a little early would only loop, one that returns late is wrong.
                 timeout = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
             }
-            var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-            let result = poll(&entry, 1, timeout)
-            if result > 0 { return }
+            var entries = [pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)]
+            if let wakeFD { entries.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)) }
+            let result = poll(&entries, nfds_t(entries.count), timeout)
+            if result > 0 {
+                if entries.count > 1, entries[1].revents != 0 {
+                    var scratch = [UInt8](repeating: 0, count: 64)
+                    while read(entries[1].fd, &scratch, scratch.count) > 0 {}
+                    throw KevdClientError.interrupted
+                }
+                return
+            }
             if result == 0 { continue }  // the deadline check above decides
             let code = errno
-            if code == EINTR {
-                if interrupted?() == true { throw KevdClientError.interrupted }
-                continue
-            }
+            if code == EINTR { continue }
             throw KevdClientError.io(SyscallError(call: "poll", errno: Errno(rawValue: code)))
         }
     }
@@ -216,10 +219,7 @@ public final class KevdConnection {
                 continue
             }
             let code = errno
-            if code == EINTR {
-                if interrupted?() == true { throw KevdClientError.interrupted }
-                continue
-            }
+            if code == EINTR { continue }
             if code == EPIPE || code == ECONNRESET { throw KevdClientError.closed }
             throw KevdClientError.io(SyscallError(call: "send", errno: Errno(rawValue: code)))
         }

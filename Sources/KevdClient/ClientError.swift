@@ -17,7 +17,7 @@ public enum KevdClientError: Error, Equatable, CustomStringConvertible {
     case closed
     /// The deadline passed before the server said anything.
     case timedOut
-    /// The `interrupted` check said to stop (a signal arrived while waiting).
+    /// The connection's `wakeFD` became readable while waiting (a signal arrived, typically).
     case interrupted
 
     public var description: String {

@@ -56,7 +56,8 @@ struct JournalCommand: ParsableCommand {
     func run() throws {
         let directory = try journalDirectory()
         guard FileKind.of(directory) == .directory else {
-            throw CleanExit.message("kevctl: no journal at \(directory) (check --state-dir or the config's state_dir)")
+            Output.error("kevctl: no journal at \(directory) (check --state-dir or the config's state_dir)")
+            throw ExitCode(1)
         }
         if verify { return try runVerify(directory) }
         if vacuumSize != nil || vacuumTime != nil { return try runVacuum(directory) }

@@ -5,7 +5,10 @@ struct Kevctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kevctl",
         abstract: "The kevd client.",
-        discussion: "Filters (FILTER) use one syntax everywhere: field=glob, field!=glob, field~regex, or a bare field for \"present\"; fields are source, type, key, id, seq and data.NAME; several terms must all match.",
+        discussion: """
+            Filters (FILTER) use one syntax everywhere: field=glob, field!=glob, field~regex, or a bare field \
+            for "present"; fields are source, type, key, id, seq and data.NAME; several terms must all match.
+            """,
         version: "0.1.0",
         subcommands: [
             JournalCommand.self, SubscribeCommand.self, WaitCommand.self, EmitCommand.self, StatusCommand.self,

@@ -47,6 +47,7 @@ enum StatusTable {
     static func render(_ status: JSONValue) -> String {
         var lines: [[String]] = []
         lines.append(["pid", text(status["pid"])])
+        if let config = status["config"] { lines.append(["config", text(config)]) }
         lines.append(["head", text(status["head"])])
         lines.append(["durable", text(status["durable"])])
         if let journal = status["journal"] {
@@ -56,10 +57,13 @@ enum StatusTable {
             }
             if let bytes = journal["bytes"]?.uint64Value { parts.append(Self.bytes(bytes)) }
             if let first = journal["first"], !first.isNull { parts.append("first seq \(text(first))") }
+            if let sync = journal["sync"]?.stringValue { parts.append("sync \(sync)") }
             lines.append(["journal", parts.joined(separator: ", ")])
+            if let error = journal["error"], !error.isNull { lines.append(["journal error", text(error)]) }
         } else {
             lines.append(["journal", "-"])
         }
+        if let clients = status["clients"] { lines.append(["clients", text(clients)]) }
         var result = aligned(lines)
 
         result += "\nsources\n"

@@ -88,9 +88,9 @@ struct SubscribeCommand: ParsableCommand {
             // A closed stdout must show up as EPIPE from write, so it can end the command with 0.
             signal(SIGPIPE, SIG_IGN)
             let acking = name != nil && ack != false
-            if acking { Interrupts.install() }
+            let wakeFD = acking ? try Interrupts.install() : nil
             let connection = try client.connect()
-            if acking { connection.interrupted = Interrupts.received }
+            connection.wakeFD = wakeFD
             do {
                 _ = try connection.subscribe(filter: filters, from: start, name: name)
                 let session = SubscribeSession(connection: connection, format: format, acking: acking)
@@ -211,9 +211,9 @@ final class SubscribeSession {
             let message: ServerMessage?
             do {
                 message = try connection.next(deadline: deadline)
-            } catch KevdClientError.timedOut, KevdClientError.interrupted {
+            } catch KevdClientError.timedOut {
                 throw Failure("no reply to the last ack within 5 s: the last events may be delivered again")
-            }
+            }  // A second signal (.interrupted) ends the wait: the caller dies by it.
             guard let message else { return }
             if case .reply(let reply) = message, !reply.ok {
                 throw KevdClientError.server(reply.error ?? reply.value.jsonText)
@@ -222,23 +222,46 @@ final class SubscribeSession {
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP while a named subscription is acknowledging: recorded, so the blocked read or
-/// write returns EINTR (no SA_RESTART) and kevctl sends its last ack before dying by the same signal.
+/// SIGINT, SIGTERM and SIGHUP while a named subscription is acknowledging: recorded, and announced on a
+/// self-pipe that the connection polls (`wakeFD`), so kevctl sends its last ack before dying by the same signal.
+/// A blocked write to stdout returns EINTR (no SA_RESTART) and checks the recorded signal.
 enum Interrupts {
-    /// The signal received, 0 for none. An atomic, so the handler's store is async-signal-safe.
+    /// The signal received, 0 for none. Atomics, so the handler's accesses are async-signal-safe.
     static let signal = Atomic<Int32>(0)
+    /// The self-pipe's write end, -1 before `install`.
+    static let wakeWriter = Atomic<Int32>(-1)
     static let handled = [SIGINT, SIGTERM, SIGHUP]
 
-    static func install() {
-        // Initialize the lazy global now: the handler must not be the first to touch it.
+    /// Installs the handlers; returns the self-pipe's read end (non-blocking) for `KevdConnection.wakeFD`.
+    static func install() throws -> Int32 {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw Failure("pipe: \(String(cString: strerror(errno)))") }
+        for fd in fds {
+            // Non-blocking: a handler must never block on a full pipe, and draining stops when it is empty.
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        // Initialize the lazy globals now: the handler must not be the first to touch them.
         _ = signal.load(ordering: .relaxed)
+        wakeWriter.store(fds[1], ordering: .relaxed)
         for signo in handled {
             var action = sigaction()
-            action.__sigaction_handler.sa_handler = { signo in Interrupts.signal.store(signo, ordering: .relaxed) }
+            action.__sigaction_handler.sa_handler = { signo in
+                Interrupts.signal.store(signo, ordering: .relaxed)
+                var byte: UInt8 = 1
+                _ = Glibc.write(Interrupts.wakeWriter.load(ordering: .relaxed), &byte, 1)
+            }
             sigemptyset(&action.sa_mask)
             action.sa_flags = 0
             sigaction(signo, &action, nil)
         }
+        // A parent may start kevctl with these blocked (the mask is inherited across exec; test runners and
+        // some supervisors do): blocked, they would stay pending and never stop it.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signo in handled { sigaddset(&set, signo) }
+        sigprocmask(SIG_UNBLOCK, &set, nil)
+        return fds[0]
     }
 
     static func received() -> Bool { signal.load(ordering: .relaxed) != 0 }
