@@ -55,6 +55,7 @@ public final class Server: EventSink {
     private var idempotency: [String: (seq: UInt64, id: String, expires: UInt64)] = [:]
     private var positions: PositionStore!
     private var dirty: Set<UInt64> = []
+    private var lastWrittenSeq: UInt64 = 0
 
     public init(_ context: Context) throws {
         self.context = context
@@ -517,19 +518,21 @@ public final class Server: EventSink {
     public func consume(_ event: Event, line: UnsafeRawBufferPointer) {
         for c in connections.values {
             guard let sub = c.subscription, event.seq == sub.next else { continue }
-            if sub.mode == .journal && !sub.drained { continue }
+            if sub.mode == .journal {
+                // Still reading older events from the journal: this one will come from there too.
+                guard sub.drained else { continue }
+                // Caught up: everything below `next` was handled, so it joins the live stream here.
+                sub.mode = .live
+                sub.reader = nil
+            }
             if let filter = sub.filter, !filter.matches(event) {
-                if sub.mode == .live { sub.next += 1 }
+                sub.next += 1
                 continue
             }
             if c.output.count + line.count > settings.sendBuffer {
                 // Behind: stop feeding it live; it will read from the journal from `next` on.
-                if sub.mode == .live { switchToJournal(c, sub) }
+                switchToJournal(c, sub)
                 continue
-            }
-            if sub.mode == .journal {
-                sub.mode = .live
-                sub.reader = nil
             }
             c.output.append(line)
             sub.next += 1
@@ -598,6 +601,13 @@ public final class Server: EventSink {
     }
 
     public func endOfTurn() {
+        // New records in the journal's file: readers that found its end (or were held back) read on.
+        if context.journal.writtenSeq != lastWrittenSeq {
+            lastWrittenSeq = context.journal.writtenSeq
+            for c in connections.values where c.subscription?.mode == .journal && !c.waitingForWritable {
+                dirty.insert(c.id)
+            }
+        }
         guard !dirty.isEmpty else { return }
         let ids = dirty
         dirty.removeAll(keepingCapacity: true)

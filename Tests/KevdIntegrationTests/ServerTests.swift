@@ -172,6 +172,24 @@ struct ServerTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("after catching up from the journal, a filtered subscriber keeps receiving the live events it matches")
+    func filteredCatchUpGoesLive() throws {
+        let daemon = try DaemonProcess(config: serverConfig())
+        let socket = daemon.directory.file("state/kevd.sock")
+        let emitter = try RawClient(socket)
+        for n in 0..<5 { _ = try emitter.request(#"{"op":"emit","type":"\#(n % 2 == 0 ? "want" : "skip")"}"#) }
+        let sub = try RawClient(socket)
+        #expect(try sub.request(#"{"op":"subscribe","from":"all","filter":["type=want"]}"#)["ok"] as? Bool == true)
+        #expect(try sub.events(3).allSatisfy { $0.type == "want" })
+        // Live now: events it does not want, then one it does.
+        for _ in 0..<3 { _ = try emitter.request(#"{"op":"emit","type":"skip"}"#) }
+        let wanted = try emitter.request(#"{"op":"emit","type":"want","key":"late"}"#)
+        let late = try sub.events(1).first
+        #expect(late?.seq == wanted["seq"] as? Int)
+        #expect(late?.key == "late")
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("bad requests get an error reply and the connection stays usable; an oversized line closes it")
     func badInput() throws {
         let daemon = try DaemonProcess(config: serverConfig("[server]\nmax_request = \"4K\"\n"))
