@@ -190,6 +190,25 @@ struct ServerTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("a subscriber asking for events retention deleted gets a gap line naming exactly which, then the rest")
+    func gapAfterRetention() throws {
+        let daemon = try DaemonProcess(config: serverConfig("[journal]\nsegment_size = \"4K\"\n"))
+        let socket = daemon.directory.file("state/kevd.sock")
+        let emitter = try RawClient(socket)
+        for n in 0..<100 { _ = try emitter.request(#"{"op":"emit","type":"old","data":{"n":\#(n)}}"#) }
+        let vacuum = try kevctl(["journal", "--state-dir", daemon.directory.file("state"), "--vacuum-size", "8K"])
+        #expect(vacuum.status == 0)
+        let first = journalLines(try kevctl(["journal", "--state-dir", daemon.directory.file("state")]).stdout).first?.seq ?? 0
+        #expect(first > 1)
+        let sub = try RawClient(socket)
+        #expect(try sub.request(#"{"op":"subscribe","from":1,"filter":["type=old"]}"#)["ok"] as? Bool == true)
+        let gap = try sub.line()
+        #expect((gap["gap"] as? [String: Any])?["from"] as? Int == 1)
+        #expect((gap["gap"] as? [String: Any])?["to"] as? Int == first - 1)
+        #expect(try sub.events(1).first?.seq == first)
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("bad requests get an error reply and the connection stays usable; an oversized line closes it")
     func badInput() throws {
         let daemon = try DaemonProcess(config: serverConfig("[server]\nmax_request = \"4K\"\n"))
