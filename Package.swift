@@ -65,6 +65,7 @@ let package = Package(
             dependencies: [
                 "KevdLoop", "KevdJournal", "KevdEvent", "KevdKernel", "KevdConfig", "CKevdShim",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: hotPath
         ),

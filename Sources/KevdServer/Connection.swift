@@ -1,4 +1,5 @@
 import CKevdShim
+import DequeModule
 import Glibc
 import KevdEvent
 import KevdJournal
@@ -49,8 +50,11 @@ final class Connection {
     let output = ByteBuffer(capacity: 16 * 1024)
     var subscription: Subscription?
     var waitingForWritable = false
-    /// Set once the connection must go (EOF, error, a request too long): remaining output is dropped.
+    /// Set once the connection must go after its output is written (a request too long).
     var closing = false
+    /// The client shut down its sending side (EOF): its queued requests are still answered; without a
+    /// subscription the connection closes once they are.
+    var inputClosed = false
     /// A reply that must wait: an emit until its event is durable, an ack until its position is stored.
     struct PendingReply {
         var bytes: [UInt8]
@@ -62,7 +66,7 @@ final class Connection {
     }
 
     /// Replies go out in request order: once one waits, later ones queue behind it.
-    var replyQueue: [PendingReply] = []
+    var replyQueue = Deque<PendingReply>()
 
     init(id: UInt64, fd: Int32, credentials: Credentials) {
         self.id = id

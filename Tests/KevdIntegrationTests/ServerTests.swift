@@ -209,6 +209,19 @@ struct ServerTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("a client that pipelines emits and half-closes (like socat at the end of its input) gets every reply")
+    func halfClose() throws {
+        let daemon = try DaemonProcess(config: serverConfig())
+        let c = try RawClient(daemon.directory.file("state/kevd.sock"))
+        c.send(String(repeating: #"{"op":"emit","type":"half"}"# + "\n", count: 2000))
+        shutdown(c.fd, Int32(SHUT_WR))
+        var seqs: [Int] = []
+        for _ in 0..<2000 { seqs.append(try c.line()["seq"] as? Int ?? -1) }
+        #expect(seqs == Array(seqs[0]..<(seqs[0] + 2000)))
+        #expect(c.isClosedByPeer, "closed once every reply was written")
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("bad requests get an error reply and the connection stays usable; an oversized line closes it")
     func badInput() throws {
         let daemon = try DaemonProcess(config: serverConfig("[server]\nmax_request = \"4K\"\n"))
