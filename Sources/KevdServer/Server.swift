@@ -613,7 +613,11 @@ public final class Server: EventSink {
             if record.seq > sub.next { gap(c, sub, to: record.seq) }
             sub.next = record.seq + 1
             if let filter = sub.filter {
-                guard let event = try? Event(jsonLine: record.payload), filter.matches(event) else { continue }
+                if let quick = filter.matches(line: record.payload) {
+                    guard quick else { continue }
+                } else {
+                    guard let event = try? Event(jsonLine: record.payload), filter.matches(event) else { continue }
+                }
             }
             c.output.append(record.payload)
         }

@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+
+@testable import KevdEvent
+
+@Suite("event line header")
+struct EventLineHeaderTests {
+    func line(_ event: Event) -> [UInt8] {
+        var out: [UInt8] = []
+        JSONLineEncoder.append(event, to: &out)
+        return out
+    }
+
+    func event(source: String, type: String, key: String, data: EventData = EventData()) -> Event {
+        Event(
+            seq: 123_456_789, id: EventID(high: 0x0123_4567_89AB_7DEF, low: 0x8123_4567_89AB_CDEF),
+            time: WallTime(nanoseconds: 1_790_000_000_123_456_789), mono: 42, source: EventSource(source), type: type,
+            key: key, data: data)
+    }
+
+    @Test("reads seq, source, type and key in place, as the full decoder does")
+    func readsFixedFields() throws {
+        let e = event(source: "inotify", type: "close_write", key: "/srv/drop/a b.txt", data: EventData(["n": .int(1)]))
+        let header = try #require(line(e).withUnsafeBytes { EventLineHeader($0) })
+        #expect(header == EventLineHeader.make(seq: 123_456_789, source: "inotify", type: "close_write", key: "/srv/drop/a b.txt"))
+    }
+
+    @Test("escaped strings and foreign layouts are left to the full decoder")
+    func fallsBack() {
+        #expect(line(event(source: "inotify", type: "create", key: "/a\"b")).withUnsafeBytes { EventLineHeader($0) } == nil)
+        #expect(Array(#"{"id":"x","seq":1}"#.utf8).withUnsafeBytes { EventLineHeader($0) } == nil)
+        #expect(Array(#"{"seq":1,"#.utf8).withUnsafeBytes { EventLineHeader($0) } == nil)
+    }
+
+    @Test("the filter's quick path agrees with the full one, and declines terms it cannot decide")
+    func filterAgrees() throws {
+        let events = [
+            event(source: "inotify", type: "create", key: "/srv/x.pdf"), event(source: "udev", type: "add", key: "/devices/a"),
+            event(source: "emit", type: "backup.done", key: "nightly"),
+        ]
+        for terms in [["source=inotify"], ["type!=add", "key=*.pdf"], ["key~^/dev"], ["seq=123456789"], ["source"]] {
+            let filter = try EventFilter(terms: terms)
+            for e in events {
+                #expect(line(e).withUnsafeBytes { filter.matches(line: $0) } == filter.matches(e), "\(terms)")
+            }
+        }
+        let needsData = try EventFilter(terms: ["data.n=1"])
+        #expect(line(events[0]).withUnsafeBytes { needsData.matches(line: $0) } == nil)
+    }
+}
+
+extension EventLineHeader {
+    static func make(seq: UInt64, source: String, type: String, key: String) -> EventLineHeader? {
+        let text = #"{"seq":\#(seq),"id":"x","time":"t","mono":1,"source":"\#(source)","type":"\#(type)","key":"\#(key)","data":{}}"#
+        return Array(text.utf8).withUnsafeBytes { EventLineHeader($0) }
+    }
+}
