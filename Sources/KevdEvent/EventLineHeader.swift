@@ -1,3 +1,5 @@
+import Glibc
+
 /// The fixed fields at the start of a JSON line written by `JSONLineEncoder`, read without a JSON decode:
 /// `{"seq":N,"id":"…","time":"…","mono":N,"source":"S","type":"T","key":"K","data":…`.
 ///
@@ -12,8 +14,10 @@ public struct EventLineHeader: Sendable, Equatable {
 
     public init?(_ line: UnsafeRawBufferPointer) {
         var reader = Reader(bytes: line)
+        // The id (36 characters) and the time (30) have fixed lengths: jump over them rather than scan.
         guard reader.expect(#"{"seq":"#), let seq = reader.unsigned(),
-            reader.skip(past: #","mono":"#), reader.unsigned() != nil,
+            reader.expect(#","id":""#), reader.advance(36), reader.expect(#"","time":""#), reader.advance(30),
+            reader.expect(#"","mono":"#), reader.unsigned() != nil,
             reader.expect(#","source":""#), let source = reader.plainString(),
             reader.expect(#","type":""#), let type = reader.plainString(),
             reader.expect(#","key":""#), let key = reader.plainString()
@@ -30,29 +34,17 @@ public struct EventLineHeader: Sendable, Equatable {
 
         mutating func expect(_ text: StaticString) -> Bool {
             let n = text.utf8CodeUnitCount
-            guard offset + n <= bytes.count else { return false }
-            for i in 0..<n where bytes[offset + i] != text.utf8Start[i] { return false }
+            guard offset + n <= bytes.count, memcmp(bytes.baseAddress! + offset, text.utf8Start, n) == 0 else {
+                return false
+            }
             offset += n
             return true
         }
 
-        mutating func skip(past text: StaticString) -> Bool {
-            let n = text.utf8CodeUnitCount
-            while offset + n <= bytes.count {
-                if bytes[offset] == text.utf8Start[0] {
-                    var same = true
-                    for i in 1..<n where bytes[offset + i] != text.utf8Start[i] {
-                        same = false
-                        break
-                    }
-                    if same {
-                        offset += n
-                        return true
-                    }
-                }
-                offset += 1
-            }
-            return false
+        mutating func advance(_ n: Int) -> Bool {
+            guard offset + n <= bytes.count else { return false }
+            offset += n
+            return true
         }
 
         mutating func unsigned() -> UInt64? {

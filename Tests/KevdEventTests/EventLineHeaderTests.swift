@@ -51,7 +51,9 @@ struct EventLineHeaderTests {
 
 extension EventLineHeader {
     static func make(seq: UInt64, source: String, type: String, key: String) -> EventLineHeader? {
-        let text = #"{"seq":\#(seq),"id":"x","time":"t","mono":1,"source":"\#(source)","type":"\#(type)","key":"\#(key)","data":{}}"#
+        let id = "01a20747-1993-7f33-9063-8f929dc5f86f"
+        let time = "2026-11-23T07:20:29.843225592Z"
+        let text = #"{"seq":\#(seq),"id":"\#(id)","time":"\#(time)","mono":1,"source":"\#(source)","type":"\#(type)","key":"\#(key)","data":{}}"#
         return Array(text.utf8).withUnsafeBytes { EventLineHeader($0) }
     }
 }
