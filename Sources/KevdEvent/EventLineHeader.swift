@@ -8,24 +8,35 @@ import Glibc
 /// string) yields nil, and the caller decodes the line properly.
 public struct EventLineHeader: Sendable, Equatable {
     public let seq: UInt64
-    public let source: String
-    public let type: String
-    public let key: String
+    /// Where each value's bytes are in the line (inside its quotes; the seq's digits).
+    public let seqRange: Range<Int>
+    public let sourceRange: Range<Int>
+    public let typeRange: Range<Int>
+    public let keyRange: Range<Int>
 
     public init?(_ line: UnsafeRawBufferPointer) {
         var reader = Reader(bytes: line)
         // The id (36 characters) and the time (30) have fixed lengths: jump over them rather than scan.
-        guard reader.expect(#"{"seq":"#), let seq = reader.unsigned(),
-            reader.expect(#","id":""#), reader.advance(36), reader.expect(#"","time":""#), reader.advance(30),
+        guard reader.expect(#"{"seq":"#) else { return nil }
+        let seqStart = reader.offset
+        guard let seq = reader.unsigned() else { return nil }
+        let seqRange = seqStart..<reader.offset
+        guard reader.expect(#","id":""#), reader.advance(36), reader.expect(#"","time":""#), reader.advance(30),
             reader.expect(#"","mono":"#), reader.unsigned() != nil,
             reader.expect(#","source":""#), let source = reader.plainString(),
             reader.expect(#","type":""#), let type = reader.plainString(),
             reader.expect(#","key":""#), let key = reader.plainString()
         else { return nil }
         self.seq = seq
-        self.source = source
-        self.type = type
-        self.key = key
+        self.seqRange = seqRange
+        sourceRange = source
+        typeRange = type
+        keyRange = key
+    }
+
+    /// A field's text, for callers that need a String (the filter's glob and regex terms, tests).
+    public static func text(_ range: Range<Int>, in line: UnsafeRawBufferPointer) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: line[range]), as: UTF8.self)
     }
 
     private struct Reader {
@@ -60,16 +71,15 @@ public struct EventLineHeader: Sendable, Equatable {
             return offset > start ? value : nil
         }
 
-        /// A string without escapes, up to its closing quote (consumed).
-        mutating func plainString() -> String? {
+        /// The range of a string without escapes, up to its closing quote (consumed).
+        mutating func plainString() -> Range<Int>? {
             let start = offset
             while offset < bytes.count {
                 let b = bytes[offset]
                 if b == UInt8(ascii: "\\") { return nil }
                 if b == UInt8(ascii: "\"") {
-                    let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<offset]), as: UTF8.self)
                     offset += 1
-                    return text
+                    return start..<(offset - 1)
                 }
                 offset += 1
             }
@@ -89,10 +99,19 @@ extension EventFilter {
             }
         }
         guard let header = EventLineHeader(line) else { return nil }
-        // Only the fields the terms read are real; the rest are placeholders they never look at.
-        let event = Event(
-            seq: header.seq, id: EventID(high: 0, low: 0), time: WallTime(nanoseconds: 0), mono: 0,
-            source: EventSource(header.source), type: header.type, key: header.key, data: EventData())
-        return matches(event)
+        for term in terms {
+            let range: Range<Int>
+            switch term.field {
+            case .source: range = header.sourceRange
+            case .type: range = header.typeRange
+            case .key: range = header.keyRange
+            default: range = header.seqRange
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: line[range])
+            // Literal terms compare bytes in place; globs and regexes need the text as a String.
+            let passed = term.matches(rawField: bytes) ?? term.matches(text: EventLineHeader.text(range, in: line))
+            if !passed { return false }
+        }
+        return true
     }
 }

@@ -173,6 +173,12 @@ public struct FilterTerm: Sendable, CustomStringConvertible {
             return true  // the fixed fields are on every event
         }
         guard let subject = field.text(of: event) else { return op == .notEquals }
+        return matches(text: subject)
+    }
+
+    /// Tests a present field's text.
+    func matches(text subject: String) -> Bool {
+        if case .present = op { return true }
         let found: Bool
         switch matcher {
         case .none: found = true
@@ -188,6 +194,21 @@ public struct FilterTerm: Sendable, CustomStringConvertible {
                 }
             }
         case .regex(let regex): found = regex.search(subject)
+        }
+        return op == .notEquals ? !found : found
+    }
+
+    /// Tests a present field given as its raw UTF-8 bytes, without building a String; nil when only the text
+    /// path can decide (globs, regexes).
+    func matches(rawField bytes: UnsafeRawBufferPointer) -> Bool? {
+        if case .present = op { return true }
+        let found: Bool
+        switch matcher {
+        case .none: found = true
+        case .literal(let literal):
+            found = bytes.count == literal.count
+                && (bytes.isEmpty || literal.withUnsafeBytes { memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 })
+        case .glob, .regex: return nil
         }
         return op == .notEquals ? !found : found
     }

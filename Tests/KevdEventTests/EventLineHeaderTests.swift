@@ -21,8 +21,16 @@ struct EventLineHeaderTests {
     @Test("reads seq, source, type and key in place, as the full decoder does")
     func readsFixedFields() throws {
         let e = event(source: "inotify", type: "close_write", key: "/srv/drop/a b.txt", data: EventData(["n": .int(1)]))
-        let header = try #require(line(e).withUnsafeBytes { EventLineHeader($0) })
-        #expect(header == EventLineHeader.make(seq: 123_456_789, source: "inotify", type: "close_write", key: "/srv/drop/a b.txt"))
+        let bytes = line(e)
+        let header = try #require(bytes.withUnsafeBytes { EventLineHeader($0) })
+        #expect(header.seq == 123_456_789)
+        bytes.withUnsafeBytes { raw in
+            #expect(EventLineHeader.text(header.seqRange, in: raw) == "123456789")
+            #expect(EventLineHeader.text(header.sourceRange, in: raw) == "inotify")
+            #expect(EventLineHeader.text(header.typeRange, in: raw) == "close_write")
+            #expect(EventLineHeader.text(header.keyRange, in: raw) == "/srv/drop/a b.txt")
+        }
+        #expect(EventLineHeader.make(seq: 7, source: "udev", type: "add", key: "/devices/x")?.seq == 7)
     }
 
     @Test("escaped strings and foreign layouts are left to the full decoder")
@@ -38,7 +46,10 @@ struct EventLineHeaderTests {
             event(source: "inotify", type: "create", key: "/srv/x.pdf"), event(source: "udev", type: "add", key: "/devices/a"),
             event(source: "emit", type: "backup.done", key: "nightly"),
         ]
-        for terms in [["source=inotify"], ["type!=add", "key=*.pdf"], ["key~^/dev"], ["seq=123456789"], ["source"]] {
+        for terms in [
+            ["source=inotify"], ["type!=add", "key=*.pdf"], ["key~^/dev"], ["seq=123456789"], ["source"],
+            ["key=/srv/x.pdf"], ["type!=create"], ["seq!=1"],
+        ] {
             let filter = try EventFilter(terms: terms)
             for e in events {
                 #expect(line(e).withUnsafeBytes { filter.matches(line: $0) } == filter.matches(e), "\(terms)")
