@@ -2,11 +2,11 @@
 // parsed to exact integers and formatted back for logs. Pure arithmetic: no Foundation, no floating point, so
 // "0.1s" is exactly 100_000_000 ns rather than whatever a Double happens to round to.
 
-/// A duration string that could not be parsed.
+/// A duration or byte-size string that could not be parsed.
 ///
 /// `offset` is the 0-based index, in `Character`s, of the part of the input that is wrong, so a config loader can
 /// add it to the column where the string value starts and point at the exact spot.
-public struct DurationParseError: Error, Sendable, Equatable, CustomStringConvertible {
+public struct QuantityParseError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What is wrong, phrased for a person editing a config file.
     public let message: String
     /// 0-based `Character` offset of the offending part within the parsed text.
@@ -20,20 +20,9 @@ public struct DurationParseError: Error, Sendable, Equatable, CustomStringConver
     public var description: String { "\(message) (at offset \(offset))" }
 }
 
-/// A byte-size string that could not be parsed. Same shape and offset convention as `DurationParseError`.
-public struct ByteSizeParseError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// What is wrong, phrased for a person editing a config file.
-    public let message: String
-    /// 0-based `Character` offset of the offending part within the parsed text.
-    public let offset: Int
-
-    public init(message: String, offset: Int) {
-        self.message = message
-        self.offset = offset
-    }
-
-    public var description: String { "\(message) (at offset \(offset))" }
-}
+/// Durations and sizes fail the same way; the names say which parser threw.
+public typealias DurationParseError = QuantityParseError
+public typealias ByteSizeParseError = QuantityParseError
 
 /// Parsing and formatting of durations, always as `Int64` nanoseconds.
 ///

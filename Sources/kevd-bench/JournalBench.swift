@@ -371,23 +371,7 @@ struct JournalBench: ParsableCommand {
     }
 
     private func writeResult(_ document: JSONValue) throws -> String {
-        try TempDirectory.makeDirectories(results)
-        // Two runs in the same second get journal-….json and journal-…-2.json.
-        let stem = results + "/journal-\(Machine.timestampForFileName())"
-        var path = stem + ".json"
-        var fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        var suffix = 2
-        while fd < 0 && errno == EEXIST {
-            path = stem + "-\(suffix).json"
-            suffix += 1
-            fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        }
-        guard fd >= 0 else { throw SyscallError(call: "open(\(path))", errno: .init(rawValue: errno)) }
-        var bytes = Array((document.jsonText + "\n").utf8)
-        defer { close(fd) }
-        let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        guard n == bytes.count else { throw SyscallError(call: "write(\(path))", errno: .init(rawValue: errno)) }
-        return path
+        try writeResultDocument(document, directory: results, name: "journal")
     }
 
     /// The run with the median duration (the lower of the middle two for an even count); nil for no runs.

@@ -34,13 +34,7 @@ struct TempDirectory {
 
     /// `mkdir -p`.
     static func makeDirectories(_ path: String) throws {
-        var prefix = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            prefix += "/" + component
-            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
-                throw SyscallError(call: "mkdir(\(prefix))", errno: .init(rawValue: errno))
-            }
-        }
+        try Directories.make(path, mode: 0o755)
     }
 }
 
