@@ -41,7 +41,7 @@ let package = Package(
         // The configuration file: TOML in, validated values out, errors with file:line:col.
         .target(
             name: "KevdConfig",
-            dependencies: ["KevdSchedule", .product(name: "TOMLKit", package: "TOMLKit")]
+            dependencies: ["KevdSchedule", "KevdKernel", .product(name: "TOMLKit", package: "TOMLKit")]
         ),
         // The durable journal: segments, framing, CRC-32C, recovery, readers, the flusher thread.
         .target(

@@ -1,4 +1,5 @@
 import Glibc
+import KevdKernel
 import KevdSchedule
 import TOMLKit
 
@@ -12,7 +13,7 @@ public enum ConfigLoader {
         let absolute = PathText.absolute(file)
         let source: String
         do {
-            source = try FileText.read(absolute)
+            source = String(decoding: try FileContents.read(absolute), as: UTF8.self)
         } catch {
             throw ConfigError(file: file, line: 0, column: 0, message: "cannot read: \(error)")
         }

@@ -38,29 +38,3 @@ public enum PathText {
         return String(cString: buffer)
     }
 }
-
-/// Reads a whole (small) text file.
-enum FileText {
-    struct ReadError: Error, CustomStringConvertible {
-        let errno: Int32
-        var description: String { String(cString: strerror(errno)) }
-    }
-
-    static func read(_ path: String) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ReadError(errno: errno) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ReadError(errno: errno)
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}

@@ -25,20 +25,7 @@ public enum JournalDirectory {
     }
 
     public static func readWhole(_ path: String) throws -> [UInt8] {
-        let fd = try syscall("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        var st = stat()
-        try syscall("fstat") { fstat(fd, &st) }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = try bytes.withUnsafeMutableBytes { raw in
-                try syscall("pread") { pread(fd, raw.baseAddress! + done, raw.count - done, off_t(done)) }
-            }
-            if n == 0 { break }
-            done += n
-        }
-        return Array(bytes.prefix(done))
+        try FileContents.read(path)
     }
 
     /// The time of a segment's first record, from its first bytes (nil when it has none yet).

@@ -645,18 +645,7 @@ public final class InotifySource {
 /// Reads one integer from /proc/sys.
 enum SysctlValue {
     static func read(_ path: String) -> Int? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
-        return Int(String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters())
-    }
-}
-
-extension String {
-    fileprivate func trimmingCharacters() -> String {
-        String(self.filter { !$0.isWhitespace })
+        guard let bytes = try? FileContents.read(path) else { return nil }  // Unreadable: the report omits it.
+        return Int(String(decoding: bytes.filter { $0 > 0x20 }, as: UTF8.self))
     }
 }

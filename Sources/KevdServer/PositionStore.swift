@@ -43,13 +43,9 @@ final class PositionStore: @unchecked Sendable {
 
     /// The stored position of `name` (the last acknowledged seq), or nil. A small read, at subscribe time.
     func load(_ name: String) -> UInt64? {
-        let fd = open(directory + "/" + name, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 32)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
-        return UInt64(String(decoding: buffer[0..<n], as: UTF8.self).filter { $0.isNumber })
+        // A missing file is "no position yet"; the file is written whole (tmp + rename), so never half.
+        guard let bytes = try? FileContents.read(directory + "/" + name) else { return nil }
+        return UInt64(String(decoding: bytes.filter { $0 > 0x20 }, as: UTF8.self))
     }
 
     func store(_ name: String, seq: UInt64, token: UInt64) {
