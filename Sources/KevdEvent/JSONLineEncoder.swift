@@ -6,9 +6,9 @@
 /// no Foundation, no intermediate Strings, bulk copies of text that needs no escaping. The `append*` helpers
 /// on `[UInt8]` are for other writers (the socket protocol's replies) and tests; they produce the same bytes.
 public struct JSONLineEncoder {
-    private let buffer = ByteBuffer(capacity: 1024)
+    private let buffer: ByteBuffer
 
-    public init(capacity: Int = 1024) {}
+    public init(capacity: Int = 1024) { buffer = ByteBuffer(capacity: capacity) }
 
     /// Encodes one event and returns the line, `\n` included.
     public mutating func encode(_ event: Event) -> [UInt8] {

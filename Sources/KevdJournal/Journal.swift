@@ -214,8 +214,6 @@ public final class Journal {
         durableSeq = writtenSeq
     }
 
-    public var activeSegmentFirstSeq: UInt64 { segmentFirstSeq }
-
     /// Starts a new segment named by the next seq to write. The old one is synced by the flusher before it is
     /// closed; the new file and its directory entry are synced the same way.
     private func rotate() {

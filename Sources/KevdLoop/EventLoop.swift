@@ -70,8 +70,6 @@ public final class EventLoop {
         try? epoll.remove(fd)
     }
 
-    public var registeredCount: Int { registrations.count }
-
     /// Runs `body` at the end of every loop turn, after all ready handlers: where sinks write what a turn
     /// batched (one `write` for many events) and sources finish multi-record work.
     public func onTurnEnd(_ body: @escaping () -> Void) {

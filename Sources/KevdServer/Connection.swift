@@ -32,7 +32,6 @@ final class Connection {
         var reader: JournalReader?
         /// Set when the reader reached the end of what the journal holds.
         var drained = false
-        var acked: UInt64 = 0
 
         init(filter: EventFilter?, terms: [String], name: String?, next: UInt64, mode: Mode) {
             self.filter = filter

@@ -83,8 +83,6 @@ public final class Server: EventSink {
         positions.stop()
     }
 
-    public var connectionCount: Int { connections.count }
-
     /// Binds the socket, replacing a stale file left by a kevd that died, but never stealing a live one.
     static func listen(at path: String, logger: Logger) throws -> Int32 {
         let parent = PathText.directory(of: path)
@@ -422,7 +420,6 @@ public final class Server: EventSink {
 
     private func positionStored(token: UInt64, ok: Bool) {
         guard let job = storing.removeValue(forKey: token), let c = connections[job.connection] else { return }
-        if ok { c.subscription?.acked = max(c.subscription?.acked ?? 0, job.seq) }
         c.stored(failure: ok ? nil : .object([("ok", .bool(false)), ("error", .string("could not store the position of '\(job.name)'"))]))
         dirty.insert(c.id)
         durableAdvanced(context.journal.durableSeq)  // Release replies queued behind this one.
@@ -506,10 +503,7 @@ public final class Server: EventSink {
             sub = Connection.Subscription(filter: filter, terms: terms, name: name, next: head, mode: .live)
             c.reply(.object([("ok", .bool(true)), ("op", .string("subscribe")), ("next", .uint(head))]))
         }
-        if let name {
-            names[name] = c.id
-            sub.acked = positions.load(name) ?? 0
-        }
+        if let name { names[name] = c.id }
         c.subscription = sub
         dirty.insert(c.id)
     }
