@@ -254,6 +254,8 @@ struct InotifyTests {
         let error = try daemon.waitFor("watch limit error") { $0.isEvent("kevd", "error", key: "inotify") }
         #expect(error.data["limit"] as? String == "fs.inotify.max_user_watches")
         #expect((error.data["message"] as? String)?.contains("max_user_watches") == true)
+        // The current limit, read from /proc (a file that reports size 0 and must be read to its end).
+        #expect((error.data["max_user_watches"] as? Int ?? 0) > 0)
         // Still serving the watches it has.
         try writeFile(dir.file("w/after"))
         try daemon.waitFor("event after the limit") { $0.isEvent("inotify", "create", key: dir.file("w/after")) }
