@@ -151,8 +151,7 @@ public final class Server: EventSink {
 
     private func readInput(_ c: Connection) {
         var chunk = [UInt8](repeating: 0, count: 65536)
-        // Unhandled requests are still queued: read more only when they run low (the kernel buffers the rest).
-        for _ in 0..<16 where c.input.count < 256 * 1024 {
+        for _ in 0..<16 where mayRead(c) {
             let n = chunk.withUnsafeMutableBytes { Glibc.read(c.fd.rawValue, $0.baseAddress, $0.count) }
             if n > 0 {
                 c.input.append(contentsOf: chunk[0..<n])
@@ -170,6 +169,13 @@ public final class Server: EventSink {
             break
         }
         processInput(c)
+    }
+
+    /// Whether to read more from a client now. With complete requests still queued, only while they run low
+    /// (the kernel buffers the rest); an incomplete line is read until it ends or passes `max_request`.
+    private func mayRead(_ c: Connection) -> Bool {
+        if c.input.count < 256 * 1024 { return true }
+        return c.input.count <= settings.maxRequest && !c.input.contains(UInt8(ascii: "\n"))
     }
 
     /// Handles the complete request lines (up to `requestsPerTurn`), as long as the client reads its replies.

@@ -24,6 +24,9 @@ final class RawClient {
             close(fd)
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
         }
+        // A daemon that stops reading must fail the test, not hang it in a blocking write.
+        var limit = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
     deinit { close(fd) }
@@ -219,6 +222,17 @@ struct ServerTests {
         for _ in 0..<2000 { seqs.append(try c.line()["seq"] as? Int ?? -1) }
         #expect(seqs == Array(seqs[0]..<(seqs[0] + 2000)))
         #expect(c.isClosedByPeer, "closed once every reply was written")
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a valid request of several hundred KiB (under max_request) is read whole and answered")
+    func largeRequest() throws {
+        let daemon = try DaemonProcess(config: serverConfig())
+        let c = try RawClient(daemon.directory.file("state/kevd.sock"))
+        let text = String(repeating: "k", count: 600_000)
+        let reply = try c.request(#"{"op":"emit","type":"big","data":{"text":"\#(text)"}}"#)
+        #expect(reply["ok"] as? Bool == true)
+        #expect(try c.request(#"{"op":"status"}"#)["ok"] as? Bool == true)
         #expect(daemon.stop() == 0)
     }
 
