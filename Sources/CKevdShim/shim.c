@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/netlink.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/random.h>
 
@@ -335,4 +338,165 @@ int kevd_peergroups(int fd, uint32_t *groups, int max) {
     socklen_t len = (socklen_t)(sizeof(gid_t) * (size_t)max);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) return -1;
     return (int)(len / sizeof(gid_t));
+}
+
+int kevd_pipe(int *read_end, int *write_end) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    if (kevd_set_nonblocking(fds[0], 1) != 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        errno = e;
+        return -1;
+    }
+    *read_end = fds[0];
+    *write_end = fds[1];
+    return 0;
+}
+
+int kevd_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int kevd_waitid_exited(int pid, int keep, int32_t *code, int32_t *status) {
+    siginfo_t info;
+    // POSIX leaves si_pid unspecified when WNOHANG finds nothing; zeroed, 0 means "none".
+    memset(&info, 0, sizeof info);
+    int options = WEXITED | WNOHANG | (keep ? WNOWAIT : 0);
+    if (waitid(pid == 0 ? P_ALL : P_PID, (id_t)pid, &info, options) != 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *code = info.si_code;
+    *status = info.si_status;
+    return info.si_pid;
+}
+
+const char *kevd_signal_abbreviation(int signal) { return sigabbrev_np(signal); }
+
+// Spawning. The child is started with vfork: it borrows kevd's memory and stack instead of copying the page
+// tables, and kevd's thread sleeps until it execs or exits, which makes a start as cheap as posix_spawn's and
+// lets the child report a failure through plain memory. The price is that the child may only make system calls
+// (no malloc, no locks, nothing that touches shared state in glibc) and must never return from `spawn_child`.
+
+/// Where the child leaves the step that failed and its errno: the parent reads them once vfork returns.
+/// volatile, so neither side keeps them in a register across vfork.
+struct spawn_failure {
+    volatile int step;
+    volatile int error;
+};
+
+__attribute__((noreturn)) static void spawn_fail(struct spawn_failure *failure, int step) {
+    failure->error = errno;
+    failure->step = step;
+    _exit(127);
+}
+
+// noinline: the child's locals must live in its own frame, below kevd_spawn's, where they cannot overwrite
+// anything the parent still uses when it resumes.
+__attribute__((noinline, noreturn)) static void spawn_child(
+    const struct kevd_spawn_request *request, pid_t parent, struct spawn_failure *failure) {
+    // Every disposition back to the default: ignored signals survive execve (kevd ignores SIGPIPE, scripts must
+    // not), and a handler of kevd's must not run here once signals are unblocked below. The raw system call,
+    // because glibc's sigaction refuses its two internal signals (32 and 33), and those arrive ignored when an
+    // ancestor was started by posix_spawn. The kernel's struct is all zeros for SIG_DFL, no flags, empty mask,
+    // whatever its field order; it cannot fail for a signal other than SIGKILL and SIGSTOP.
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } default_action;
+    memset(&default_action, 0, sizeof default_action);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            (void)syscall(SYS_rt_sigaction, sig, &default_action, NULL, sizeof default_action.mask);
+
+    // A session and process group of its own, led by the child: kill(-pid) then reaches everything it started.
+    if (setsid() < 0) spawn_fail(failure, KEVD_SPAWN_SETSID);
+
+    int source[3];
+    int dev_null = -1;
+    for (int i = 0; i < 3; i++) {
+        source[i] = request->stdio[i];
+        if (source[i] >= 0) continue;
+        if (dev_null < 0 && (dev_null = open("/dev/null", O_RDWR)) < 0) spawn_fail(failure, KEVD_SPAWN_OPEN_DEV_NULL);
+        source[i] = dev_null;
+    }
+    // A source among 0-2 other than its own target would be overwritten by an earlier dup2 (stdout given as fd 0,
+    // say): move every such one above 2 before installing any. The copies go with the close-range below.
+    for (int i = 0; i < 3; i++)
+        if (source[i] <= 2 && source[i] != i && (source[i] = fcntl(source[i], F_DUPFD, 3)) < 0)
+            spawn_fail(failure, KEVD_SPAWN_DUP);
+    for (int i = 0; i < 3; i++) {
+        // dup2 onto itself does nothing, close-on-exec included: clear the flag instead.
+        int installed = source[i] == i ? fcntl(i, F_SETFD, 0) : dup2(source[i], i);
+        if (installed < 0) spawn_fail(failure, KEVD_SPAWN_DUP);
+    }
+
+    if (request->set_credentials) {
+        // Raw system calls: glibc's wrappers broadcast a credential change to every thread of the process they
+        // know of, and in a vfork child those are kevd's threads, not the child's.
+        if (syscall(SYS_setgroups, (size_t)request->group_count, request->groups) != 0)
+            spawn_fail(failure, KEVD_SPAWN_SETGROUPS);
+        if (syscall(SYS_setresgid, request->gid, request->gid, request->gid) != 0)
+            spawn_fail(failure, KEVD_SPAWN_SETRESGID);
+        if (syscall(SYS_setresuid, request->uid, request->uid, request->uid) != 0)
+            spawn_fail(failure, KEVD_SPAWN_SETRESUID);
+    }
+
+    // Scripts die with kevd instead of running on unsupervised. Set after the credential change, which clears
+    // it; and a kevd that died before it was set sends nothing, so check the parent is still the one that started
+    // us (an orphan is reparented).
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) spawn_fail(failure, KEVD_SPAWN_PDEATHSIG);
+    if (getppid() != parent) {
+        errno = ESRCH;
+        spawn_fail(failure, KEVD_SPAWN_PARENT_EXITED);
+    }
+
+    if (chdir(request->directory) != 0) spawn_fail(failure, KEVD_SPAWN_CHDIR);
+
+    // kevd opens everything close-on-exec, but a library might not: nothing but 0-2 reaches a script.
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
+        if (errno != ENOSYS) spawn_fail(failure, KEVD_SPAWN_CLOSE_FDS);
+        // Before Linux 5.9: every fd the limit allows.
+        struct rlimit limit;
+        if (getrlimit(RLIMIT_NOFILE, &limit) != 0) spawn_fail(failure, KEVD_SPAWN_CLOSE_FDS);
+        for (rlim_t fd = 3; fd < limit.rlim_cur; fd++) (void)close((int)fd);
+    }
+
+    // The mask kevd blocked around vfork (and kevd's own blocked signals, inherited) must not reach the script.
+    // It cannot fail with a valid set.
+    sigset_t none;
+    sigemptyset(&none);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL);
+
+    execve(request->path, (char *const *)request->argv, (char *const *)request->envp);
+    spawn_fail(failure, KEVD_SPAWN_EXECVE);
+}
+
+int kevd_spawn(const struct kevd_spawn_request *request, int *failed_step, int *failed_errno) {
+    // Every signal blocked across vfork: a handler of kevd's must never run in the child, which runs on kevd's
+    // memory and stack. The child starts with this mask and empties it just before execve.
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    struct spawn_failure failure = {0, 0};
+    pid_t parent = getpid();
+    pid_t pid = vfork();
+    if (pid == 0) spawn_child(request, parent, &failure);
+    int vfork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+
+    if (pid < 0) {
+        *failed_step = KEVD_SPAWN_VFORK;
+        *failed_errno = vfork_errno;
+        return -1;
+    }
+    if (failure.step != 0) {
+        // vfork returned, so the child has already exited: reap it now, leaving neither a zombie nor an exit for
+        // the caller's SIGCHLD handling to find.
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+        *failed_step = failure.step;
+        *failed_errno = failure.error;
+        return -1;
+    }
+    return pid;
 }

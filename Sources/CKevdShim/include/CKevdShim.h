@@ -141,4 +141,66 @@ int kevd_WTERMSIG(int status);
 ssize_t kevd_write_some(int fd, const void *buf, size_t len);
 int kevd_set_nonblocking(int fd, int on);
 
+// Pipes and memory files: glibc declares pipe2 and memfd_create only under _GNU_SOURCE, which Swift's Glibc lacks.
+/// pipe2(O_CLOEXEC), then O_NONBLOCK on the read end only: the loop reads it, a child writes it.
+int kevd_pipe(int *read_end, int *write_end);
+/// memfd_create(name, MFD_CLOEXEC).
+int kevd_memfd_create(const char *name);
+
+// Child processes.
+/// waitid for an exited child without blocking (WEXITED | WNOHANG, plus WNOWAIT when `keep` is 1, which leaves
+/// it a zombie). `pid` 0 means any child. Returns the child's pid, 0 when none has exited, -1 with errno (ECHILD:
+/// no such child). `code` is the siginfo code (CLD_EXITED, CLD_KILLED, CLD_DUMPED), `status` the exit status or
+/// the signal.
+int kevd_waitid_exited(int pid, int keep, int32_t *code, int32_t *status);
+static const int32_t kevd_CLD_EXITED = CLD_EXITED;
+static const int32_t kevd_CLD_KILLED = CLD_KILLED;
+static const int32_t kevd_CLD_DUMPED = CLD_DUMPED;
+/// "KILL" for SIGKILL (sigabbrev_np), or NULL for a number without a name.
+const char *kevd_signal_abbreviation(int signal);
+
+/// What `kevd_spawn` starts. Every string and array stays owned by the caller; nothing is copied.
+struct kevd_spawn_request {
+    /// The program, by absolute path: execve does no PATH search.
+    const char *path;
+    /// NULL-terminated argv (argv[0] included) and environment ("NAME=value").
+    const char *const *argv;
+    const char *const *envp;
+    /// The working directory of the child.
+    const char *directory;
+    /// The parent's fds that become the child's 0, 1 and 2; -1 opens /dev/null for that one. Any fd may be given
+    /// (one of 0-2 included, the same fd twice included); close-on-exec ones too.
+    int stdio[3];
+    /// 1: drop to `uid`, `gid` and the `group_count` supplementary `groups` before exec. 0: keep kevd's.
+    int set_credentials;
+    uint32_t uid;
+    uint32_t gid;
+    const uint32_t *groups;
+    int group_count;
+};
+
+/// The steps of starting a child that can fail, in the order the child takes them (KEVD_SPAWN_VFORK is the
+/// parent's); `kevd_spawn` reports the one that failed.
+enum {
+    KEVD_SPAWN_VFORK = 1,
+    KEVD_SPAWN_SETSID,
+    KEVD_SPAWN_OPEN_DEV_NULL,
+    KEVD_SPAWN_DUP,
+    KEVD_SPAWN_SETGROUPS,
+    KEVD_SPAWN_SETRESGID,
+    KEVD_SPAWN_SETRESUID,
+    KEVD_SPAWN_PDEATHSIG,
+    KEVD_SPAWN_PARENT_EXITED,
+    KEVD_SPAWN_CHDIR,
+    KEVD_SPAWN_CLOSE_FDS,
+    KEVD_SPAWN_EXECVE,
+};
+/// Starts `request` (vfork, then exec in the child) and returns the child's pid, which is also its session and
+/// process group id. On failure returns -1 with the step that failed in `*failed_step` (a KEVD_SPAWN_ value)
+/// and its errno in `*failed_errno`; a child that got as far as existing has been reaped by then.
+///
+/// Call it from a thread that lives as long as kevd (the loop's): the child's parent-death signal follows the
+/// thread that created it, not the process. SIGCHLD must not be ignored (a failed child is reaped with waitpid).
+int kevd_spawn(const struct kevd_spawn_request *request, int *failed_step, int *failed_errno);
+
 #endif
