@@ -41,7 +41,7 @@ let package = Package(
         // The configuration file: TOML in, validated values out, errors with file:line:col.
         .target(
             name: "KevdConfig",
-            dependencies: ["KevdSchedule", "KevdKernel", .product(name: "TOMLKit", package: "TOMLKit")]
+            dependencies: ["KevdSchedule", "KevdKernel", "KevdEvent", .product(name: "TOMLKit", package: "TOMLKit")]
         ),
         // The durable journal: segments, framing, CRC-32C, recovery, readers, the flusher thread.
         .target(
@@ -69,13 +69,25 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // The rules engine: matches events to rules, runs their scripts (spawn, reap, timeouts, retries, debounce),
+        // keeps each rule's journal position for at-least-once runs across restarts.
+        .target(
+            name: "KevdRules",
+            dependencies: [
+                "KevdLoop", "KevdJournal", "KevdEvent", "KevdKernel", "KevdConfig", "CKevdShim",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ],
+            swiftSettings: hotPath
+        ),
         // The client side of the socket protocol, for kevctl, tests and benchmarks.
         .target(name: "KevdClient", dependencies: ["KevdEvent", "KevdKernel", "CKevdShim"]),
         // Wiring: config, start-up order, signals, reload, shutdown, sinks.
         .target(
             name: "KevdDaemon",
             dependencies: [
-                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer",
+                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer", "KevdRules",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPath
@@ -103,7 +115,12 @@ let package = Package(
 
         .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent"]),
         .testTarget(name: "KevdScheduleTests", dependencies: ["KevdSchedule"]),
-        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig"]),
+        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig", "KevdKernel"]),
+        .testTarget(name: "KevdKernelTests", dependencies: ["KevdKernel", "CKevdShim"]),
+        .testTarget(
+            name: "KevdRulesTests",
+            dependencies: ["KevdRules", "KevdConfig", "KevdEvent", "KevdKernel", "KevdLoop", "KevdJournal"]
+        ),
         .testTarget(
             name: "KevdLoopTests",
             dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]

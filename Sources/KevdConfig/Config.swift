@@ -10,6 +10,7 @@ public struct Config: Sendable, Equatable {
     public var udev: UdevSpec
     public var journal: JournalSettings
     public var server = ServerSettings()
+    public var rules = RulesSettings()
 
     public init(
         file: String, daemon: DaemonSettings, watches: [WatchSpec], timers: [TimerSpec], udev: UdevSpec,
@@ -45,14 +46,24 @@ public struct JournalSettings: Sendable, Equatable {
 public struct DaemonSettings: Sendable, Equatable {
     public var stateDir: String
     public var socket: String
-    /// Accepted now, used by the rules engine.
-    public var rulesDir: String
     public var logLevel: String
 
     public static let defaultStateDir = "/var/lib/kevd"
     public static let defaultSocket = "/run/kevd/kevd.sock"
-    public static let defaultRulesDir = "/etc/kevd/rules.d"
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+}
+
+/// The `[rules]` table.
+public struct RulesSettings: Sendable, Equatable {
+    /// Rule directories, highest priority first: a file name in an earlier one overrides (or, as a symlink to
+    /// /dev/null, masks) the same name in a later one. The systemd and udev order.
+    public var directories = ["/etc/kevd/rules.d", "/run/kevd/rules.d", "/usr/lib/kevd/rules.d"]
+    /// How many rule runs deep a chain of events may go (an event caused by a run caused by an event…) before
+    /// kevd refuses to run or emit the next link: a rule cannot trigger itself forever.
+    public var cascadeLimit = 8
+    /// Bytes kept of each run's stdout and of its stderr (the last ones), for `rule.succeeded`/`rule.failed`.
+    public var outputTail = 4096
+    public init() {}
 }
 
 /// A `[[watch]]` table: a file or directory tree to watch with inotify.

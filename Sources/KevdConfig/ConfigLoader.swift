@@ -1,6 +1,4 @@
-import Glibc
 import KevdKernel
-import KevdSchedule
 import TOMLKit
 
 /// Reads and validates a kevd configuration file.
@@ -21,40 +19,16 @@ public enum ConfigLoader {
     }
 
     public static func parse(source: String, file: String) throws -> Config {
-        let root: TOMLTable
-        do {
-            root = try TOMLTable(string: source)
-        } catch let error as TOMLParseError {
-            throw ConfigError(
-                file: file, line: error.source.begin.line, column: error.source.begin.column,
-                message: error.description)
-        }
-        var reader = TableReader(file: file, locator: TOMLLocator(source: source), baseDir: PathText.directory(of: file))
-        return try reader.config(root)
+        let root = try TableReader.parse(source: source, file: file)
+        return try TableReader(file: file, source: source).config(root)
     }
 }
 
-/// Walks the parsed tables, checking names and types as it goes.
-private struct TableReader {
-    let file: String
-    let locator: TOMLLocator
-    let baseDir: String
-
-    func problem(_ message: String, table: String, index: Int = 0, key: String? = nil) -> ConfigError {
-        let p = locator.position(table: table, index: index, key: key)
-        return ConfigError(file: file, line: p.line, column: p.column, message: message)
-    }
-
-    func rejectUnknownKeys(_ table: TOMLTable, allowed: [String], name: String, index: Int = 0) throws {
-        for key in table.keys where !allowed.contains(key) {
-            let scope = name.isEmpty ? "at the top level" : "in [\(name)]"
-            throw problem("unknown key '\(key)' \(scope); expected one of: \(allowed.joined(separator: ", "))",
-                        table: name, index: index, key: key)
-        }
-    }
-
-    mutating func config(_ root: TOMLTable) throws -> Config {
-        try rejectUnknownKeys(root, allowed: ["daemon", "watch", "timer", "udev", "journal", "server", "access"], name: "")
+/// The configuration file's own tables; `[[watch]]` and `[[timer]]` are shared with rule files.
+extension TableReader {
+    func config(_ root: TOMLTable) throws -> Config {
+        try rejectUnknownKeys(
+            root, allowed: ["daemon", "watch", "timer", "udev", "journal", "server", "access", "rules"], name: "")
         let daemon = try daemonSettings(root["daemon"].map { try table($0, "daemon") })
         var watches: [WatchSpec] = []
         for (i, item) in try arrayOfTables(root["watch"], "watch").enumerated() {
@@ -75,73 +49,19 @@ private struct TableReader {
         for (i, item) in try arrayOfTables(root["access"], "access").enumerated() {
             config.server.access.append(try accessRule(item, index: i))
         }
+        if let rules = root["rules"] { config.rules = try rulesSettings(try table(rules, "rules")) }
         return config
-    }
-
-    func table(_ value: TOMLValueConvertible, _ name: String) throws -> TOMLTable {
-        guard let t = value.table else { throw problem("'\(name)' must be a table: [\(name)]", table: "", key: name) }
-        return t
-    }
-
-    func arrayOfTables(_ value: TOMLValueConvertible?, _ name: String) throws -> [TOMLTable] {
-        guard let value else { return [] }
-        guard let array = value.array else {
-            throw problem("'\(name)' must be an array of tables: [[\(name)]]", table: name)
-        }
-        return try array.map { element in
-            guard let t = element.table else {
-                throw problem("'\(name)' must be an array of tables: [[\(name)]]", table: name)
-            }
-            return t
-        }
-    }
-
-    func string(_ t: TOMLTable, _ key: String, table name: String, index: Int = 0) throws -> String? {
-        guard let v = t[key] else { return nil }
-        guard let s = v.string else { throw problem("'\(key)' must be a string", table: name, index: index, key: key) }
-        return s
-    }
-
-    func bool(_ t: TOMLTable, _ key: String, table name: String, index: Int = 0) throws -> Bool? {
-        guard let v = t[key] else { return nil }
-        guard let b = v.bool else { throw problem("'\(key)' must be true or false", table: name, index: index, key: key) }
-        return b
-    }
-
-    func strings(_ t: TOMLTable, _ key: String, table name: String, index: Int = 0) throws -> [String]? {
-        guard let v = t[key] else { return nil }
-        guard let array = v.array else {
-            throw problem("'\(key)' must be an array of strings", table: name, index: index, key: key)
-        }
-        return try array.map { element in
-            guard let s = element.string else {
-                throw problem("'\(key)' must be an array of strings", table: name, index: index, key: key)
-            }
-            return s
-        }
-    }
-
-    func path(_ text: String, key: String, table name: String, index: Int = 0) throws -> String {
-        guard !text.isEmpty else { throw problem("'\(key)' must not be empty", table: name, index: index, key: key) }
-        guard !text.utf8.contains(0) else {
-            throw problem("'\(key)' must not contain a NUL byte", table: name, index: index, key: key)
-        }
-        return PathText.resolve(text, against: baseDir)
     }
 
     func daemonSettings(_ t: TOMLTable?) throws -> DaemonSettings {
         var settings = DaemonSettings(
-            stateDir: DaemonSettings.defaultStateDir, socket: DaemonSettings.defaultSocket,
-            rulesDir: DaemonSettings.defaultRulesDir, logLevel: "info")
+            stateDir: DaemonSettings.defaultStateDir, socket: DaemonSettings.defaultSocket, logLevel: "info")
         guard let t else { return settings }
-        try rejectUnknownKeys(t, allowed: ["state_dir", "socket", "rules_dir", "log_level"], name: "daemon")
+        try rejectUnknownKeys(t, allowed: ["state_dir", "socket", "log_level"], name: "daemon")
         if let s = try string(t, "state_dir", table: "daemon") {
             settings.stateDir = try path(s, key: "state_dir", table: "daemon")
         }
         if let s = try string(t, "socket", table: "daemon") { settings.socket = try path(s, key: "socket", table: "daemon") }
-        if let s = try string(t, "rules_dir", table: "daemon") {
-            settings.rulesDir = try path(s, key: "rules_dir", table: "daemon")
-        }
         if let s = try string(t, "log_level", table: "daemon") {
             guard DaemonSettings.logLevels.contains(s) else {
                 throw problem("unknown log_level '\(s)'; expected one of: \(DaemonSettings.logLevels.joined(separator: ", "))",
@@ -150,84 +70,6 @@ private struct TableReader {
             settings.logLevel = s
         }
         return settings
-    }
-
-    func watch(_ t: TOMLTable, index: Int) throws -> WatchSpec {
-        try rejectUnknownKeys(t, allowed: ["path", "recursive", "events", "exclude"], name: "watch", index: index)
-        guard let p = try string(t, "path", table: "watch", index: index) else {
-            throw problem("[[watch]] needs a 'path'", table: "watch", index: index)
-        }
-        var events = Set(FileEventType.allCases)
-        if let names = try strings(t, "events", table: "watch", index: index) {
-            events = []
-            for name in names {
-                guard let type = FileEventType(rawValue: name) else {
-                    let known = FileEventType.allCases.map(\.rawValue).joined(separator: ", ")
-                    throw problem("unknown event type '\(name)'; expected one of: \(known)",
-                                table: "watch", index: index, key: "events")
-                }
-                events.insert(type)
-            }
-        }
-        let exclude = try strings(t, "exclude", table: "watch", index: index) ?? []
-        for glob in exclude where glob.isEmpty {
-            throw problem("'exclude' globs must not be empty", table: "watch", index: index, key: "exclude")
-        }
-        return WatchSpec(
-            path: try path(p, key: "path", table: "watch", index: index),
-            recursive: try bool(t, "recursive", table: "watch", index: index) ?? false,
-            events: events, exclude: exclude)
-    }
-
-    func timer(_ t: TOMLTable, index: Int) throws -> TimerSpec {
-        try rejectUnknownKeys(t, allowed: ["name", "every", "cron"], name: "timer", index: index)
-        guard let name = try string(t, "name", table: "timer", index: index), !name.isEmpty else {
-            throw problem("[[timer]] needs a non-empty 'name'", table: "timer", index: index)
-        }
-        let every = try string(t, "every", table: "timer", index: index)
-        let cron = try string(t, "cron", table: "timer", index: index)
-        switch (every, cron) {
-        case (let every?, nil):
-            let ns: Int64
-            do {
-                ns = try DurationText.parseNanoseconds(every)
-            } catch {
-                throw problem("bad duration '\(every)': \(error.message)", table: "timer", index: index, key: "every")
-            }
-            guard ns > 0 else { throw problem("'every' must be longer than zero", table: "timer", index: index, key: "every") }
-            return TimerSpec(name: name, schedule: .every(nanoseconds: ns))
-        case (nil, let cron?):
-            do {
-                return TimerSpec(name: name, schedule: .cron(try CronSchedule(parsing: cron), expression: cron))
-            } catch {
-                throw problem("bad cron expression '\(cron)': \(error.description)", table: "timer", index: index, key: "cron")
-            }
-        case (nil, nil):
-            throw problem("timer '\(name)' needs 'every' or 'cron'", table: "timer", index: index)
-        case (_?, _?):
-            throw problem("timer '\(name)' has both 'every' and 'cron'; choose one", table: "timer", index: index, key: "cron")
-        }
-    }
-
-    func size(_ value: TOMLValueConvertible, key: String, table name: String) throws -> Int64 {
-        if let n = value.int { return Int64(n) }
-        guard let text = value.string else {
-            throw problem("'\(key)' must be a size like \"16M\" or a number of bytes", table: name, key: key)
-        }
-        do {
-            return try ByteSizeText.parseBytes(text)
-        } catch {
-            throw problem("bad size '\(text)': \(error.message)", table: name, key: key)
-        }
-    }
-
-    func duration(_ t: TOMLTable, _ key: String, table name: String) throws -> Int64? {
-        guard let text = try string(t, key, table: name) else { return nil }
-        do {
-            return try DurationText.parseNanoseconds(text)
-        } catch {
-            throw problem("bad duration '\(text)': \(error.message)", table: name, key: key)
-        }
     }
 
     func journalSettings(_ t: TOMLTable) throws -> JournalSettings {
@@ -298,6 +140,23 @@ private struct TableReader {
             settings.maxClients = n
         }
         if let ns = try duration(t, "idempotency_window", table: "server") { settings.idempotencyWindowNanoseconds = ns }
+        return settings
+    }
+
+    func rulesSettings(_ t: TOMLTable) throws -> RulesSettings {
+        try rejectUnknownKeys(t, allowed: ["directories", "cascade_limit", "output_tail"], name: "rules")
+        var settings = RulesSettings()
+        if let directories = try strings(t, "directories", table: "rules") {
+            settings.directories = try directories.map { try path($0, key: "directories", table: "rules") }
+        }
+        if let n = try int(t, "cascade_limit", in: 1...64, table: "rules") { settings.cascadeLimit = n }
+        if let v = t["output_tail"] {
+            let bytes = try size(v, key: "output_tail", table: "rules")
+            guard bytes >= 256, bytes <= 1 << 20 else {
+                throw problem("'output_tail' must be between 256 bytes and 1 MiB", table: "rules", key: "output_tail")
+            }
+            settings.outputTail = Int(bytes)
+        }
         return settings
     }
 

@@ -64,10 +64,14 @@ struct TOMLLocator {
         }
     }
 
-    /// Where `key` of the `index`-th `table` is, else where that table starts, else the top of the file.
+    /// Where `key` of the `index`-th `table` is, else (a key written as a header, like an unknown `[extra]`)
+    /// the first header of that name, else where the table starts, else the top of the file.
     func position(table: String, index: Int = 0, key: String? = nil) -> Position {
         let scope = Scope(table: table, index: index)
-        if let key, let position = keys[scope]?[key] { return position }
+        if let key {
+            if let position = keys[scope]?[key] { return position }
+            if let position = headers[Scope(table: table.isEmpty ? key : table + "." + key, index: 0)] { return position }
+        }
         return headers[scope] ?? Position(line: 1, column: 1)
     }
 

@@ -73,7 +73,7 @@ struct ConfigLoaderTests {
     @Test("unknown keys, bad types and bad values name file, line and column")
     func locatedErrors() {
         #expect(error("[daemon]\nsocket = \"/s\"\nsokcet = \"/t\"\n")?.description
-            == "/etc/kevd/kevd.toml:3:1: unknown key 'sokcet' in [daemon]; expected one of: state_dir, socket, rules_dir, log_level")
+            == "/etc/kevd/kevd.toml:3:1: unknown key 'sokcet' in [daemon]; expected one of: state_dir, socket, log_level")
         let e = error("[[watch]]\npath = \"/a\"\n\n[[watch]]\npath = \"/b\"\n    events = [\"create\",\n      \"explode\"]\n")
         #expect(e?.line == 6 && e?.column == 5)
         #expect(e?.message.contains("unknown event type 'explode'") == true)
@@ -85,6 +85,35 @@ struct ConfigLoaderTests {
         #expect(error("[daemon]\nlog_level = \"loud\"\n")?.line == 2)
         #expect(error("[[timer]]\nname = \"a\"\nevery = \"1s\"\n[[timer]]\nname = \"a\"\nevery = \"2s\"\n")?.line == 5)
         #expect(error("daemon = 3\n")?.line == 1)
+    }
+
+    @Test("[rules]: directories against the config file's folder, cascade limit, output tail")
+    func rulesTable() throws {
+        #expect(try parse("").rules == RulesSettings())
+        #expect(RulesSettings().directories == ["/etc/kevd/rules.d", "/run/kevd/rules.d", "/usr/lib/kevd/rules.d"])
+        let rules = try parse("[rules]\ndirectories = [\"rules.d\", \"/usr/lib/kevd/rules.d\"]\ncascade_limit = 3\noutput_tail = \"16K\"\n").rules
+        #expect(rules.directories == ["/etc/kevd/rules.d", "/usr/lib/kevd/rules.d"])
+        #expect(rules.cascadeLimit == 3 && rules.outputTail == 16 * 1024)
+        #expect(try parse("[rules]\ndirectories = []\noutput_tail = 256\n").rules.outputTail == 256)
+        #expect(try parse("[rules]\ndirectories = []\n").rules.directories.isEmpty)
+    }
+
+    @Test("[rules] errors")
+    func rulesErrors() {
+        #expect(error("[rules]\ncascade_limit = 0\n")?.description
+            == "/etc/kevd/kevd.toml:2:1: 'cascade_limit' must be a whole number from 1 to 64")
+        #expect(error("[rules]\ncascade_limit = 65\n")?.line == 2)
+        #expect(error("[rules]\noutput_tail = \"2M\"\n")?.description
+            == "/etc/kevd/kevd.toml:2:1: 'output_tail' must be between 256 bytes and 1 MiB")
+        #expect(error("[rules]\noutput_tail = 255\n")?.line == 2)
+        #expect(error("[rules]\noutput_tail = \"lots\"\n")?.message.hasPrefix("bad size 'lots': ") == true)
+        #expect(error("[rules]\ndirectories = \"/etc/kevd/rules.d\"\n")?.message == "'directories' must be an array of strings")
+        #expect(error("[rules]\ndirectories = [\"\"]\n")?.message == "'directories' must not be empty")
+        #expect(error("[rules]\ndirectory = []\n")?.description
+            == "/etc/kevd/kevd.toml:2:1: unknown key 'directory' in [rules]; expected one of: directories, cascade_limit, output_tail")
+        #expect(error("[daemon]\nrules_dir = \"/etc/kevd/rules.d\"\n")?.message.hasPrefix("unknown key 'rules_dir' in [daemon]") == true)
+        #expect(error("\n[rulez]\n")?.description
+            == "/etc/kevd/kevd.toml:2:1: unknown key 'rulez' at the top level; expected one of: daemon, watch, timer, udev, journal, server, access, rules")
     }
 
     @Test("TOML syntax errors keep TOMLKit's position")
