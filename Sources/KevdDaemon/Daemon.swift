@@ -4,6 +4,7 @@ import KevdEvent
 import KevdJournal
 import KevdKernel
 import KevdLoop
+import KevdRules
 import KevdServer
 import Logging
 
@@ -23,6 +24,9 @@ public final class Daemon {
     }
 
     public private(set) var config: Config
+    /// The rule files in force: the last set that loaded without a problem (at start-up, the valid part).
+    public private(set) var ruleSet = RuleSet()
+    private var ruleProblems: [ConfigError] = []
     let options: Options
     let logger: Logger
     public let loop: EventLoop
@@ -34,6 +38,8 @@ public final class Daemon {
     private var inotify: InotifySource?
     private var timers: TimerSource?
     private var udev: UdevSource?
+    private var rules: RulesEngine?
+    private var ruleWatcher: RuleDirectoryWatcher?
     private var exitCode: Int32 = 0
 
     /// Signals must already be blocked (`Daemon.blockSignals()`), before any thread exists.
@@ -49,7 +55,12 @@ public final class Daemon {
             firstSeq: journal.nextSeq, idBase: EventIDBase(randA: try randomUInt64(), randB: try randomUInt64()))
         pipeline.add(sink: JournalSink(journal: journal))
         if options.writeStdout { pipeline.add(sink: StdoutSink(loop: loop, pipeline: pipeline)) }
-        loop.onTurnEnd { [pipeline] in pipeline.endOfTurn() }
+        // Rules start their runs before the journal writes the turn, so a `rule.started` goes out with the
+        // event that caused it instead of waiting for the next wakeup.
+        loop.onTurnEnd { [unowned self] in
+            self.rules?.dispatch()
+            self.pipeline.endOfTurn()
+        }
     }
 
     static func journalOptions(_ settings: JournalSettings) -> Journal.Options {
@@ -72,20 +83,27 @@ public final class Daemon {
             self.handle(request)
         }
         try startServer()
-        try apply(config)
+        try startRules()
+        let (loaded, problems) = loadRules(config)
+        ruleProblems = problems
+        try apply(config, rules: loaded)
         try startHousekeeping()
         reportRecovery()
+        // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
+        for problem in problems { reportError("invalid rule file; its bad parts are not loaded", error: "\(problem)", component: "rules") }
         var data = EventData()
         data.append("pid", Int(getpid()))
         data.append("config", config.file)
         data.append("watches", config.watches.count)
         data.append("timers", config.timers.count)
+        data.append("rules", ruleSet.rules.count)
         data.append("udev", udev?.sourceName ?? "off")
         data.append("journal", journal.directory)
         pipeline.publishKevd("started", component: "daemon", data)
         logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
         try loop.run()
         server?.close()
+        rules?.stop()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced.
         journal.close()
         return exitCode
@@ -109,9 +127,46 @@ public final class Daemon {
         logger.info("listening", metadata: ["socket": "\(config.daemon.socket)"])
     }
 
+    /// The rules engine: a sink after the server, so a script's `kevctl subscribe` never lags its trigger.
+    private func startRules() throws {
+        let engine = try RulesEngine(
+            .init(
+                loop: loop, pipeline: pipeline, journal: journal, settings: config.rules,
+                socketPath: config.daemon.socket, stateDirectory: config.daemon.stateDir, logger: logger))
+        engine.onRulesChanged = { [unowned self] in self.reloadRules() }
+        pipeline.add(sink: engine)
+        rules = engine
+    }
+
+    private func loadRules(_ config: Config) -> (RuleSet, [ConfigError]) {
+        RuleLoader.load(directories: config.rules.directories, baseTimers: config.timers.map(\.name))
+    }
+
+    /// Watches the rules directories that exist now (rebuilt on every reload, to pick up new ones).
+    private func watchRuleDirectories(_ directories: [String]) {
+        ruleWatcher = nil
+        do {
+            ruleWatcher = try RuleDirectoryWatcher(directories: directories, loop: loop, logger: logger) { [unowned self] in
+                self.rules?.rulesDirectoryChanged()
+            }
+        } catch {
+            reportError("cannot watch the rules directories; reload with SIGHUP", error: "\(error)", component: "rules")
+        }
+    }
+
     private func statusFields() -> [(String, JSONValue)] {
         [
             ("config", .string(config.file)),
+            (
+                "rules",
+                .object([
+                    ("active", .array(rules?.statusRules() ?? [])),
+                    ("files", .array(ruleSet.files.map { .string($0.path) })),
+                    ("masked", .array(ruleSet.masked.map { .string($0.path) })),
+                    ("directories", .array(config.rules.directories.map { .string($0) })),
+                    ("error", ruleProblems.isEmpty ? .null : .string(ruleProblems.map(\.description).joined(separator: "\n"))),
+                ])
+            ),
             (
                 "sources",
                 .object([
@@ -154,15 +209,17 @@ public final class Daemon {
         housekeeping = timer
     }
 
-    /// Makes the sources match `config`. A source that fails to start is reported and the rest still applies.
-    private func apply(_ new: Config) throws {
-        if inotify == nil && !new.watches.isEmpty {
+    /// Makes the sources and rules match `new` and `ruleSet` (whose files may declare sources of their own).
+    /// A source that fails to start is reported and the rest still applies.
+    private func apply(_ new: Config, rules ruleSet: RuleSet) throws {
+        let watches = new.watches + ruleSet.watches
+        if inotify == nil && !watches.isEmpty {
             inotify = try InotifySource(loop: loop, pipeline: pipeline, logger: logger)
         }
-        inotify?.configure(new.watches)
+        inotify?.configure(watches)
 
         if timers == nil { timers = TimerSource(loop: loop, pipeline: pipeline, logger: logger) }
-        try timers?.configure(new.timers)
+        try timers?.configure(new.timers + ruleSet.timers)
 
         if !new.udev.enabled {
             udev = nil
@@ -175,6 +232,9 @@ public final class Daemon {
                 reportError("cannot start the udev monitor", error: "\(error)", component: "udev")
             }
         }
+        rules?.configure(ruleSet.rules, settings: new.rules)
+        watchRuleDirectories(new.rules.directories)
+        self.ruleSet = ruleSet
         config = new
     }
 
@@ -191,11 +251,12 @@ public final class Daemon {
         case .reload(let pid, let uid):
             reload(senderPID: pid, senderUID: uid)
         case .childExited:
-            break  // No children until the rules engine exists.
+            rules?.childrenExited()
         }
     }
 
-    /// Re-reads the config atomically: a bad file keeps the running config and is reported with file:line:col.
+    /// Re-reads the config and the rule files atomically: a bad config keeps the running config, a bad rule file
+    /// keeps the running rules; each problem is reported with file:line:col.
     public func reload(senderPID: UInt32 = 0, senderUID: UInt32 = 0) {
         let new: Config
         do {
@@ -204,8 +265,9 @@ public final class Daemon {
             reportError("reload failed; keeping the running configuration", error: "\(error)", component: "config")
             return
         }
+        let ruleSet = checkedRules(new) ?? self.ruleSet
         do {
-            try apply(new)
+            try apply(new, rules: ruleSet)
         } catch {
             reportError("reload failed while applying", error: "\(error)", component: "config")
             return
@@ -216,8 +278,38 @@ public final class Daemon {
         data.append("timers", new.timers.count)
         data.append("pid", Int(senderPID))
         data.append("uid", Int(senderUID))
+        data.append("rules", ruleSet.rules.count)
         pipeline.publishKevd("reloaded", component: "config", data)
         logger.info("configuration reloaded", metadata: ["config": "\(new.file)"])
+    }
+
+    /// The rule files as they are now, or nil (reported) when any has a problem: all or nothing.
+    private func checkedRules(_ config: Config) -> RuleSet? {
+        let (loaded, problems) = loadRules(config)
+        ruleProblems = problems
+        guard problems.isEmpty else {
+            for problem in problems {
+                reportError("invalid rule file; keeping the running rules", error: "\(problem)", component: "rules")
+            }
+            return nil
+        }
+        return loaded
+    }
+
+    /// A rules directory changed: re-read the rule files (the config stays as it is).
+    private func reloadRules() {
+        guard let ruleSet = checkedRules(config) else { return }
+        do {
+            try apply(config, rules: ruleSet)
+        } catch {
+            reportError("rule reload failed while applying", error: "\(error)", component: "rules")
+            return
+        }
+        var data = EventData()
+        data.append("rules", ruleSet.rules.count)
+        data.append("files", ruleSet.files.count)
+        pipeline.publishKevd("reloaded", component: "rules", data)
+        logger.info("rules reloaded", metadata: ["rules": "\(ruleSet.rules.count)"])
     }
 
     private func reportError(_ message: String, error: String, component: String) {

@@ -1,0 +1,99 @@
+import Glibc
+import KevdKernel
+import Synchronization
+
+/// Every rule's journal position, in one small file: `<state_dir>/rules/positions`, a line `NAME SEQ` per rule.
+///
+/// A rule's position is the seq through which every matching event has been run to an end (succeeded, dead,
+/// or skipped by the rule's own settings). After a restart a rule reads on from there, so what was interrupted
+/// or still queued runs again: at least once. The file is replaced whole (`.tmp`, `fsync`, `rename`, `fsync`
+/// of the folder) on a helper thread, so the loop never waits for the disk; only the newest snapshot asked for
+/// is written, however many came in the meantime.
+final class RulePositions: @unchecked Sendable {
+    // @unchecked: `pending` and `stopping` are behind Mutexes; `file` and `directory` are immutable.
+    let directory: String
+    let file: String
+    private let pending = Mutex<[UInt8]?>(nil)
+    private let stopping = Mutex(false)
+    private let wakeup: EventFD
+    private var thread: pthread_t? = nil
+    private let failed: @Sendable (String) -> Void
+
+    /// `failed` is called on the helper thread with a message when a write fails.
+    init(stateDirectory: String, failed: @escaping @Sendable (String) -> Void) throws {
+        directory = stateDirectory + "/rules"
+        file = directory + "/positions"
+        self.failed = failed
+        try Directories.make(directory, mode: 0o750)
+        wakeup = try EventFD(blocking: true)
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            Unmanaged<RulePositions>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, box.toOpaque())
+        self.thread = thread
+    }
+
+    /// The stored positions. A missing file is a first start; a line that does not parse is skipped (the
+    /// file is written whole, so that means someone edited it).
+    func load() -> [String: UInt64] {
+        guard let bytes = try? FileContents.read(file) else { return [:] }
+        var positions: [String: UInt64] = [:]
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count == 2, let seq = UInt64(fields[1]) else { continue }
+            positions[String(fields[0])] = seq
+        }
+        return positions
+    }
+
+    static func encode(_ positions: [(String, UInt64)]) -> [UInt8] {
+        var text = ""
+        for (name, seq) in positions { text += "\(name) \(seq)\n" }
+        return Array(text.utf8)
+    }
+
+    /// Queues a snapshot for the helper thread; an older one not yet written is replaced.
+    func store(_ positions: [(String, UInt64)]) {
+        pending.withLock { $0 = Self.encode(positions) }
+        wakeup.signal()
+    }
+
+    /// Writes `positions` now, on the calling thread, after the helper has stopped: the last word at shutdown.
+    func storeNowAndStop(_ positions: [(String, UInt64)]) {
+        stopping.withLock { $0 = true }
+        wakeup.signal()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+        if !persist(Self.encode(positions)) { failed("cannot write \(file): \(String(cString: strerror(errno)))") }
+    }
+
+    private func run() {
+        while true {
+            _ = try? wakeup.drain()  // Blocks until there is work.
+            if stopping.withLock({ $0 }) { return }
+            guard let bytes = pending.withLock({ value -> [UInt8]? in
+                defer { value = nil }
+                return value
+            }) else { continue }
+            if !persist(bytes) { failed("cannot write \(file): \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    private func persist(_ bytes: [UInt8]) -> Bool {
+        let tmp = file + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return false }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let ok = written == bytes.count && fsync(fd) == 0
+        Glibc.close(fd)
+        guard ok, rename(tmp, file) == 0 else { return false }
+        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            _ = fsync(dir)
+            Glibc.close(dir)
+        }
+        return true
+    }
+}

@@ -1,0 +1,57 @@
+import KevdKernel
+
+/// One started process of a rule: its pid (also its process group), its output pipes, and how it ends.
+final class RuleRun {
+    let rule: RuleRuntime
+    let job: Job
+    let pid: Int32
+    let started: Int64
+    /// The depth of the events this run causes (its trigger's depth + 1).
+    let depth: Int
+    var stdout: OwnedFD?
+    var stderr: OwnedFD?
+    var stdoutTail: OutputTail
+    var stderrTail: OutputTail
+    var timedOut = false
+    var finished = false
+
+    init(rule: RuleRuntime, job: Job, pid: Int32, started: Int64, depth: Int, stdout: OwnedFD, stderr: OwnedFD, tail: Int) {
+        self.rule = rule
+        self.job = job
+        self.pid = pid
+        self.started = started
+        self.depth = depth
+        self.stdout = stdout
+        self.stderr = stderr
+        stdoutTail = OutputTail(limit: tail)
+        stderrTail = OutputTail(limit: tail)
+    }
+}
+
+/// The last `limit` bytes written to a pipe: what a failure report shows, however much the script printed.
+struct OutputTail {
+    let limit: Int
+    private(set) var bytes: [UInt8] = []
+    private(set) var total = 0
+
+    init(limit: Int) { self.limit = limit }
+
+    mutating func append(_ chunk: UnsafeRawBufferPointer) {
+        total += chunk.count
+        if chunk.count >= limit {
+            bytes = Array(chunk.suffix(limit))
+            return
+        }
+        bytes.append(contentsOf: chunk)
+        // Trim in steps, not per read: a chatty script costs a copy per `limit` bytes at most.
+        if bytes.count > 2 * limit { bytes.removeFirst(bytes.count - limit) }
+    }
+
+    /// The kept bytes, cut to `limit`; a cut multi-byte character becomes U+FFFD in the text.
+    var text: String {
+        let kept = bytes.count > limit ? Array(bytes.suffix(limit)) : bytes
+        return String(decoding: kept, as: UTF8.self)
+    }
+
+    var truncated: Bool { total > limit }
+}
