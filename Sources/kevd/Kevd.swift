@@ -22,7 +22,7 @@ struct Kevd: ParsableCommand {
     @Flag(help: "Also write every event to stdout, one JSON object per line.")
     var stdout = false
 
-    @Flag(help: "Check the configuration, print problems as file:line:col: message, and exit.")
+    @Flag(help: "Check the configuration and the rule files, print problems as file:line:col: message, and exit.")
     var check = false
 
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical); overrides the config.")
@@ -46,7 +46,12 @@ struct Kevd: ParsableCommand {
             throw ExitCode(2)
         }
         if check {
-            print("\(loaded.file): ok")
+            // The rule files too: the daemon would start without their bad parts, which `--check` must not hide.
+            let (rules, problems) = RuleLoader.load(
+                directories: loaded.rules.directories, baseTimers: loaded.timers.map(\.name))
+            for problem in problems { FileHandleStderr.write("kevd: \(problem)\n") }
+            guard problems.isEmpty else { throw ExitCode(2) }
+            print("\(loaded.file): ok (\(rules.rules.count) rules in \(rules.files.count) files)")
             return
         }
         let level = Logger.Level(rawValue: logLevel ?? loaded.daemon.logLevel) ?? .info

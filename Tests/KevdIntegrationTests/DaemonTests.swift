@@ -90,6 +90,25 @@ struct ConfigErrorTests {
         return (process.terminationStatus, stderr.replacingOccurrences(of: path, with: "FILE"))
     }
 
+    @Test("--check reads the rule files too and names a bad one's file, line and column")
+    func badRuleFile() throws {
+        let dir = try TemporaryDirectory()
+        try writeRuleFile(dir, "20-bad.toml", "[[rule]]\nname = \"x\"\nmatch = [\"type=a\"]\nrun = [\"/bin/echo\", \"{kye}\"]\n")
+        let config = dir.file("kevd.toml")
+        try "[rules]\ndirectories = [\"rules\"]\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestBinaries.kevd)
+        process.arguments = ["--config", config, "--check"]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = Pipe()
+        try process.run()
+        let stderr = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2)
+        #expect(stderr.contains(dir.file("rules/20-bad.toml") + ":4:1: run[1] '{kye}': unknown placeholder '{kye}'"))
+    }
+
     @Test("an unknown key names file, line and column, and exits 2")
     func unknownKey() throws {
         let result = try check("[daemon]\nstate_dir = \"s\"\n\n[[watch]]\npath = \"/tmp\"\n  recursiv = true\n")

@@ -1,5 +1,7 @@
 // CKevdShim: the kernel interfaces Swift's Glibc module does not export, and the C macros Swift cannot
-// call. Every symbol here is a plain pass-through; policy (errno handling, ownership) lives in KevdKernel.
+// call. Almost every symbol here is a plain pass-through; policy (errno handling, ownership) lives in
+// KevdKernel. The exception is `kevd_spawn`: what a vfork child does between fork and exec must be C (only
+// async-signal-safe calls, no allocation, no Swift runtime).
 #ifndef CKEVD_SHIM_H
 #define CKEVD_SHIM_H
 
