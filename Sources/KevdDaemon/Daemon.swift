@@ -103,9 +103,10 @@ public final class Daemon {
         logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
         try loop.run()
         server?.close()
-        rules?.stop()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced.
         journal.close()
+        // After the journal: a stored position never passes what is durable, and now everything is.
+        rules?.stop()
         return exitCode
     }
 
