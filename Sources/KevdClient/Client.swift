@@ -238,13 +238,16 @@ public final class KevdConnection {
         return next
     }
 
-    /// Publishes an event; the reply (`seq`, `id`, maybe `duplicate`) comes once it is durable.
+    /// Publishes an event; the reply (`seq`, `id`, maybe `duplicate`) comes once it is durable. `cause` and
+    /// `depth` say which event's rule run is emitting, and how many runs deep it is.
     public func emit(
         type: String, key: String? = nil, data: [(String, EventValue)] = [], idempotencyKey: String? = nil,
-        deadline: UInt64? = nil
+        cause: String? = nil, depth: Int? = nil, deadline: UInt64? = nil
     ) throws -> KevdReply {
         let reply = try request(
-            KevdRequest.emit(type: type, key: key, data: data, idempotencyKey: idempotencyKey), deadline: deadline)
+            KevdRequest.emit(
+                type: type, key: key, data: data, idempotencyKey: idempotencyKey, cause: cause, depth: depth),
+            deadline: deadline)
         guard reply["seq"]?.uint64Value != nil else {
             throw KevdClientError.protocolViolation("an emit reply without seq: \(reply.value.jsonText)")
         }

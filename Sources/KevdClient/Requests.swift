@@ -41,9 +41,11 @@ public enum KevdRequest {
         .object([("op", .string("ack")), ("seq", .uint(seq))])
     }
 
-    /// `{"op":"emit","type":…,"key":…,"data":{…},"idempotency_key":…}`.
+    /// `{"op":"emit","type":…,"key":…,"data":{…},"idempotency_key":…,"cause":…,"depth":…}`; `depth` is sent
+    /// only with a `cause` (the server refuses it alone).
     public static func emit(
-        type: String, key: String?, data: [(String, EventValue)], idempotencyKey: String?
+        type: String, key: String?, data: [(String, EventValue)], idempotencyKey: String?, cause: String? = nil,
+        depth: Int? = nil
     ) -> JSONValue {
         var members: [(String, JSONValue)] = [("op", .string("emit")), ("type", .string(type))]
         if let key { members.append(("key", .string(key))) }
@@ -51,6 +53,10 @@ public enum KevdRequest {
             members.append(("data", .object(data.map { name, value in (name, JSONValue(value)) })))
         }
         if let idempotencyKey { members.append(("idempotency_key", .string(idempotencyKey))) }
+        if let cause {
+            members.append(("cause", .string(cause)))
+            if let depth { members.append(("depth", .int(Int64(depth)))) }
+        }
         return .object(members)
     }
 

@@ -116,7 +116,7 @@ public final class Daemon {
             .init(
                 loop: loop, pipeline: pipeline, journal: journal, settings: config.server,
                 socketPath: config.daemon.socket, stateDirectory: config.daemon.stateDir, logger: logger,
-                statusFields: { [unowned self] in self.statusFields() }))
+                statusFields: { [unowned self] in self.statusFields() }, cascadeLimit: config.rules.cascadeLimit))
         pipeline.add(sink: server)
         self.server = server
         journal.onDurable = { [loop, journal] seq in

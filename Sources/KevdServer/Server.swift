@@ -24,10 +24,14 @@ public final class Server: EventSink {
         public var logger: Logger
         /// Extra fields for `status` (sources, config), built by the daemon.
         public var statusFields: () -> [(String, JSONValue)]
+        /// `[rules] cascade_limit`: an emit that says it comes from deeper in a chain of rule runs than this
+        /// is refused, so rules that trigger each other (or themselves) through `kevctl emit` stop.
+        public var cascadeLimit: Int
 
         public init(
             loop: EventLoop, pipeline: EventPipeline, journal: Journal, settings: ServerSettings, socketPath: String,
-            stateDirectory: String, logger: Logger, statusFields: @escaping () -> [(String, JSONValue)]
+            stateDirectory: String, logger: Logger, statusFields: @escaping () -> [(String, JSONValue)],
+            cascadeLimit: Int = RulesSettings().cascadeLimit
         ) {
             self.loop = loop
             self.pipeline = pipeline
@@ -37,6 +41,7 @@ public final class Server: EventSink {
             self.stateDirectory = stateDirectory
             self.logger = logger
             self.statusFields = statusFields
+            self.cascadeLimit = cascadeLimit
         }
     }
 
@@ -324,7 +329,7 @@ public final class Server: EventSink {
     }
 
     private func emit(_ c: Connection, _ value: JSONValue, _ object: [(String, JSONValue)]) {
-        if let bad = unknownFields(object, allowed: ["op", "type", "key", "data", "idempotency_key"]) {
+        if let bad = unknownFields(object, allowed: ["op", "type", "key", "data", "idempotency_key", "cause", "depth"]) {
             return c.replyError(bad)
         }
         guard permissions(c.credentials).emit else {
@@ -366,6 +371,33 @@ public final class Server: EventSink {
             }
             idempotencyKey = "\(c.credentials.uid):\(text)"
         }
+        // Where the emit comes from in a chain of rule runs, as the client says (kevctl reads it from the
+        // KEVD_EVENT_ID and KEVD_DEPTH a rule's script runs with). Unlike _uid it is not verified: it is there to
+        // trace events and to stop runaway cascades, not to decide who may do what.
+        var cause: String? = nil
+        if let v = value["cause"] {
+            guard let text = v.stringValue, !text.isEmpty, text.utf8.count <= 64 else {
+                return c.replyError("\"cause\" must be a non-empty string of at most 64 bytes (an event id)")
+            }
+            cause = text
+        }
+        var depth: Int64? = nil
+        if let v = value["depth"] {
+            guard let n = v.int64Value, n >= 0 else {
+                return c.replyError("\"depth\" must be an integer of at least 0")
+            }
+            guard cause != nil else {
+                return c.replyError("\"depth\" needs a \"cause\": the event whose rule run is emitting")
+            }
+            depth = n
+        }
+        if let cause {
+            // A cause without a depth comes from a rule run whose depth the client did not know: one deep.
+            let depth = depth ?? 1
+            guard depth <= Int64(context.cascadeLimit) else {
+                return refuseCascade(c, cause: cause, depth: depth)
+            }
+        }
         let now = Clock.monotonicNanoseconds()
         if let idempotencyKey {
             expireIdempotency(now: now)
@@ -380,6 +412,10 @@ public final class Server: EventSink {
         data.append("_uid", .int(Int64(c.credentials.uid)))
         data.append("_gid", .int(Int64(c.credentials.gid)))
         data.append("_pid", .int(Int64(c.credentials.pid)))
+        if let cause {
+            data.append("_cause", .string(cause))
+            data.append("_depth", .int(depth ?? 1))
+        }
         let event = context.pipeline.publish(EventDraft(source: EventSource("emit"), type: type, key: key, data: data))
         let id = event.id.string
         if let idempotencyKey {
@@ -387,6 +423,25 @@ public final class Server: EventSink {
         }
         let reply = JSONValue.object([("ok", .bool(true)), ("op", .string("emit")), ("seq", .uint(event.seq)), ("id", .string(id))])
         replyWhenDurable(c, seq: event.seq, reply: reply)
+    }
+
+    /// Refuses an emit from too deep in a chain of rule runs, and says so in the journal as well as to the
+    /// client: the client is usually a rule's script, whose stderr nobody may be reading.
+    private func refuseCascade(_ c: Connection, cause: String, depth: Int64) {
+        let message =
+            "cascade limit: this emit is \(depth) rule runs deep (limit \(context.cascadeLimit), [rules] cascade_limit); refused"
+        var data = EventData()
+        data.append("message", message)
+        data.append("reason", "cascade_limit")
+        data.append("cause", cause)
+        data.append("depth", .int(depth))
+        data.append("uid", .int(Int64(c.credentials.uid)))
+        data.append("pid", .int(Int64(c.credentials.pid)))
+        context.logger.warning(
+            "emit refused: cascade limit",
+            metadata: ["cause": "\(cause)", "depth": "\(depth)", "pid": "\(c.credentials.pid)"])
+        context.pipeline.publishKevd("error", component: "rules", data)
+        c.replyError(message)
     }
 
     private func expireIdempotency(now: UInt64) {

@@ -23,8 +23,16 @@ struct EmitCommand: ParsableCommand {
             publishes nothing and prints the first event's seq (and a note on
             stderr; "duplicate":true in the --json reply).
 
+            In a rule's script (KEVD_EVENT_ID set), the emit says where it comes
+            from: kevd adds _cause (the event that triggered the rule) and _depth
+            (KEVD_DEPTH: how many rule runs deep the script is; 1 when unset or
+            not a number) to the event's data. An emit deeper than kevd's [rules]
+            cascade_limit is refused (exit 1) and reported as a kevd/error event,
+            so rules that trigger each other through emit stop.
+
             Exit codes: 0 published (or a duplicate of one published); 1 an error
-            (no daemon, a bad field, refused by kevd); 64 a bad command line.
+            (no daemon, a bad field, refused by kevd, the cascade limit); 64 a bad
+            command line.
             """)
 
     @OptionGroup var client: ClientOptions
@@ -54,11 +62,10 @@ struct EmitCommand: ParsableCommand {
             var data: [(String, EventValue)] = []
             for field in fields { try Self.add(field, typed: true, to: &data) }
             for field in strings { try Self.add(field, typed: false, to: &data) }
-            // TODO(rules): when the rules engine runs actions with KEVD_EVENT_ID set, send it as a top-level
-            // "cause" so emitted events can be traced to the event that triggered them. Not yet: the server
-            // rejects unknown request fields (docs/PROTOCOL.md, "Requests").
+            let (cause, depth) = Self.ruleRun()
             let connection = try client.connect()
-            let reply = try connection.emit(type: type, key: key, data: data, idempotencyKey: idempotencyKey)
+            let reply = try connection.emit(
+                type: type, key: key, data: data, idempotencyKey: idempotencyKey, cause: cause, depth: depth)
             let seq = reply["seq"]?.uint64Value ?? 0
             if reply["duplicate"]?.boolValue == true {
                 Output.error(
@@ -75,6 +82,19 @@ struct EmitCommand: ParsableCommand {
             signal(SIGPIPE, SIG_IGN)
             _ = writeStdout(out)
         }
+    }
+
+    /// The rule run this kevctl is part of, from the environment kevd gives a rule's script: the triggering
+    /// event's id (`KEVD_EVENT_ID`) and the run's depth (`KEVD_DEPTH`). Nil outside a rule. A depth that is
+    /// missing or not a non-negative integer counts as 1: a script with KEVD_EVENT_ID is at least one run deep.
+    static func ruleRun() -> (cause: String?, depth: Int?) {
+        guard let id = environment("KEVD_EVENT_ID"), !id.isEmpty else { return (nil, nil) }
+        guard let text = environment("KEVD_DEPTH"), let depth = Int(text), depth >= 0 else { return (id, 1) }
+        return (id, depth)
+    }
+
+    private static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
     }
 
     /// Parses `NAME=VALUE` and appends it; names must be non-empty and unique.
