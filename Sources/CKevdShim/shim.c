@@ -357,6 +357,8 @@ int kevd_pipe(int *read_end, int *write_end) {
 
 int kevd_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
+int kevd_become_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
 int kevd_waitid_exited(int pid, int keep, int32_t *code, int32_t *status) {
     siginfo_t info;
     // POSIX leaves si_pid unspecified when WNOHANG finds nothing; zeroed, 0 means "none".

@@ -226,6 +226,13 @@ public enum Children {
         _ = try? syscall("waitid") { kevd_waitid_exited(pid, 0, &code, &status) }
     }
 
+    /// Makes the calling process the reaper of its descendants' orphans (PR_SET_CHILD_SUBREAPER): a script's
+    /// grandchild that outlives it is then reaped by kevd instead of becoming a zombie under an init that does
+    /// not reap (as in many containers). `nextExited` reports such orphans like any child.
+    public static func becomeSubreaper() throws {
+        try syscall("prctl(PR_SET_CHILD_SUBREAPER)") { kevd_become_subreaper() }
+    }
+
     /// Sends `signal` to every process in the group (`kill(-pgid, signal)`). False when the group is empty
     /// (ESRCH); true when a member was signalled or exists but may not be (EPERM: it changed credentials).
     @discardableResult

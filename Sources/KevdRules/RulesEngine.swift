@@ -76,6 +76,11 @@ public final class RulesEngine: EventSink {
             logger.error("rule positions not saved", metadata: ["error": "\(message)"])
         }
         storedPositions = positions.load()
+        do {
+            try Children.becomeSubreaper()
+        } catch {
+            context.logger.warning("orphaned grandchildren of scripts will not be reaped by kevd", metadata: ["error": "\(error)"])
+        }
         try context.loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
             _ = try? self.timer.read()
             self.armedAt = .max

@@ -155,6 +155,8 @@ int kevd_memfd_create(const char *name);
 /// no such child). `code` is the siginfo code (CLD_EXITED, CLD_KILLED, CLD_DUMPED), `status` the exit status or
 /// the signal.
 int kevd_waitid_exited(int pid, int keep, int32_t *code, int32_t *status);
+// prctl(PR_SET_CHILD_SUBREAPER, 1): orphans of kevd's children are re-parented to kevd, which reaps them.
+int kevd_become_subreaper(void);
 static const int32_t kevd_CLD_EXITED = CLD_EXITED;
 static const int32_t kevd_CLD_KILLED = CLD_KILLED;
 static const int32_t kevd_CLD_DUMPED = CLD_DUMPED;
