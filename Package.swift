@@ -27,6 +27,8 @@ let package = Package(
         // C: what Glibc does not export (epoll, signalfd, timerfd, eventfd, inotify) and macros Swift cannot call.
         .target(name: "CKevdShim"),
         .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
+        // sd_notify (readiness, status, watchdog) and sd_listen_fds (socket activation), for the daemon only.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
 
         // The immutable event and its JSON line form. Imports nothing of ours.
         .target(name: "KevdEvent", swiftSettings: hotPath),
@@ -88,7 +90,7 @@ let package = Package(
             name: "KevdDaemon",
             dependencies: [
                 "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer", "KevdRules",
-                .product(name: "Logging", package: "swift-log"),
+                "CSystemd", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPath
         ),

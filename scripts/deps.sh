@@ -2,8 +2,9 @@
 # installing only what is missing (apt-get needs root, or sudo).
 
 # Debian packages the build and tests need: libudev for the udev source, libsystemd for systemd integration,
-# pkg-config to find them, iproute2 for the udev tests' private network namespaces, tzdata for cron tests.
-KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata)
+# pkg-config to find them, iproute2 for the udev tests' private network namespaces, tzdata for cron tests,
+# systemd for systemd-socket-activate (the socket-activation test; systemd need not be running).
+KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata systemd)
 
 kevd_find_swift() {
     if command -v swift >/dev/null 2>&1; then return 0; fi

@@ -41,12 +41,15 @@ public final class Daemon {
     private var rules: RulesEngine?
     private var ruleWatcher: RuleDirectoryWatcher?
     private var exitCode: Int32 = 0
+    /// READY/RELOADING/STOPPING/STATUS/WATCHDOG for systemd; inert without NOTIFY_SOCKET.
+    private let systemd: SystemdNotifier
 
     /// Signals must already be blocked (`Daemon.blockSignals()`), before any thread exists.
     public init(config: Config, options: Options, logger: Logger) throws {
         self.config = config
         self.options = options
         self.logger = logger
+        systemd = SystemdNotifier(logger: logger)
         loop = try EventLoop(logger: logger)
         journal = try Journal(directory: config.journalDirectory, options: Self.journalOptions(config.journal), logger: logger)
         // seq continues where the journal ends; ids get a fresh random base per run, so a seq given again after
@@ -101,6 +104,8 @@ public final class Daemon {
         data.append("journal", journal.directory)
         pipeline.publishKevd("started", component: "daemon", data)
         logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
+        // The journal is recovered, the rules are loaded, every source is armed and the socket listens.
+        try systemd.ready(loop: loop) { [unowned self] in self.statusSummary() }
         try loop.run()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced.
@@ -112,11 +117,14 @@ public final class Daemon {
 
     /// The client socket: a sink after the journal (and stdout), so clients only see journaled events.
     private func startServer() throws {
+        // Socket activation: systemd bound and listens; clients that connected before kevd ran are in the backlog.
+        let activated = SystemdNotifier.activationSocket(expectedPath: config.daemon.socket, logger: logger)
         let server = try Server(
             .init(
                 loop: loop, pipeline: pipeline, journal: journal, settings: config.server,
                 socketPath: config.daemon.socket, stateDirectory: config.daemon.stateDir, logger: logger,
-                statusFields: { [unowned self] in self.statusFields() }, cascadeLimit: config.rules.cascadeLimit))
+                statusFields: { [unowned self] in self.statusFields() }, cascadeLimit: config.rules.cascadeLimit,
+                listenFD: activated))
         pipeline.add(sink: server)
         self.server = server
         journal.onDurable = { [loop, journal] seq in
@@ -125,7 +133,8 @@ public final class Daemon {
                 server?.durableAdvanced(journal.durableSeq)
             }
         }
-        logger.info("listening", metadata: ["socket": "\(config.daemon.socket)"])
+        logger.info(
+            "listening", metadata: ["socket": "\(config.daemon.socket)", "activated": "\(activated != nil)"])
     }
 
     /// The rules engine: a sink after the server, so a script's `kevctl subscribe` never lags its trigger.
@@ -153,6 +162,15 @@ public final class Daemon {
         } catch {
             reportError("cannot watch the rules directories; reload with SIGHUP", error: "\(error)", component: "rules")
         }
+    }
+
+    /// One line for systemd's `STATUS=`: what is armed, who listens, where the stream is.
+    private func statusSummary() -> String {
+        let watches = config.watches.count + ruleSet.watches.count
+        let timerCount = timers?.names.count ?? 0
+        let subscribers = server?.subscriberCount ?? 0
+        let head = pipeline.nextSeq > 0 ? pipeline.nextSeq - 1 : 0
+        return "\(watches) watches, \(timerCount) timers, \(ruleSet.rules.count) rules, \(subscribers) subscribers; seq \(head)"
     }
 
     private func statusFields() -> [(String, JSONValue)] {
@@ -247,10 +265,14 @@ public final class Daemon {
             data.append("pid", Int(pid))
             data.append("uid", Int(uid))
             pipeline.publishKevd("stopping", component: "daemon", data)
+            systemd.stopping(signal: SignalFD.name(of: signal))
             logger.info("kevd stopping", metadata: ["signal": "\(SignalFD.name(of: signal))"])
             loop.stop()
         case .reload(let pid, let uid):
+            systemd.reloading()
             reload(senderPID: pid, senderUID: uid)
+            // Also after a failed reload: the running configuration is still in force.
+            systemd.reloaded(status: statusSummary())
         case .childExited:
             rules?.childrenExited()
         }

@@ -27,11 +27,14 @@ public final class Server: EventSink {
         /// `[rules] cascade_limit`: an emit that says it comes from deeper in a chain of rule runs than this
         /// is refused, so rules that trigger each other (or themselves) through `kevctl emit` stop.
         public var cascadeLimit: Int
+        /// An already-listening socket to serve instead of binding `socketPath` (systemd socket activation).
+        /// Its file belongs to whoever bound it: the server neither chmods, chowns nor unlinks it.
+        public var listenFD: Int32?
 
         public init(
             loop: EventLoop, pipeline: EventPipeline, journal: Journal, settings: ServerSettings, socketPath: String,
             stateDirectory: String, logger: Logger, statusFields: @escaping () -> [(String, JSONValue)],
-            cascadeLimit: Int = RulesSettings().cascadeLimit
+            cascadeLimit: Int = RulesSettings().cascadeLimit, listenFD: Int32? = nil
         ) {
             self.loop = loop
             self.pipeline = pipeline
@@ -42,6 +45,7 @@ public final class Server: EventSink {
             self.logger = logger
             self.statusFields = statusFields
             self.cascadeLimit = cascadeLimit
+            self.listenFD = listenFD
         }
     }
 
@@ -64,11 +68,17 @@ public final class Server: EventSink {
 
     public init(_ context: Context) throws {
         self.context = context
-        socketGroup = context.settings.group ?? getegid()
-        listener = OwnedFD(try Self.listen(at: context.socketPath, logger: context.logger))
-        try syscall("chmod(\(context.socketPath))") { chmod(context.socketPath, mode_t(context.settings.mode)) }
-        if let group = context.settings.group {
-            try syscall("chown(\(context.socketPath))") { chown(context.socketPath, uid_t.max, group) }
+        socketGroup = context.settings.group ?? Self.fileGroup(context.listenFD == nil ? nil : context.socketPath) ?? getegid()
+        if let fd = context.listenFD {
+            listener = OwnedFD(fd)
+            // acceptAll drains the backlog until EAGAIN; an inherited socket may be blocking.
+            try syscall("fcntl(O_NONBLOCK)") { kevd_set_nonblocking(fd, 1) }
+        } else {
+            listener = OwnedFD(try Self.listen(at: context.socketPath, logger: context.logger))
+            try syscall("chmod(\(context.socketPath))") { chmod(context.socketPath, mode_t(context.settings.mode)) }
+            if let group = context.settings.group {
+                try syscall("chown(\(context.socketPath))") { chown(context.socketPath, uid_t.max, group) }
+            }
         }
         positions = try PositionStore(directory: context.stateDirectory + "/subscriptions") {
             [inbox = context.loop.inbox] token, ok in
@@ -79,13 +89,21 @@ public final class Server: EventSink {
         }
     }
 
-    /// Stops listening and removes the socket file.
+    /// Stops listening and removes the socket file (unless it was passed in: then its owner keeps it).
     public func close() {
         context.loop.unregister(fd: listener.rawValue)
         listener.close()
-        unlink(context.socketPath)
+        if context.listenFD == nil { unlink(context.socketPath) }
         for id in Array(connections.keys) { drop(id) }
         positions.stop()
+    }
+
+    /// The group of a socket file someone else bound (systemd's `SocketGroup=`): "the socket's group" in the
+    /// default access rule.
+    private static func fileGroup(_ path: String?) -> UInt32? {
+        guard let path else { return nil }
+        var st = stat()
+        return lstat(path, &st) == 0 ? st.st_gid : nil
     }
 
     /// Binds the socket, replacing a stale file left by a kevd that died, but never stealing a live one.
@@ -106,6 +124,9 @@ public final class Server: EventSink {
         }
         return try syscall("listen(\(path))") { kevd_unix_listen(path, 128) }
     }
+
+    /// Connections with a subscription, for the daemon's one-line status.
+    public var subscriberCount: Int { connections.values.reduce(0) { $0 + ($1.subscription == nil ? 0 : 1) } }
 
     // MARK: Connections
 

@@ -1,0 +1,123 @@
+import CSystemd
+import Glibc
+import KevdKernel
+import KevdLoop
+import Logging
+
+/// The service manager's side of kevd, through libsystemd: readiness and status (`sd_notify`), the watchdog
+/// (`sd_watchdog_enabled`) and socket activation (`sd_listen_fds`). Without `NOTIFY_SOCKET` the notifier is
+/// off: no message is built, no timer exists.
+final class SystemdNotifier {
+    /// Whether a service manager listens (`NOTIFY_SOCKET` was set when kevd started).
+    let enabled: Bool
+    private let logger: Logger
+    private var watchdogTimer: TimerFD?
+    private var statusTimer: TimerFD?
+    private var lastStatus = ""
+    /// Set while a reload runs, so a status refresh does not say "ready" in the middle of it.
+    private var state = "starting"
+
+    /// How often the `STATUS=` line is refreshed, at most (and only when it changed).
+    static let statusInterval: Int64 = 2_000_000_000
+
+    init(logger: Logger) {
+        self.logger = logger
+        enabled = getenv("NOTIFY_SOCKET") != nil
+    }
+
+    /// Sends one notification (newline-separated `KEY=value` assignments). Errors are logged, never thrown:
+    /// the service manager going away must not stop kevd.
+    func notify(_ message: String) {
+        guard enabled else { return }
+        let r = sd_notify(0, message)
+        if r < 0 {
+            logger.warning("sd_notify failed", metadata: ["error": "\(String(cString: strerror(-r)))", "message": "\(message)"])
+        }
+    }
+
+    /// Start-up is complete: every source is armed. Starts the watchdog pings and the status refreshes, both
+    /// timerfds on the loop, so they only happen while the loop turns.
+    func ready(loop: EventLoop, status: @escaping () -> String) throws {
+        guard enabled else { return }
+        state = "ready"
+        lastStatus = status()
+        notify("READY=1\nSTATUS=\(state): \(lastStatus)")
+        var usec: UInt64 = 0
+        // WATCHDOG_USEC set for this pid (or without WATCHDOG_PID): ping at half the interval.
+        if sd_watchdog_enabled(0, &usec) > 0, usec > 0 {
+            let timer = try TimerFD(clock: .monotonic)
+            let period = Int64(clamping: usec / 2) * 1000
+            try timer.arm(delay: period, interval: period)
+            try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+                _ = try? timer.read()
+                self.notify("WATCHDOG=1")
+            }
+            watchdogTimer = timer
+            notify("WATCHDOG=1")
+            logger.info("systemd watchdog", metadata: ["watchdog.usec": "\(usec)"])
+        }
+        let timer = try TimerFD(clock: .monotonic)
+        try timer.arm(delay: Self.statusInterval, interval: Self.statusInterval)
+        try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? timer.read()
+            let now = status()
+            guard now != self.lastStatus, self.state == "ready" else { return }
+            self.lastStatus = now
+            self.notify("STATUS=\(self.state): \(now)")
+        }
+        statusTimer = timer
+    }
+
+    /// A HUP reload begins (`RELOADING=1`, with the monotonic time newer managers expect).
+    func reloading() {
+        guard enabled else { return }
+        state = "reloading"
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let usec = UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
+        notify("RELOADING=1\nMONOTONIC_USEC=\(usec)\nSTATUS=reloading the configuration")
+    }
+
+    /// The reload is over, whether it applied or kept the running configuration.
+    func reloaded(status: String) {
+        guard enabled else { return }
+        state = "ready"
+        lastStatus = status
+        notify("READY=1\nSTATUS=\(state): \(status)")
+    }
+
+    func stopping(signal: String) {
+        guard enabled else { return }
+        state = "stopping"
+        notify("STOPPING=1\nSTATUS=stopping (\(signal))")
+    }
+
+    /// The listening socket systemd passed (`LISTEN_FDS=1`, `LISTEN_PID` = ours), if it is an AF_UNIX stream
+    /// socket in the listening state; nil otherwise, and then kevd binds its own. The variables are unset.
+    static func activationSocket(expectedPath: String, logger: Logger) -> Int32? {
+        let count = sd_listen_fds(1)
+        if count < 0 {
+            logger.warning("sd_listen_fds failed", metadata: ["error": "\(String(cString: strerror(-count)))"])
+            return nil
+        }
+        guard count > 0 else { return nil }
+        let first = SD_LISTEN_FDS_START
+        guard count == 1 else {
+            logger.error("socket activation passed \(count) sockets, kevd takes one; binding its own socket")
+            for fd in first..<(first + count) { Glibc.close(fd) }
+            return nil
+        }
+        guard sd_is_socket_unix(first, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
+            logger.error("socket activation passed fd \(first), which is not a listening AF_UNIX stream socket; binding kevd's own")
+            Glibc.close(first)
+            return nil
+        }
+        if sd_is_socket_unix(first, Int32(SOCK_STREAM.rawValue), 1, expectedPath, 0) <= 0 {
+            // Still usable, but rule scripts and kevctl are told the configured path: say so.
+            logger.warning(
+                "the activation socket is not bound to the configured [daemon] socket; clients using that path will not reach kevd",
+                metadata: ["socket": "\(expectedPath)"])
+        }
+        return first
+    }
+}
