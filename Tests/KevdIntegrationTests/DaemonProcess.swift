@@ -18,10 +18,10 @@ final class DaemonProcess: @unchecked Sendable {
 
     /// Starts kevd with `config` (TOML text) written into a fresh temporary directory, optionally inside the
     /// network namespace `netns` or behind a `launcher` command that execs it (so the pid stays kevd's), and
-    /// waits for its `kevd`/`started` event.
+    /// waits for its `kevd`/`started` event. `environment` is added to the test's own.
     init(
         config: String, in directory: TemporaryDirectory? = nil, netns: String? = nil, launcher: [String] = [],
-        waitForStart: Bool = true
+        environment: [String: String] = [:], waitForStart: Bool = true
     ) throws {
         self.directory = try directory ?? TemporaryDirectory()
         configPath = self.directory.path + "/kevd.toml"
@@ -32,10 +32,14 @@ final class DaemonProcess: @unchecked Sendable {
         command += [binary, "--config", configPath, "--stdout"]
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let stdoutPipe = Pipe()
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe
         try process.run()
+        LeftoverDaemons.register(process.processIdentifier)
         let readFD = stdoutPipe.fileHandleForReading.fileDescriptor
         let thread = Thread { [self] in self.readLines(fd: readFD) }
         thread.start()
@@ -209,6 +213,36 @@ enum TestBinaries {
 
     static var kevd: String { directory + "/kevd" }
     static var kevctl: String { directory + "/kevctl" }
+}
+
+/// Kills, when the test process exits, every kevd a test started and left running. A `DaemonProcess` is kept
+/// alive by its own reader threads, so its `deinit` (which kills kevd) does not run when a test simply drops it.
+enum LeftoverDaemons {
+    nonisolated(unsafe) private static var pids: [Int32] = []
+    private static let lock = NSLock()
+    private static let installed: Void = { atexit { LeftoverDaemons.killAll() } }()
+
+    static func register(_ pid: Int32) {
+        _ = installed
+        lock.lock()
+        pids.append(pid)
+        lock.unlock()
+    }
+
+    private static func killAll() {
+        lock.lock()
+        defer { lock.unlock() }
+        // Only a pid that is still our child: an exited kevd's pid may belong to anyone by now.
+        for pid in pids where parent(of: pid) == getpid() { kill(pid, SIGKILL) }
+    }
+
+    private static func parent(of pid: Int32) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 2 ? Int32(fields[1]) : nil
+    }
 }
 
 /// Tests that need root: skipped with a reason when not root, unless `KEVD_REQUIRE_ROOT=1` (CI) makes the

@@ -117,6 +117,24 @@ struct RulesTests {
         #expect(unexpected.isEmpty, "inherited: \(unexpected)")
     }
 
+    @Test("a rule with user and group runs its script as that user, with that user's groups", .enabled(if: Root.shouldRun, Root.reason))
+    func dropsPrivileges() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try writeRuleFile(dir, "10-nobody.toml", """
+            [[rule]]
+            name = "nobody"
+            match = ["type=whoami"]
+            run = ["/usr/bin/id"]
+            user = "nobody"
+            group = "nogroup"
+            """)
+        let daemon = try DaemonProcess(config: rulesConfig(), in: dir)
+        try emit(daemon, "whoami", key: "k")
+        let done = try daemon.waitFor("the run") { $0.isRule("succeeded", "nobody") }
+        #expect(done.string("stdout") == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n")
+    }
+
     @Test("a timeout ends the whole process group, grandchild included, and the run fails as timed out")
     func timeoutKillsGroup() throws {
         let dir = try TemporaryDirectory()
