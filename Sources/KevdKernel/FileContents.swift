@@ -1,8 +1,29 @@
 import Glibc
 
 /// Whole-file reads (`open`, `read` to end of file), for the small files kevd reads off the hot path: the
-/// configuration, sysctls, stored positions, journal segments.
+/// configuration, sysctls, stored positions, journal segments; and whole-file durable replacement.
 public enum FileContents {
+    /// Replaces `path` with `bytes` so that a crash leaves the old or the new content, never a mix: written to
+    /// `path.tmp`, `fsync`ed, renamed over `path`, then the folder `fsync`ed so the rename itself is durable.
+    /// It blocks on the disk: for helper threads, never the loop. On failure `errno` says why.
+    public static func replace(_ path: String, with bytes: [UInt8], mode: mode_t = 0o640) -> Bool {
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { return false }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let ok = written == bytes.count && fsync(fd) == 0
+        Glibc.close(fd)
+        guard ok, rename(tmp, path) == 0 else { return false }
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            _ = fsync(dir)
+            Glibc.close(dir)
+        }
+        return true
+    }
+
     public static func read(_ path: String) throws -> [UInt8] {
         let fd = try syscall("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
         defer { Glibc.close(fd) }

@@ -81,19 +81,5 @@ final class RulePositions: @unchecked Sendable {
         }
     }
 
-    private func persist(_ bytes: [UInt8]) -> Bool {
-        let tmp = file + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { return false }
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        let ok = written == bytes.count && fsync(fd) == 0
-        Glibc.close(fd)
-        guard ok, rename(tmp, file) == 0 else { return false }
-        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            _ = fsync(dir)
-            Glibc.close(dir)
-        }
-        return true
-    }
+    private func persist(_ bytes: [UInt8]) -> Bool { FileContents.replace(file, with: bytes) }
 }

@@ -74,19 +74,6 @@ final class PositionStore: @unchecked Sendable {
     }
 
     private func persist(_ name: String, _ seq: UInt64) -> Bool {
-        let path = directory + "/" + name
-        let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { return false }
-        var text = Array("\(seq)\n".utf8)
-        let ok = text.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == text.count && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else { return false }
-        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            _ = fsync(dir)
-            close(dir)
-        }
-        return true
+        FileContents.replace(directory + "/" + name, with: Array("\(seq)\n".utf8))
     }
 }

@@ -74,8 +74,8 @@ struct DaemonTests {
 
 @Suite("configuration errors")
 struct ConfigErrorTests {
-    func check(_ text: String) throws -> (status: Int32, stderr: String) {
-        let dir = try TemporaryDirectory()
+    func check(_ text: String, in directory: TemporaryDirectory? = nil) throws -> (status: Int32, stderr: String) {
+        let dir = try directory ?? TemporaryDirectory()
         let path = dir.file("bad.toml")
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         let process = Process()
@@ -94,19 +94,9 @@ struct ConfigErrorTests {
     func badRuleFile() throws {
         let dir = try TemporaryDirectory()
         try writeRuleFile(dir, "20-bad.toml", "[[rule]]\nname = \"x\"\nmatch = [\"type=a\"]\nrun = [\"/bin/echo\", \"{kye}\"]\n")
-        let config = dir.file("kevd.toml")
-        try "[rules]\ndirectories = [\"rules\"]\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestBinaries.kevd)
-        process.arguments = ["--config", config, "--check"]
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = Pipe()
-        try process.run()
-        let stderr = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 2)
-        #expect(stderr.contains(dir.file("rules/20-bad.toml") + ":4:1: run[1] '{kye}': unknown placeholder '{kye}'"))
+        let result = try check("[rules]\ndirectories = [\"rules\"]\n", in: dir)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains(dir.file("rules/20-bad.toml") + ":4:1: run[1] '{kye}': unknown placeholder '{kye}'"))
     }
 
     @Test("an unknown key names file, line and column, and exits 2")

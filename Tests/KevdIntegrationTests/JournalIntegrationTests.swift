@@ -2,11 +2,14 @@ import Foundation
 import Glibc
 import Testing
 
-/// Runs kevctl and returns its exit status, stdout and stderr.
-func kevctl(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+/// Runs kevctl, with `environment` added to the test's own, and returns its exit status, stdout and stderr.
+func kevctl(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: TestBinaries.kevctl)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    }
     let out = Pipe()
     let err = Pipe()
     process.standardOutput = out

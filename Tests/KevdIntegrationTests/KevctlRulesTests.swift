@@ -39,27 +39,6 @@ enum RulesCLI {
         """
 }
 
-/// Runs kevctl with `environment` added to the test's own; returns its exit status, stdout and stderr.
-func kevctl(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: TestBinaries.kevctl)
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    // Read both before waiting: a full pipe would block the child.
-    let errData = LockedData()
-    let errThread = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-    errThread.start()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    while errData.value == nil { usleep(1000) }
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData.value!, as: UTF8.self))
-}
-
 @Suite("kevctl rules and emit's cause", .serialized)
 struct KevctlRulesTests {
     // MARK: check
