@@ -58,10 +58,11 @@ public final class Daemon {
             firstSeq: journal.nextSeq, idBase: EventIDBase(randA: try randomUInt64(), randB: try randomUInt64()))
         pipeline.add(sink: JournalSink(journal: journal))
         if options.writeStdout { pipeline.add(sink: StdoutSink(loop: loop, pipeline: pipeline)) }
-        // Rules start their runs before the journal writes the turn, so a `rule.started` goes out with the
-        // event that caused it instead of waiting for the next wakeup.
+        // The turn's events reach the journal and subscribers first; only then do rules start runs (a spawn
+        // takes the loop a few hundred µs), and what those runs published (`rule.started`) goes out after them.
         loop.onTurnEnd { [unowned self] in
-            self.rules?.dispatch()
+            self.pipeline.endOfTurn()
+            guard let rules = self.rules, rules.dispatch() else { return }
             self.pipeline.endOfTurn()
         }
     }

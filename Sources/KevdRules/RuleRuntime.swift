@@ -110,6 +110,9 @@ final class RuleRuntime {
         running + queued >= spec.concurrency || busyKeys.contains(key) || !(queues[key]?.isEmpty ?? true)
     }
 
+    /// Whether `nextStartable()` would return a job.
+    var hasStartable: Bool { running < spec.concurrency && !ready.isEmpty }
+
     /// The next job that may start now, its key marked busy.
     func nextStartable() -> Job? {
         guard running < spec.concurrency, let key = ready.popFirst() else { return nil }

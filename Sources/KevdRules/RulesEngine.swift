@@ -44,6 +44,8 @@ public final class RulesEngine: EventSink {
 
     /// Jobs a rule holds in memory before it reads its matches from the journal instead.
     static let maxBacklog = 4096
+    /// Runs started per loop turn, across rules.
+    static let startsPerTurn = 1
     /// Journal records a catching-up rule reads per loop turn, so a long catch-up never starves the loop.
     static let catchUpRecordsPerTurn = 8192
     static let positionSaveInterval: Int64 = 1_000_000_000
@@ -62,6 +64,7 @@ public final class RulesEngine: EventSink {
     private var lastSaved: [(String, UInt64)] = []
     private var saveScheduled = false
     private var turnRequested = false
+    private var firstRule = 0
     private var reloadScheduled = false
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     /// Called (on the loop) when a rules directory changed and settled: the daemon re-reads the rule files.
@@ -286,16 +289,31 @@ public final class RulesEngine: EventSink {
 
     // MARK: Starting runs
 
-    /// The loop's end-of-turn work, before the journal writes the turn: read on for catching-up rules, start
-    /// what may start, arm the timer.
-    public func dispatch() {
+    /// The loop's end-of-turn work, after the turn's events went out: read on for catching-up rules, start
+    /// what may start (a few per turn), arm the timer. Returns whether it published anything.
+    @discardableResult
+    public func dispatch() -> Bool {
         turnRequested = false
+        let before = context.pipeline.nextSeq
         catchUp()
-        for rule in rules where rule.active {
-            while let job = rule.nextStartable() { start(rule, job) }
+        // A spawn holds the loop for a few hundred µs (vfork waits for the exec); a burst of them in one turn
+        // would hold every subscriber's next event that long. A few per turn, then the loop looks at its fds
+        // again and comes back for the rest.
+        var starts = 0
+        // Rules take turns at going first, so a busy rule cannot keep the others from ever starting.
+        firstRule = rules.isEmpty ? 0 : (firstRule + 1) % rules.count
+        for i in rules.indices {
+            let rule = rules[(firstRule + i) % rules.count]
+            guard rule.active else { continue }
+            while starts < Self.startsPerTurn, let job = rule.nextStartable() {
+                start(rule, job)
+                starts += 1
+            }
         }
+        if starts == Self.startsPerTurn && rules.contains(where: { $0.active && $0.hasStartable }) { requestTurn() }
         if !rules.isEmpty { schedulePositionSave() }
         armTimer()
+        return context.pipeline.nextSeq != before
     }
 
     private func start(_ rule: RuleRuntime, _ job: Job) {
