@@ -384,7 +384,7 @@ final class RuleOutcomeReader: @unchecked Sendable {
     private static let deadText = Array(#"dead""#.utf8)
 
     private func line(_ bytes: UnsafeBufferPointer<UInt8>, time: UInt64) {
-        guard bytes.starts(with: Self.seqPrefix), let at = Self.find(Self.typeKey, in: bytes) else { return other(bytes) }
+        guard bytes.starts(with: Self.seqPrefix), let at = firstIndex(of: Self.typeKey, in: bytes) else { return other(bytes) }
         let rest = bytes[(at + Self.typeKey.count)...]
         if rest.starts(with: Self.succeededText) {
             let n = succeededCounter.add(1, ordering: .releasing).newValue
@@ -398,20 +398,6 @@ final class RuleOutcomeReader: @unchecked Sendable {
         } else {
             other(bytes)
         }
-    }
-
-    static func find(_ needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>) -> Int? {
-        guard bytes.count >= needle.count else { return nil }
-        var i = 0
-        while i <= bytes.count - needle.count {
-            if bytes[i] == needle[0] {
-                var j = 1
-                while j < needle.count && bytes[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
-            }
-            i += 1
-        }
-        return nil
     }
 
     private func other(_ bytes: UnsafeBufferPointer<UInt8>) {

@@ -88,7 +88,7 @@ final class ArrivalRecorder: @unchecked Sendable {
             digits = bytes[1...]
         case .kevdEvent:
             guard bytes.starts(with: Self.seqPrefix) else { return other(bytes) }
-            guard let at = Self.find(Self.nameKey, in: bytes) else { return other(bytes) }
+            guard let at = firstIndex(of: Self.nameKey, in: bytes) else { return other(bytes) }
             let from = at + Self.nameKey.count
             guard let quote = bytes[from...].firstIndex(of: UInt8(ascii: "\"")) else { return other(bytes) }
             digits = bytes[from..<quote]
@@ -108,21 +108,6 @@ final class ArrivalRecorder: @unchecked Sendable {
             arrivals[index] = time
             receivedCounter.add(1, ordering: .releasing)
         }
-    }
-
-    /// The first occurrence of `needle` in `bytes` (lines are short: a plain scan).
-    private static func find(_ needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>) -> Int? {
-        guard bytes.count >= needle.count else { return nil }
-        var i = 0
-        while i <= bytes.count - needle.count {
-            if bytes[i] == needle[0] {
-                var j = 1
-                while j < needle.count && bytes[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
-            }
-            i += 1
-        }
-        return nil
     }
 
     private func other(_ bytes: UnsafeBufferPointer<UInt8>) {

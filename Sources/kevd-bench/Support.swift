@@ -186,3 +186,19 @@ enum Seconds {
     static func since(_ start: UInt64) -> Double { between(start, Clock.monotonicNanoseconds()) }
     static func between(_ start: UInt64, _ end: UInt64) -> Double { Double(end &- start) / 1e9 }
 }
+
+/// The first occurrence of `needle` in `bytes`: the benchmarks' readers classify short lines by a few bytes
+/// instead of parsing JSON, so a plain scan is enough.
+func firstIndex(of needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+    guard !needle.isEmpty, bytes.count >= needle.count else { return nil }
+    var i = 0
+    while i <= bytes.count - needle.count {
+        if bytes[i] == needle[0] {
+            var j = 1
+            while j < needle.count && bytes[i + j] == needle[j] { j += 1 }
+            if j == needle.count { return i }
+        }
+        i += 1
+    }
+    return nil
+}
