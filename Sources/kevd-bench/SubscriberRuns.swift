@@ -43,38 +43,7 @@ final class ArrivalRecorder: @unchecked Sendable {
 
     /// Reads `fd` (blocking) until EOF, timestamping each read; `initial` is what a handshake read already got.
     func run(fd: Int32, initial: [UInt8]) {
-        let capacity = 1 << 20
-        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
-        defer { buffer.deallocate() }
-        var carry = min(initial.count, capacity)
-        if carry > 0 {
-            initial.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress!, count: carry) }
-            carry = consume(buffer, carry, time: Clock.monotonicNanoseconds())
-        }
-        while true {
-            let n = read(fd, buffer + carry, capacity - carry)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            let now = Clock.monotonicNanoseconds()
-            carry = consume(buffer, carry + n, time: now)
-            if carry == capacity { carry = 0 }  // A 1 MiB line: not ours.
-        }
-    }
-
-    /// Handles the complete lines in `buffer[0..<length]`; moves the partial last line to the front and returns
-    /// its length.
-    private func consume(_ buffer: UnsafeMutablePointer<UInt8>, _ length: Int, time: UInt64) -> Int {
-        var start = 0
-        while start < length,
-            let nl = memchr(buffer + start, 0x0A, length - start)?.assumingMemoryBound(to: UInt8.self)
-        {
-            let end = nl - buffer
-            line(UnsafeBufferPointer(start: buffer + start, count: end - start), time: time)
-            start = end + 1
-        }
-        let rest = length - start
-        if rest > 0 && start > 0 { memmove(buffer, buffer + start, rest) }
-        return rest
+        readTimestampedLines(fd: fd, initial: initial) { bytes, time in self.line(bytes, time: time) }
     }
 
     private static let seqPrefix = Array(#"{"seq":"#.utf8)

@@ -202,3 +202,39 @@ func firstIndex(of needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>) -> Int
     }
     return nil
 }
+
+/// Reads `fd` (blocking) until EOF and hands `line` each complete line (without its newline) with the
+/// monotonic time of the read that completed it; `initial` is what a handshake read already got. A line longer
+/// than the 1 MiB buffer is dropped (no benchmark line is that long).
+func readTimestampedLines(fd: Int32, initial: [UInt8], line: (UnsafeBufferPointer<UInt8>, UInt64) -> Void) {
+    let capacity = 1 << 20
+    let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+    defer { buffer.deallocate() }
+    /// Hands over the complete lines in `buffer[0..<length]`, moves the partial last one to the front and
+    /// returns its length.
+    func consume(_ length: Int, time: UInt64) -> Int {
+        var start = 0
+        while start < length,
+            let nl = memchr(buffer + start, 0x0A, length - start)?.assumingMemoryBound(to: UInt8.self)
+        {
+            let end = nl - buffer
+            line(UnsafeBufferPointer(start: buffer + start, count: end - start), time)
+            start = end + 1
+        }
+        let rest = length - start
+        if rest > 0 && start > 0 { memmove(buffer, buffer + start, rest) }
+        return rest
+    }
+    var carry = min(initial.count, capacity)
+    if carry > 0 {
+        initial.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress!, count: carry) }
+        carry = consume(carry, time: Clock.monotonicNanoseconds())
+    }
+    while true {
+        let n = read(fd, buffer + carry, capacity - carry)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        carry = consume(carry + n, time: Clock.monotonicNanoseconds())
+        if carry == capacity { carry = 0 }
+    }
+}
