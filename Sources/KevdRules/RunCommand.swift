@@ -76,9 +76,9 @@ enum RunCommand {
             // Two data names can sanitize alike (`a-b`, `a.b`): the first keeps the variable, as the event
             // orders them; the JSON line on stdin has both.
             guard taken.insert(name).inserted, let text = FilterField.data(field.name).text(of: event) else { continue }
-            let entry = name + "=" + text
-            if !entry.utf8.contains(0) { env.append(entry) }
+            env.append(name + "=" + text)
         }
+        // A variable cannot hold a NUL byte (an emitted key or value may): it is left out, the stdin line has it.
         return env.filter { !$0.utf8.contains(0) }
     }
 
