@@ -219,6 +219,43 @@ struct RulesTests {
         #expect(daemon.received.filter { $0.isRule("started", "settle") }.count == 3)
     }
 
+    @Test("catch_up = false skips matches that arrive while the rule is busy, and does not run history after a restart")
+    func catchUpOff() throws {
+        let dir = try TemporaryDirectory()
+        try writeRuleFile(dir, "10-now.toml", """
+            [[rule]]
+            name = "now"
+            match = ["source=emit", "type=tick"]
+            run = ["/bin/sleep", "0.5"]
+            catch_up = false
+            """)
+        do {
+            let daemon = try DaemonProcess(config: rulesConfig(), in: dir)
+            let socket = try RawClient(daemon.directory.file("state/kevd.sock"))
+            for _ in 1...3 { socket.send("{\"op\":\"emit\",\"type\":\"tick\",\"key\":\"k\"}\n") }
+            try daemon.waitForCount("the three emits", count: 3) { $0.isEvent("emit", "tick") }
+            try daemon.waitFor("the one run") { $0.isRule("succeeded", "now") }
+            let status = try kevctl(["rules", "list", "--json", "--socket", dir.file("state/kevd.sock")])
+            #expect(status.stdout.contains("\"skipped\":2"), "\(status.stdout)")
+            #expect(daemon.received.filter { $0.isRule("started", "now") }.count == 1)
+            daemon.stop()
+        }
+        // A match journaled while the rule is not loaded (its stored position stays behind it): a catch_up rule
+        // would run it when it comes back; this one does not.
+        let file = dir.file("rules/10-now.toml")
+        guard rename(file, file + ".off") == 0 else { throw POSIXError(.EIO) }
+        do {
+            let without = try DaemonProcess(config: rulesConfig(), in: dir)
+            try emit(without, "tick", key: "k")
+            without.stop()
+        }
+        guard rename(file + ".off", file) == 0 else { throw POSIXError(.EIO) }
+        let restarted = try DaemonProcess(config: rulesConfig(), in: dir)
+        try emit(restarted, "other", key: "marker")
+        try restarted.waitFor("the marker") { $0.isEvent("emit", "other") }
+        #expect(!restarted.received.contains { $0.isRule("started", "now") })
+    }
+
     @Test("a failing script is retried with backoff, then dead-lettered, and a rule can alert on the dead letter")
     func retriesThenDeadLetter() throws {
         let dir = try TemporaryDirectory()
