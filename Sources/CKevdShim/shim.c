@@ -75,10 +75,10 @@ int kevd_sigset_fill(sigset_t *set, const int *signals, int count) {
     return 0;
 }
 
-int kevd_sigmask_block(const int *signals, int count) {
+int kevd_sigmask_set(const int *signals, int count) {
     sigset_t set;
     if (kevd_sigset_fill(&set, signals, count) != 0) return -1;
-    int r = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int r = pthread_sigmask(SIG_SETMASK, &set, NULL);
     if (r != 0) { errno = r; return -1; }
     return 0;
 }

@@ -44,7 +44,7 @@ public final class Daemon {
     /// READY/RELOADING/STOPPING/STATUS/WATCHDOG for systemd; inert without NOTIFY_SOCKET.
     private let systemd: SystemdNotifier
 
-    /// Signals must already be blocked (`Daemon.blockSignals()`), before any thread exists.
+    /// Signals must already be blocked (`Daemon.prepareSignals()`), before any thread exists.
     public init(config: Config, options: Options, logger: Logger) throws {
         self.config = config
         self.options = options
@@ -77,8 +77,12 @@ public final class Daemon {
         return options
     }
 
-    public static func blockSignals() throws {
-        try SignalFD.blockInAllThreads(SignalSource.handledSignals)
+    /// Sets the process's signal state before any thread exists: the handled signals go to the signalfd only,
+    /// and SIGPIPE is ignored, because a subscriber or script pipe closing while kevd writes to it is an EPIPE to
+    /// handle for that one peer, never a reason for the daemon to die.
+    public static func prepareSignals() throws {
+        try SignalFD.setMaskInAllThreads(blocking: SignalSource.handledSignals)
+        signal(SIGPIPE, SIG_IGN)
     }
 
     /// Arms every source, announces `started`, and runs until TERM/INT. Returns the process exit code.

@@ -3,7 +3,7 @@ import Glibc
 
 /// Signals delivered as records on a file descriptor (`signalfd`).
 ///
-/// The signals must be blocked in every thread first (`blockInAllThreads`), at the top of `main`, before any
+/// The signals must be blocked in every thread first (`setMaskInAllThreads`), at the top of `main`, before any
 /// thread exists: threads inherit the mask, and a signal left unblocked in one thread would be delivered there.
 public final class SignalFD {
     public struct Record: Sendable, Equatable {
@@ -17,9 +17,12 @@ public final class SignalFD {
     public let fd: OwnedFD
     public let signals: [Int32]
 
-    public static func blockInAllThreads(_ signals: [Int32]) throws {
+    /// Blocks exactly `signals` in the calling thread (and the threads it starts later). Any other signal the
+    /// parent left blocked is unblocked: a blocked SIGSEGV or SIGTERM inherited from a careless parent would
+    /// otherwise change how the process dies.
+    public static func setMaskInAllThreads(blocking signals: [Int32]) throws {
         _ = try signals.withUnsafeBufferPointer { buf in
-            try syscall("pthread_sigmask") { kevd_sigmask_block(buf.baseAddress, Int32(buf.count)) }
+            try syscall("pthread_sigmask") { kevd_sigmask_set(buf.baseAddress, Int32(buf.count)) }
         }
     }
 

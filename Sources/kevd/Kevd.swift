@@ -36,7 +36,7 @@ struct Kevd: ParsableCommand {
 
     func run() throws {
         // Before anything can start a thread: threads inherit the mask, and a signal must reach only the signalfd.
-        try Daemon.blockSignals()
+        try Daemon.prepareSignals()
 
         let loaded: Config
         do {

@@ -20,6 +20,15 @@ struct DaemonTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("SIGPIPE (a subscriber gone mid-write) does not stop kevd, whatever signal mask it inherited")
+    func sigpipeIsIgnored() throws {
+        let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n")
+        daemon.signal(SIGPIPE)
+        daemon.signal(SIGUSR1)
+        try daemon.waitFor("usr1 after a SIGPIPE") { $0.isEvent("signal", "usr1") }
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("INT stops cleanly too")
     func interrupt() throws {
         let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n")

@@ -57,7 +57,8 @@ struct kevd_siginfo {
 int kevd_signalfd(int fd, const sigset_t *mask);
 /// Reads up to `max` records; returns the count, 0 when none is pending, -1 with errno on error.
 int kevd_signalfd_read(int fd, struct kevd_siginfo *out, int max);
-int kevd_sigmask_block(const int *signals, int count);
+/// The calling thread's mask becomes exactly `signals` (SIG_SETMASK), whatever it inherited.
+int kevd_sigmask_set(const int *signals, int count);
 int kevd_sigmask_unblock_all(void);
 int kevd_sigset_fill(sigset_t *set, const int *signals, int count);
 
