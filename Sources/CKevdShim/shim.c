@@ -453,6 +453,9 @@ __attribute__((noinline, noreturn)) static void spawn_child(
         spawn_fail(failure, KEVD_SPAWN_PARENT_EXITED);
     }
 
+    if (request->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        spawn_fail(failure, KEVD_SPAWN_NO_NEW_PRIVS);
+
     if (chdir(request->directory) != 0) spawn_fail(failure, KEVD_SPAWN_CHDIR);
 
     // kevd opens everything close-on-exec, but a library might not: nothing but 0-2 reaches a script.

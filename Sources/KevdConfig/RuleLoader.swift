@@ -321,7 +321,7 @@ public enum RuleLoader {
 extension TableReader {
     static let ruleKeys = [
         "name", "match", "run", "shell", "user", "group", "timeout", "kill_grace", "concurrency", "debounce",
-        "max_wait", "retries", "backoff", "catch_up",
+        "max_wait", "retries", "backoff", "catch_up", "no_new_privs",
     ]
 
     func rule(_ t: TOMLTable, index i: Int, options: RuleLoader.Options) throws -> RuleSpec {
@@ -378,6 +378,7 @@ extension TableReader {
             spec.backoffNanoseconds = ns
         }
         if let b = try bool(t, "catch_up", table: "rule", index: i) { spec.catchUp = b }
+        if let b = try bool(t, "no_new_privs", table: "rule", index: i) { spec.noNewPrivileges = b }
         return spec
     }
 

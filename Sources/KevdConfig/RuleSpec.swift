@@ -21,6 +21,9 @@ public struct RuleSpec: Sendable, Equatable {
     public var user: UInt32?
     public var group: UInt32?
     public var groups: [UInt32]
+    /// `no_new_privs = true`: the script and what it starts cannot gain privileges through setuid/setgid
+    /// programs or file capabilities (sudo stops working, as it should for a rule that runs untrusted input).
+    public var noNewPrivileges: Bool
     public var timeoutNanoseconds: Int64
     /// After the timeout's SIGTERM to the process group, how long before SIGKILL.
     public var killGraceNanoseconds: Int64
@@ -53,6 +56,7 @@ public struct RuleSpec: Sendable, Equatable {
         user = nil
         group = nil
         groups = []
+        noNewPrivileges = false
         timeoutNanoseconds = Self.defaultTimeout
         killGraceNanoseconds = Self.defaultKillGrace
         concurrency = 1

@@ -51,6 +51,7 @@ public final class Daemon {
         self.logger = logger
         systemd = SystemdNotifier(logger: logger)
         loop = try EventLoop(logger: logger)
+        try DirectorySafety.check([(config.daemon.stateDir, "state directory")])
         journal = try Journal(directory: config.journalDirectory, options: Self.journalOptions(config.journal), logger: logger)
         // seq continues where the journal ends; ids get a fresh random base per run, so a seq given again after
         // an operating-system crash lost the journal's unsynced tail never repeats an id.
@@ -124,6 +125,8 @@ public final class Daemon {
     private func startServer() throws {
         // Socket activation: systemd bound and listens; clients that connected before kevd ran are in the backlog.
         let activated = SystemdNotifier.activationSocket(expectedPath: config.daemon.socket, logger: logger)
+        // A socket systemd bound is systemd's to protect; one kevd binds itself must not sit where anyone can swap it.
+        if activated == nil { try DirectorySafety.check([(PathText.directory(of: config.daemon.socket), "socket directory")]) }
         let server = try Server(
             .init(
                 loop: loop, pipeline: pipeline, journal: journal, settings: config.server,

@@ -31,6 +31,8 @@ public struct SpawnRequest: Sendable {
     public var directory: String = "/"
     /// nil: the child keeps kevd's.
     public var credentials: Credentials? = nil
+    /// PR_SET_NO_NEW_PRIVS in the child: setuid programs (sudo, su) and file capabilities no longer elevate.
+    public var noNewPrivileges = false
 
     public init(path: String, arguments: [String], environment: [String]) {
         self.path = path
@@ -68,6 +70,7 @@ public struct SpawnError: Error, Equatable, CustomStringConvertible {
         case KEVD_SPAWN_SETRESGID: (name, subject) = ("setresgid", request.credentials.map { "\($0.gid)" })
         case KEVD_SPAWN_SETRESUID: (name, subject) = ("setresuid", request.credentials.map { "\($0.uid)" })
         case KEVD_SPAWN_PDEATHSIG: (name, subject) = ("prctl", "PR_SET_PDEATHSIG")
+        case KEVD_SPAWN_NO_NEW_PRIVS: (name, subject) = ("prctl", "PR_SET_NO_NEW_PRIVS")
         case KEVD_SPAWN_PARENT_EXITED: (name, subject) = ("getppid", "kevd exited")
         case KEVD_SPAWN_CHDIR: (name, subject) = ("chdir", request.directory)
         case KEVD_SPAWN_CLOSE_FDS: (name, subject) = ("close_range", nil)
@@ -138,6 +141,8 @@ public enum Spawn {
                 spec.groups = UnsafePointer(groups)
                 spec.group_count = Int32(groupCount)
             }
+
+            spec.no_new_privs = request.noNewPrivileges ? 1 : 0
 
             var failedStep: Int32 = 0
             var failedErrno: Int32 = 0

@@ -334,6 +334,7 @@ public final class RulesEngine: EventSink {
         if spec.user != nil || spec.group != nil, geteuid() == 0 {
             request.credentials = .init(uid: spec.user ?? 0, gid: spec.group ?? 0, groups: spec.groups)
         }
+        request.noNewPrivileges = spec.noNewPrivileges
         let pid: Int32
         let output: (read: OwnedFD, write: OwnedFD)
         let errors: (read: OwnedFD, write: OwnedFD)

@@ -361,7 +361,7 @@ struct RuleLoaderTests {
     @Test("unknown keys are refused at their place, at the top level and in each table")
     func unknownKeys() {
         #expect(errors(rule("r", "timout = \"5s\"\n")) == [
-            "F:5:1: unknown key 'timout' in [rule]; expected one of: name, match, run, shell, user, group, timeout, kill_grace, concurrency, debounce, max_wait, retries, backoff, catch_up"
+            "F:5:1: unknown key 'timout' in [rule]; expected one of: name, match, run, shell, user, group, timeout, kill_grace, concurrency, debounce, max_wait, retries, backoff, catch_up, no_new_privs"
         ])
         #expect(errors(rule("r") + "\n[rules]\nx = 1\n") == [
             "F:6:1: unknown key 'rules' at the top level; expected one of: rule, watch, timer"

@@ -15,6 +15,7 @@ final class DaemonProcess: @unchecked Sendable {
     private var stdoutClosed = false
     private let stderrPipe = Pipe()
     private var stderrText = Data()
+    private var stderrClosed = false
 
     /// Starts kevd with `config` (TOML text) written into a fresh temporary directory, optionally inside the
     /// network namespace `netns` or behind a `launcher` command that execs it (so the pid stays kevd's), and
@@ -47,6 +48,8 @@ final class DaemonProcess: @unchecked Sendable {
             let data = self.stderrPipe.fileHandleForReading.readDataToEndOfFile()
             self.condition.lock()
             self.stderrText = data
+            self.stderrClosed = true
+            self.condition.broadcast()
             self.condition.unlock()
         }
         errThread.start()
@@ -96,6 +99,15 @@ final class DaemonProcess: @unchecked Sendable {
     var stderr: String {
         condition.lock()
         defer { condition.unlock() }
+        return String(decoding: stderrText, as: UTF8.self)
+    }
+
+    /// All kevd wrote to stderr, once it has exited and the pipe is closed (or what came within `timeout`).
+    func finalStderr(timeout: Double = 10) -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while !stderrClosed && condition.wait(until: deadline) {}
         return String(decoding: stderrText, as: UTF8.self)
     }
 

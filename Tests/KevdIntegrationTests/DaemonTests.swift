@@ -29,6 +29,29 @@ struct DaemonTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("a world-writable state or socket directory (sticky or not) is refused at start, naming it; o-w fixes it")
+    func worldWritableDirectoriesAreRefused() throws {
+        for (directory, mode) in [("state", mode_t(0o777)), ("sock", mode_t(0o1777))] {
+            let dir = try TemporaryDirectory()
+            try makeDirectory(dir.file("state"))
+            try makeDirectory(dir.file("sock"))
+            #expect(chmod(dir.file(directory), mode) == 0)
+            let config = "[daemon]\nstate_dir = \"state\"\nsocket = \"sock/kevd.sock\"\n"
+            let refused = try DaemonProcess(config: config, in: dir, waitForStart: false)
+            let deadline = Date().addingTimeInterval(10)
+            while refused.process.isRunning && Date() < deadline { usleep(10_000) }
+            #expect(!refused.process.isRunning, "kevd started with a world-writable \(directory)")
+            #expect(refused.stop() == 1)
+            let stderr = refused.finalStderr()
+            #expect(stderr.contains("\(dir.file(directory)) is world-writable (mode \(String(mode, radix: 8)))"), "\(stderr)")
+            #expect(access(dir.file("sock/kevd.sock"), F_OK) != 0, "kevd bound its socket before refusing")
+
+            #expect(chmod(dir.file(directory), 0o750) == 0)
+            let started = try DaemonProcess(config: config, in: dir)
+            #expect(started.stop() == 0)
+        }
+    }
+
     @Test("INT stops cleanly too")
     func interrupt() throws {
         let daemon = try DaemonProcess(config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n")

@@ -84,7 +84,7 @@ struct KevctlRulesTests {
                 "\(file):9:1: run[1] '{kye}': unknown placeholder '{kye}' (expected {seq}, {id}, {time}, {source}, "
                     + "{type}, {key}, {rule} or {data.NAME}; {{ and }} for literal braces)",
                 "\(file):15:1: unknown key 'timout' in [rule]; expected one of: name, match, run, shell, user, group, "
-                    + "timeout, kill_grace, concurrency, debounce, max_wait, retries, backoff, catch_up",
+                    + "timeout, kill_grace, concurrency, debounce, max_wait, retries, backoff, catch_up, no_new_privs",
             ], "\(result.stdout)")
         #expect(result.stderr == "1 rule file, 0 rules: 3 problems\n")
     }

@@ -135,6 +135,26 @@ struct RulesTests {
         #expect(done.string("stdout") == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n")
     }
 
+    @Test("no_new_privs = true: the kernel reports NoNewPrivs 1 for the script; without it, 0")
+    func noNewPrivileges() throws {
+        let dir = try TemporaryDirectory()
+        for (name, option) in [("locked", "no_new_privs = true"), ("plain", "")] {
+            try writeRuleFile(dir, "10-\(name).toml", """
+                [[rule]]
+                name = "\(name)"
+                match = ["type=privs"]
+                run = ["/bin/grep", "NoNewPrivs", "/proc/self/status"]
+                \(option)
+                """)
+        }
+        let daemon = try DaemonProcess(config: rulesConfig(), in: dir)
+        try emit(daemon, "privs", key: "k")
+        let locked = try daemon.waitFor("the locked run") { $0.isRule("succeeded", "locked") }
+        let plain = try daemon.waitFor("the plain run") { $0.isRule("succeeded", "plain") }
+        #expect(locked.string("stdout") == "NoNewPrivs:\t1\n")
+        #expect(plain.string("stdout") == "NoNewPrivs:\t0\n")
+    }
+
     @Test("a timeout ends the whole process group, grandchild included, and the run fails as timed out")
     func timeoutKillsGroup() throws {
         let dir = try TemporaryDirectory()

@@ -182,6 +182,9 @@ struct kevd_spawn_request {
     uint32_t gid;
     const uint32_t *groups;
     int group_count;
+    /// 1: set PR_SET_NO_NEW_PRIVS, so neither the program nor anything it execs gains privileges (setuid and
+    /// setgid bits, file capabilities) beyond the ones it starts with.
+    int no_new_privs;
 };
 
 /// The steps of starting a child that can fail, in the order the child takes them (KEVD_SPAWN_VFORK is the
@@ -195,6 +198,7 @@ enum {
     KEVD_SPAWN_SETRESGID,
     KEVD_SPAWN_SETRESUID,
     KEVD_SPAWN_PDEATHSIG,
+    KEVD_SPAWN_NO_NEW_PRIVS,
     KEVD_SPAWN_PARENT_EXITED,
     KEVD_SPAWN_CHDIR,
     KEVD_SPAWN_CLOSE_FDS,
