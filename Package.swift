@@ -22,13 +22,19 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // `kevctl metrics` only (the Prometheus text format); the daemon links neither.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C: what Glibc does not export (epoll, signalfd, timerfd, eventfd, inotify) and macros Swift cannot call.
         .target(name: "CKevdShim"),
         .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
-        // sd_notify (readiness, status, watchdog) and sd_listen_fds (socket activation), for the daemon only.
+        // sd_notify (readiness, status, watchdog), sd_listen_fds (socket activation) and sd_journal_sendv (the
+        // optional journal mirror), for the daemon only.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // The NATS C client, for `[[forward]]` to JetStream (and the forwarding tests and benchmark).
+        .systemLibrary(name: "CNats", pkgConfig: "libnats", providers: [.apt(["libnats-dev"])]),
 
         // The immutable event and its JSON line form. Imports nothing of ours.
         .target(name: "KevdEvent", swiftSettings: hotPath),
@@ -83,6 +89,17 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // `[[forward]]`: forwarder threads that read the journal from a stored position and publish to NATS
+        // JetStream, advancing only over acknowledged events.
+        .target(
+            name: "KevdForward",
+            dependencies: [
+                "KevdJournal", "KevdEvent", "KevdKernel", "KevdConfig", "CNats",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: hotPath
+        ),
         // The client side of the socket protocol, for kevctl, tests and benchmarks.
         .target(name: "KevdClient", dependencies: ["KevdEvent", "KevdKernel", "CKevdShim"]),
         // Wiring: config, start-up order, signals, reload, shutdown, sinks.
@@ -90,7 +107,7 @@ let package = Package(
             name: "KevdDaemon",
             dependencies: [
                 "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer", "KevdRules",
-                "CSystemd", .product(name: "Logging", package: "swift-log"),
+                "KevdForward", "CSystemd", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPath
         ),
@@ -103,13 +120,15 @@ let package = Package(
             dependencies: [
                 "KevdConfig", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule", "KevdClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         // Benchmarks (`kevd-bench journal`): not shipped, measures the journal against a ceiling it measures too.
         .executableTarget(
             name: "kevd-bench",
             dependencies: [
-                "KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim",
+                "KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim", "KevdForward", "KevdConfig", "CNats",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -128,7 +147,7 @@ let package = Package(
             dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
-        .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient"]),
+        .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
     ],
     swiftLanguageModes: [.v5]
 )

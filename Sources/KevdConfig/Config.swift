@@ -11,6 +11,9 @@ public struct Config: Sendable, Equatable {
     public var journal: JournalSettings
     public var server = ServerSettings()
     public var rules = RulesSettings()
+    public var journald = JournaldSettings()
+    /// `[[forward]]` tables, each with a distinct name.
+    public var forwards: [ForwardSpec] = []
 
     public init(
         file: String, daemon: DaemonSettings, watches: [WatchSpec], timers: [TimerSpec], udev: UdevSpec,
@@ -47,10 +50,15 @@ public struct DaemonSettings: Sendable, Equatable {
     public var stateDir: String
     public var socket: String
     public var logLevel: String
+    /// `auto`, `journald` (a `<N>` priority prefix, no timestamp) or `plain`; see `logFormats`.
+    public var logFormat = "auto"
+    /// How often kevd publishes a `kevd`/`stats` event; 0: never.
+    public var statsIntervalNanoseconds: Int64 = 60_000_000_000
 
     public static let defaultStateDir = "/var/lib/kevd"
     public static let defaultSocket = "/run/kevd/kevd.sock"
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    public static let logFormats = ["auto", "journald", "plain"]
 }
 
 /// The `[rules]` table.
@@ -147,6 +155,12 @@ public struct ServerSettings: Sendable, Equatable {
     /// The longest request line accepted.
     public var maxRequest = 1024 * 1024
     public var maxClients = 1024
+    /// Per peer uid: connections holding a subscription at once. Root and kevd's own uid are not limited.
+    public var maxSubscriptionsPerUID = 64
+    /// Per peer uid: emits a second (a token bucket holding `emitBurstPerUID`); 0: unlimited. Root and kevd's
+    /// own uid are not limited.
+    public var emitRatePerUID = 1000
+    public var emitBurstPerUID = 2000
     public var idempotencyWindowNanoseconds: Int64 = 600_000_000_000
     /// Who may do what. Empty: root, kevd's own user and members of the socket's group may do everything.
     public var access: [AccessRule] = []

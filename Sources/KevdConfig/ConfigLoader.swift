@@ -28,7 +28,8 @@ public enum ConfigLoader {
 extension TableReader {
     func config(_ root: TOMLTable) throws -> Config {
         try rejectUnknownKeys(
-            root, allowed: ["daemon", "watch", "timer", "udev", "journal", "server", "access", "rules"], name: "")
+            root, allowed: ["daemon", "watch", "timer", "udev", "journal", "server", "access", "rules", "forward", "journald"],
+            name: "")
         let daemon = try daemonSettings(root["daemon"].map { try table($0, "daemon") })
         var watches: [WatchSpec] = []
         for (i, item) in try arrayOfTables(root["watch"], "watch").enumerated() {
@@ -50,6 +51,15 @@ extension TableReader {
             config.server.access.append(try accessRule(item, index: i))
         }
         if let rules = root["rules"] { config.rules = try rulesSettings(try table(rules, "rules")) }
+        if let journald = root["journald"] { config.journald = try journaldSettings(try table(journald, "journald")) }
+        for (i, item) in try arrayOfTables(root["forward"], "forward").enumerated() {
+            let spec = try forward(item, index: i)
+            if config.forwards.contains(where: { $0.name == spec.name }) {
+                throw problem("duplicate forward name '\(spec.name)'; each keeps its own position",
+                              table: "forward", index: i, key: "name")
+            }
+            config.forwards.append(spec)
+        }
         return config
     }
 
@@ -57,7 +67,7 @@ extension TableReader {
         var settings = DaemonSettings(
             stateDir: DaemonSettings.defaultStateDir, socket: DaemonSettings.defaultSocket, logLevel: "info")
         guard let t else { return settings }
-        try rejectUnknownKeys(t, allowed: ["state_dir", "socket", "log_level"], name: "daemon")
+        try rejectUnknownKeys(t, allowed: ["state_dir", "socket", "log_level", "log_format", "stats_interval"], name: "daemon")
         if let s = try string(t, "state_dir", table: "daemon") {
             settings.stateDir = try path(s, key: "state_dir", table: "daemon")
         }
@@ -68,6 +78,19 @@ extension TableReader {
                             table: "daemon", key: "log_level")
             }
             settings.logLevel = s
+        }
+        if let s = try string(t, "log_format", table: "daemon") {
+            guard DaemonSettings.logFormats.contains(s) else {
+                throw problem("unknown log_format '\(s)'; expected auto, journald or plain", table: "daemon", key: "log_format")
+            }
+            settings.logFormat = s
+        }
+        if let ns = try duration(t, "stats_interval", table: "daemon") {
+            // Below 100 ms the stats events would crowd the journal; "0" turns them off.
+            guard ns == 0 || (ns >= 100_000_000 && ns <= 86_400_000_000_000) else {
+                throw problem("'stats_interval' must be \"0\" (off) or between 100ms and 1d", table: "daemon", key: "stats_interval")
+            }
+            settings.statsIntervalNanoseconds = ns
         }
         return settings
     }
@@ -104,7 +127,11 @@ extension TableReader {
 
     func serverSettings(_ t: TOMLTable) throws -> ServerSettings {
         try rejectUnknownKeys(
-            t, allowed: ["group", "mode", "send_buffer", "max_request", "max_clients", "idempotency_window"],
+            t,
+            allowed: [
+                "group", "mode", "send_buffer", "max_request", "max_clients", "idempotency_window",
+                "max_subscriptions_per_uid", "emit_rate_per_uid", "emit_burst_per_uid",
+            ],
             name: "server")
         var settings = ServerSettings()
         if let group = try string(t, "group", table: "server") {
@@ -140,6 +167,14 @@ extension TableReader {
             settings.maxClients = n
         }
         if let ns = try duration(t, "idempotency_window", table: "server") { settings.idempotencyWindowNanoseconds = ns }
+        if let n = try int(t, "max_subscriptions_per_uid", in: 0...1_000_000, table: "server") {
+            settings.maxSubscriptionsPerUID = n
+        }
+        if let n = try int(t, "emit_rate_per_uid", in: 0...100_000_000, table: "server") {
+            settings.emitRatePerUID = n
+            settings.emitBurstPerUID = max(1, 2 * n)  // Two seconds' worth, unless given.
+        }
+        if let n = try int(t, "emit_burst_per_uid", in: 1...100_000_000, table: "server") { settings.emitBurstPerUID = n }
         return settings
     }
 

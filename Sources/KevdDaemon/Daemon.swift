@@ -1,6 +1,7 @@
 import Glibc
 import KevdConfig
 import KevdEvent
+import KevdForward
 import KevdJournal
 import KevdKernel
 import KevdLoop
@@ -33,13 +34,21 @@ public final class Daemon {
     public let pipeline: EventPipeline
     public let journal: Journal
     private var housekeeping: TimerFD?
+    /// `kevd`/`stats` every `[daemon] stats_interval`: the counts, and the timer (disarmed at 0).
+    private let stats: StatsCollector
+    private var statsTimer: TimerFD?
+    private var statsInterval: Int64 = -1
     private var server: Server?
+    /// `[journald] mirror`: a copy of the events in the systemd journal, sent from a thread of its own.
+    private var journaldMirror: JournaldMirror?
     private var signals: SignalSource?
     private var inotify: InotifySource?
     private var timers: TimerSource?
     private var udev: UdevSource?
     private var rules: RulesEngine?
     private var ruleWatcher: RuleDirectoryWatcher?
+    /// `[[forward]]`: each on its own thread, started before the server so the durable hook can reach them.
+    private var forwarders: Forwarders?
     private var exitCode: Int32 = 0
     /// READY/RELOADING/STOPPING/STATUS/WATCHDOG for systemd; inert without NOTIFY_SOCKET.
     private let systemd: SystemdNotifier
@@ -58,7 +67,16 @@ public final class Daemon {
         pipeline = EventPipeline(
             firstSeq: journal.nextSeq, idBase: EventIDBase(randA: try randomUInt64(), randB: try randomUInt64()))
         pipeline.add(sink: JournalSink(journal: journal))
+        stats = StatsCollector(journal: journal)
+        pipeline.add(sink: stats.counter)
         if options.writeStdout { pipeline.add(sink: StdoutSink(loop: loop, pipeline: pipeline)) }
+        if config.journald.mirror {
+            // The terms were checked when the configuration was read.
+            let filter = config.journald.filter.isEmpty ? nil : try EventFilter(terms: config.journald.filter)
+            let mirror = try JournaldMirror(filter: filter, loop: loop, pipeline: pipeline)
+            pipeline.add(sink: mirror)
+            journaldMirror = mirror
+        }
         // The turn's events reach the journal and subscribers first; only then do rules start runs (a spawn
         // takes the loop a few hundred µs), and what those runs published (`rule.started`) goes out after them.
         loop.onTurnEnd { [unowned self] in
@@ -91,6 +109,7 @@ public final class Daemon {
         signals = try SignalSource(loop: loop, pipeline: pipeline) { [unowned self] request in
             self.handle(request)
         }
+        try startForwarders()
         try startServer()
         try startRules()
         let (loaded, problems) = loadRules(config)
@@ -118,6 +137,9 @@ public final class Daemon {
         journal.close()
         // After the journal: a stored position never passes what is durable, and now everything is.
         rules?.stop()
+        journaldMirror?.stop()
+        // Waits (bounded) for acknowledgements in flight and stores each forwarder's position.
+        forwarders?.stop()
         return exitCode
     }
 
@@ -135,7 +157,9 @@ public final class Daemon {
                 listenFD: activated))
         pipeline.add(sink: server)
         self.server = server
-        journal.onDurable = { [loop, journal] seq in
+        journal.onDurable = { [loop, journal, forwarders] seq in
+            // Straight from the flusher: forwarders read the journal files themselves, and need not wait a turn.
+            forwarders?.durableAdvanced(seq)
             loop.inbox.post { [weak server] in
                 journal.markDurable(seq)
                 server?.durableAdvanced(journal.durableSeq)
@@ -143,6 +167,15 @@ public final class Daemon {
         }
         logger.info(
             "listening", metadata: ["socket": "\(config.daemon.socket)", "activated": "\(activated != nil)"])
+    }
+
+    /// `[[forward]]`: forwarders read the journal from their stored positions on their own threads; the loop
+    /// only tells them how far it is durable.
+    private func startForwarders() throws {
+        guard !config.forwards.isEmpty else { return }
+        forwarders = try Forwarders(
+            specs: config.forwards, stateDirectory: config.daemon.stateDir, journalDirectory: journal.directory,
+            durable: journal.durableSeq, logger: logger)
     }
 
     /// The rules engine: a sink after the server, so a script's `kevctl subscribe` never lags its trigger.
@@ -184,6 +217,8 @@ public final class Daemon {
     private func statusFields() -> [(String, JSONValue)] {
         [
             ("config", .string(config.file)),
+            ("forward", forwarders?.status(head: pipeline.nextSeq > 0 ? pipeline.nextSeq - 1 : 0) ?? .array([])),
+            ("stats", statsSnapshot(endingInterval: false).json),
             (
                 "rules",
                 .object([
@@ -236,6 +271,35 @@ public final class Daemon {
         housekeeping = timer
     }
 
+    /// Arms the stats timer for `interval` (0 disarms it). An unchanged interval keeps its phase across reloads.
+    private func configureStats(interval: Int64) throws {
+        guard interval != statsInterval else { return }
+        if statsTimer == nil {
+            let timer = try TimerFD(clock: .monotonic)
+            try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+                // A reload in this same turn may have disarmed it: only a real expiry publishes.
+                guard case .expired = (try? timer.read()) ?? .none else { return }
+                self.pipeline.publishKevd("stats", component: "stats", self.statsSnapshot(endingInterval: true).eventData)
+            }
+            statsTimer = timer
+        }
+        if interval > 0 {
+            try statsTimer?.arm(delay: interval, interval: interval)
+        } else {
+            try statsTimer?.disarm()
+        }
+        statsInterval = interval
+    }
+
+    private func statsSnapshot(endingInterval: Bool) -> StatsSnapshot {
+        let ruleTotals = rules?.totals ?? (runs: 0, failed: 0, running: 0)
+        let inputs = StatsInputs(
+            inotifyOverflows: inotify?.overflowCount ?? 0, udevOverflows: udev?.overflowCount ?? 0,
+            subscribers: server?.subscriberCount ?? 0, maxSubscriberLag: server?.maxSubscriberLag ?? 0,
+            ruleRuns: ruleTotals.runs, ruleFailures: ruleTotals.failed, rulesRunning: ruleTotals.running)
+        return stats.snapshot(inputs, endingInterval: endingInterval)
+    }
+
     /// Makes the sources and rules match `new` and `ruleSet` (whose files may declare sources of their own).
     /// A source that fails to start is reported and the rest still applies.
     private func apply(_ new: Config, rules ruleSet: RuleSet) throws {
@@ -261,6 +325,7 @@ public final class Daemon {
         }
         rules?.configure(ruleSet.rules, settings: new.rules)
         watchRuleDirectories(new.rules.directories)
+        try configureStats(interval: new.daemon.statsIntervalNanoseconds)
         self.ruleSet = ruleSet
         config = new
     }
@@ -312,6 +377,10 @@ public final class Daemon {
         data.append("rules", ruleSet.rules.count)
         pipeline.publishKevd("reloaded", component: "config", data)
         logger.info("configuration reloaded", metadata: ["config": "\(new.file)"])
+        if new.forwards != (forwarders?.specs ?? []) {
+            // Stopping a forwarder waits for its acknowledgements, which the loop must not do.
+            reportError("[[forward]] changes take effect when kevd restarts", error: "forward configuration changed", component: "forward")
+        }
     }
 
     /// The rule files as they are now, or nil (reported) when any has a problem: all or nothing.

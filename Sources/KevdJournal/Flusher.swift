@@ -20,6 +20,9 @@ final class Flusher: @unchecked Sendable {
     }
 
     private let state = Mutex(State())
+    /// Its own lock, held only to add one measurement or copy the figures: the loop reading them never waits
+    /// for a sync, only for that copy.
+    private let figures = Mutex(SyncFigures())
     private let wakeup: EventFD
     private let interval: Int64
     private let report: @Sendable (UInt64) -> Void
@@ -95,13 +98,13 @@ final class Flusher: @unchecked Sendable {
             lastSync = Int64(Clock.monotonicNanoseconds())
             var durable = reported
             for old in retired {
-                _ = fdatasync(old.fd.rawValue)
+                timedDataSync(old.fd.rawValue)
                 old.fd.close()
                 Self.syncDirectory(old.directory)
                 durable = max(durable, old.upTo)
             }
             if fd >= 0 && upTo > durable {
-                _ = fdatasync(fd)
+                timedDataSync(fd)
                 durable = upTo
             }
             if durable > reported {
@@ -112,10 +115,47 @@ final class Flusher: @unchecked Sendable {
         }
     }
 
+    /// `fdatasync`, measured for kevd's stats.
+    private func timedDataSync(_ fd: Int32) {
+        let start = Clock.monotonicNanoseconds()
+        _ = fdatasync(fd)
+        let elapsed = Clock.monotonicNanoseconds() &- start
+        figures.withLock { $0.add(elapsed) }
+    }
+
+    /// The figures so far; `resettingWindow` starts a new window for `windowMaxNanoseconds`.
+    func syncFigures(resettingWindow: Bool) -> SyncFigures {
+        figures.withLock { figures in
+            defer { if resettingWindow { figures.windowMaxNanoseconds = 0 } }
+            return figures
+        }
+    }
+
     static func syncDirectory(_ path: String) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return }
         _ = fsync(fd)
         close(fd)
+    }
+}
+
+/// How the journal's `fdatasync` calls went, measured on the flusher thread (for `kevd`/`stats`).
+public struct SyncFigures: Sendable, Equatable {
+    /// Calls since the journal opened.
+    public var count: UInt64 = 0
+    /// Their total duration.
+    public var totalNanoseconds: UInt64 = 0
+    /// The duration of the latest.
+    public var lastNanoseconds: UInt64 = 0
+    /// The longest since the window was last reset (`Journal.syncFigures(resettingWindow:)`).
+    public var windowMaxNanoseconds: UInt64 = 0
+
+    public init() {}
+
+    mutating func add(_ nanoseconds: UInt64) {
+        count += 1
+        totalNanoseconds &+= nanoseconds
+        lastNanoseconds = nanoseconds
+        windowMaxNanoseconds = max(windowMaxNanoseconds, nanoseconds)
     }
 }

@@ -175,7 +175,9 @@ public final class Journal {
         pending.removeAll()
         if let flusher {
             flusher.request(fd: segment.rawValue, upTo: writtenSeq)
-        } else {
+        } else if writtenSeq > durableSeq {
+            // Only on progress: the daemon's onDurable posts to the loop's inbox, and a report on every (empty)
+            // turn would wake the loop again at once, spinning it.
             durableSeq = writtenSeq
             onDurable?(durableSeq)
         }
@@ -196,6 +198,12 @@ public final class Journal {
             offset += size
         }
         return (offset, lastSeq)
+    }
+
+    /// The flusher's `fdatasync` figures (all zero with `sync = none`); `resettingWindow` starts a new window for
+    /// the maximum. Takes the flusher's figures lock only for a copy, never waits for a sync.
+    public func syncFigures(resettingWindow: Bool = false) -> SyncFigures {
+        flusher?.syncFigures(resettingWindow: resettingWindow) ?? SyncFigures()
     }
 
     /// Called (on the loop thread) when the flusher reports progress.

@@ -630,6 +630,14 @@ public final class RulesEngine: EventSink {
 
     // MARK: Status
 
+    /// For kevd's stats: runs started and failed attempts summed over the active rules (a rule dropped by a
+    /// reload takes its counts with it), and the scripts running now, of any rule.
+    public var totals: (runs: Int, failed: Int, running: Int) {
+        let runs = rules.reduce(0) { $0 + $1.counters.runs }
+        let failed = rules.reduce(0) { $0 + $1.counters.failed }
+        return (runs, failed, self.runs.count)
+    }
+
     /// The active rules for `status` and `kevctl rules list`.
     public func statusRules() -> [JSONValue] {
         let last = context.pipeline.nextSeq - 1

@@ -65,6 +65,9 @@ public final class Server: EventSink {
     private var positions: PositionStore!
     private var dirty: Set<UInt64> = []
     private var lastWrittenSeq: UInt64 = 0
+    /// `[server] emit_rate_per_uid`: one bucket per uid that emitted lately.
+    private var emitBuckets: [UInt32: TokenBucket] = [:]
+    private var limitReports = LimitReports()
 
     public init(_ context: Context) throws {
         self.context = context
@@ -128,6 +131,15 @@ public final class Server: EventSink {
     /// Connections with a subscription, for the daemon's one-line status.
     public var subscriberCount: Int { connections.values.reduce(0) { $0 + ($1.subscription == nil ? 0 : 1) } }
 
+    /// How many events the slowest subscriber is behind the head (its `lag` in `status`); 0 without any.
+    public var maxSubscriberLag: UInt64 {
+        let next = context.pipeline.nextSeq
+        return connections.values.reduce(0) { slowest, connection in
+            guard let sub = connection.subscription, next > sub.next else { return slowest }
+            return max(slowest, next - sub.next)
+        }
+    }
+
     // MARK: Connections
 
     private func acceptAll() {
@@ -138,9 +150,10 @@ public final class Server: EventSink {
             nextConnectionID += 1
             let connection = Connection(id: id, fd: fd, credentials: Connection.credentials(of: fd))
             if connections.count >= settings.maxClients {
-                connection.replyError("too many clients (limit \(settings.maxClients)); try again later")
+                refuse(
+                    connection, .maxClients, configured: settings.maxClients, value: connections.count,
+                    "too many clients (limit \(settings.maxClients), [server] max_clients); try again later")
                 _ = kevd_write_some(fd, connection.output.bytes.baseAddress, connection.output.count)
-                context.logger.warning("client refused: limit reached", metadata: ["server.clients": "\(connections.count)"])
                 continue  // `connection` goes out of scope: its fd is closed.
             }
             do {
@@ -222,7 +235,7 @@ public final class Server: EventSink {
             let line = c.input[start..<newline]
             start = newline + 1
             if line.count > settings.maxRequest {
-                tooLong(c)
+                tooLong(c, length: line.count)
                 break
             }
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
@@ -231,17 +244,59 @@ public final class Server: EventSink {
         }
         if start > 0 { c.input.removeFirst(start) }
         if !c.closing, c.input.count > settings.maxRequest, c.input.firstIndex(of: UInt8(ascii: "\n")) == nil {
-            tooLong(c)
+            tooLong(c, length: c.input.count)
         }
         dirty.insert(c.id)
     }
 
-    private func tooLong(_ c: Connection) {
+    /// `length`: how much of the line has arrived (all of it, or what was read before it passed the limit).
+    private func tooLong(_ c: Connection, length: Int) {
         // The rest of an oversized line cannot be told from the next request: answer, then hang up.
-        c.replyError("request line longer than \(settings.maxRequest) bytes; closing")
+        refuse(
+            c, .maxRequest, configured: settings.maxRequest, value: length,
+            "request line longer than \(settings.maxRequest) bytes ([server] max_request); closing")
         c.input.removeAll()
         c.closing = true
         dirty.insert(c.id)
+    }
+
+    /// Answers a request refused by one of the `[server]` limits, naming it, and reports it as a `kevd`/`limit`
+    /// event (at most one per uid and limit every few seconds: a flood of refusals is counted, not repeated).
+    private func refuse(_ c: Connection, _ limit: Limit, configured: Int, value: Int, _ message: String) {
+        c.reply(.object([("ok", .bool(false)), ("error", .string(message)), ("limit", .string(limit.rawValue))]))
+        limitReports.refused(
+            limit, uid: c.credentials.uid, pid: c.credentials.pid, configured: configured, value: value,
+            message: message, pipeline: context.pipeline, logger: context.logger)
+        dirty.insert(c.id)
+    }
+
+    /// Root and kevd's own user are not held to the per-uid limits: they may stop or replace the daemon
+    /// anyway, so a limit would protect nothing from them, and the rule scripts and tools they run (which emit
+    /// as they do) must not be throttled like an untrusted local user.
+    private func isExemptFromPerUIDLimits(_ uid: UInt32) -> Bool { uid == 0 || uid == geteuid() }
+
+    /// `[server] emit_rate_per_uid`: takes a token from the uid's bucket; false when it has none left.
+    private func mayEmitNow(_ c: Connection) -> Bool {
+        let uid = c.credentials.uid
+        guard settings.emitRatePerUID > 0, !isExemptFromPerUIDLimits(uid) else { return true }
+        let now = Clock.monotonicNanoseconds()
+        if emitBuckets.count > 1024 {
+            // Bounded memory: a full bucket is the same as no bucket.
+            emitBuckets = emitBuckets.filter { var bucket = $0.value; return !bucket.isFull(now: now) }
+        }
+        var bucket = emitBuckets[uid] ?? TokenBucket(rate: settings.emitRatePerUID, burst: settings.emitBurstPerUID, now: now)
+        let allowed = bucket.take(now: now)
+        emitBuckets[uid] = bucket
+        return allowed
+    }
+
+    /// `[server] max_subscriptions_per_uid`: how many connections of this uid hold a subscription, if it is
+    /// limited and at the limit.
+    private func subscriptionsOverLimit(_ c: Connection) -> Int? {
+        let uid = c.credentials.uid
+        guard settings.maxSubscriptionsPerUID > 0, !isExemptFromPerUIDLimits(uid) else { return nil }
+        let held = connections.values.reduce(0) { $0 + ($1.subscription != nil && $1.credentials.uid == uid ? 1 : 0) }
+        return held >= settings.maxSubscriptionsPerUID ? held : nil
     }
 
     private func drop(_ id: UInt64) {
@@ -412,6 +467,13 @@ public final class Server: EventSink {
             }
             depth = n
         }
+        // Before the cascade check, so that a flood of refused deep emits (each reported) is held to the rate too.
+        guard mayEmitNow(c) else {
+            return refuse(
+                c, .emitRatePerUID, configured: settings.emitRatePerUID, value: settings.emitBurstPerUID,
+                "emit rate limit: uid \(c.credentials.uid) may emit \(settings.emitRatePerUID) events a second "
+                    + "(burst \(settings.emitBurstPerUID), [server] emit_rate_per_uid); refused, try again later")
+        }
         if let cause {
             // A cause without a depth comes from a rule run whose depth the client did not know: one deep.
             let depth = depth ?? 1
@@ -513,6 +575,12 @@ public final class Server: EventSink {
         let permissions = permissions(c.credentials)
         guard permissions.sources == nil || !(permissions.sources?.isEmpty ?? true) else {
             return c.replyError("permission denied: uid \(c.credentials.uid) may not subscribe")
+        }
+        if let held = subscriptionsOverLimit(c) {
+            return refuse(
+                c, .maxSubscriptionsPerUID, configured: settings.maxSubscriptionsPerUID, value: held,
+                "too many subscriptions: uid \(c.credentials.uid) holds \(held) (limit \(settings.maxSubscriptionsPerUID), "
+                    + "[server] max_subscriptions_per_uid); close one first")
         }
         var terms: [String] = []
         if let f = value["filter"] {

@@ -13,6 +13,6 @@ struct Kevctl: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             JournalCommand.self, SubscribeCommand.self, WaitCommand.self, EmitCommand.self, StatusCommand.self,
-            RulesCommand.self,
+            RulesCommand.self, MetricsCommand.self,
         ])
 }

@@ -13,7 +13,9 @@ struct StatusCommand: ParsableCommand {
             synced. Per subscriber: next is the first seq it has not been sent,
             lag how many events it is behind head, mode live (in step with the
             stream) or journal (catching up from disk), buffered the bytes waiting
-            in its send buffer. --json prints kevd's status reply as it is
+            in its send buffer. Per [[forward]]: position is the last seq
+            acknowledged by JetStream (with everything before it), lag how far it
+            is behind head. --json prints kevd's status reply as it is
             (docs/PROTOCOL.md, "status").
 
             Exit codes: 0 success; 1 an error (no daemon, refused); 64 a bad
@@ -71,6 +73,18 @@ enum StatusTable {
             result += aligned(sources.map { ["  " + $0.0, fields($0.1)] })
         } else {
             result += "  -\n"
+        }
+
+        if let forwards = status["forward"]?.arrayValue, !forwards.isEmpty {
+            result += "\nforward\n"
+            var table = [["  NAME", "STATE", "POSITION", "LAG", "IN FLIGHT", "ACKED", "DUPLICATES", "URL", "LAST ERROR"]]
+            for f in forwards {
+                table.append([
+                    "  " + text(f["name"]), text(f["state"]), text(f["position"]), text(f["lag"]), text(f["in_flight"]),
+                    text(f["acked"]), text(f["duplicates"]), text(f["url"]), text(f["last_error"]),
+                ])
+            }
+            result += aligned(table)
         }
 
         let subscribers = status["subscribers"]?.arrayValue ?? []

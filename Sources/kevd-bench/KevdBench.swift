@@ -8,7 +8,7 @@ struct KevdBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kevd-bench",
         abstract: "kevd benchmarks (not shipped).",
-        subcommands: [JournalBench.self, SubscriberBench.self, RulesBench.self])
+        subcommands: [JournalBench.self, SubscriberBench.self, RulesBench.self, ForwardBench.self])
 
     /// Log lines go to stderr so that they never mix with the table on stdout.
     static func bootstrapLogging() {

@@ -28,6 +28,13 @@ struct Kevd: ParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical); overrides the config.")
     var logLevel: String?
 
+    @Option(
+        help: """
+            Log format: auto (journald when stderr is the journal, else plain), journald (a <N> syslog priority \
+            prefix, no timestamp) or plain (a timestamp); overrides the config.
+            """)
+    var logFormat: StderrLogHandler.Format?
+
     func validate() throws {
         if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("unknown log level '\(logLevel)'")
@@ -55,10 +62,10 @@ struct Kevd: ParsableCommand {
             return
         }
         let level = Logger.Level(rawValue: logLevel ?? loaded.daemon.logLevel) ?? .info
+        let format = logFormat ?? StderrLogHandler.Format(rawValue: loaded.daemon.logFormat) ?? .auto
+        let journald = StderrLogHandler.resolve(format, journalStream: getenv("JOURNAL_STREAM").map { String(cString: $0) })
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            StderrLogHandler(label: label, level: level, journald: journald)
         }
         let logger = Logger(label: "kevd")
         let code: Int32
@@ -72,6 +79,8 @@ struct Kevd: ParsableCommand {
         if code != 0 { throw ExitCode(code) }
     }
 }
+
+extension StderrLogHandler.Format: ExpressibleByArgument {}
 
 enum FileHandleStderr {
     static func write(_ text: String) {

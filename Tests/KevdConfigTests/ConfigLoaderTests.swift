@@ -73,7 +73,7 @@ struct ConfigLoaderTests {
     @Test("unknown keys, bad types and bad values name file, line and column")
     func locatedErrors() {
         #expect(error("[daemon]\nsocket = \"/s\"\nsokcet = \"/t\"\n")?.description
-            == "/etc/kevd/kevd.toml:3:1: unknown key 'sokcet' in [daemon]; expected one of: state_dir, socket, log_level")
+            == "/etc/kevd/kevd.toml:3:1: unknown key 'sokcet' in [daemon]; expected one of: state_dir, socket, log_level, log_format, stats_interval")
         let e = error("[[watch]]\npath = \"/a\"\n\n[[watch]]\npath = \"/b\"\n    events = [\"create\",\n      \"explode\"]\n")
         #expect(e?.line == 6 && e?.column == 5)
         #expect(e?.message.contains("unknown event type 'explode'") == true)
@@ -113,7 +113,7 @@ struct ConfigLoaderTests {
             == "/etc/kevd/kevd.toml:2:1: unknown key 'directory' in [rules]; expected one of: directories, cascade_limit, output_tail")
         #expect(error("[daemon]\nrules_dir = \"/etc/kevd/rules.d\"\n")?.message.hasPrefix("unknown key 'rules_dir' in [daemon]") == true)
         #expect(error("\n[rulez]\n")?.description
-            == "/etc/kevd/kevd.toml:2:1: unknown key 'rulez' at the top level; expected one of: daemon, watch, timer, udev, journal, server, access, rules")
+            == "/etc/kevd/kevd.toml:2:1: unknown key 'rulez' at the top level; expected one of: daemon, watch, timer, udev, journal, server, access, rules, forward, journald")
     }
 
     @Test("TOML syntax errors keep TOMLKit's position")

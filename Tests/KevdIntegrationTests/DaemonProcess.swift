@@ -19,10 +19,13 @@ final class DaemonProcess: @unchecked Sendable {
 
     /// Starts kevd with `config` (TOML text) written into a fresh temporary directory, optionally inside the
     /// network namespace `netns` or behind a `launcher` command that execs it (so the pid stays kevd's), and
-    /// waits for its `kevd`/`started` event. `environment` is added to the test's own.
+    /// waits for its `kevd`/`started` event. `environment` is added to the test's own; `arguments` go after kevd's
+    /// usual ones. `stderrIsJournal` sets `JOURNAL_STREAM` to the stderr pipe's device and inode, as systemd does
+    /// when it connects stderr to journald.
     init(
         config: String, in directory: TemporaryDirectory? = nil, netns: String? = nil, launcher: [String] = [],
-        environment: [String: String] = [:], waitForStart: Bool = true
+        environment: [String: String] = [:], arguments: [String] = [], stderrIsJournal: Bool = false,
+        waitForStart: Bool = true
     ) throws {
         self.directory = try directory ?? TemporaryDirectory()
         configPath = self.directory.path + "/kevd.toml"
@@ -30,9 +33,15 @@ final class DaemonProcess: @unchecked Sendable {
         let binary = TestBinaries.kevd
         var command = launcher
         if let netns { command += ["/usr/sbin/ip", "netns", "exec", netns] }
-        command += [binary, "--config", configPath, "--stdout"]
+        command += [binary, "--config", configPath, "--stdout"] + arguments
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
+        var environment = environment
+        if stderrIsJournal {
+            var st = stat()
+            fstat(stderrPipe.fileHandleForWriting.fileDescriptor, &st)
+            environment["JOURNAL_STREAM"] = "\(st.st_dev):\(st.st_ino)"
+        }
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }

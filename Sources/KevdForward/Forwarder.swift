@@ -1,0 +1,530 @@
+import DequeModule
+import Glibc
+import KevdConfig
+import KevdEvent
+import KevdJournal
+import KevdKernel
+import Logging
+import Synchronization
+
+/// One `[[forward]]`: a thread that reads the journal from its stored position and publishes each event to NATS
+/// JetStream with `Nats-Msg-Id` set to the event id, keeping up to `max_in_flight` publishes unacknowledged.
+///
+/// The position only moves over the contiguous prefix of acknowledged events, and is stored (a whole file,
+/// synced) every `storeInterval`. After any failure (a refused publish, a lost acknowledgement, a dropped
+/// connection) the forwarder waits until every outstanding publish is resolved, then reads again from the
+/// position: events acknowledged after the failed one are published again, and JetStream's duplicate window
+/// collapses them. A kevd restart resumes the same way from the stored position.
+///
+/// Only durable journal records are forwarded: a record past the journal's durable seq could be lost by an
+/// operating-system crash and its seq given to a different event, and a stream must never hold an event the
+/// journal does not.
+final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
+    // @unchecked: `state` is behind a Mutex; `reader`, `publisher` and the buffers belong to the forwarder's
+    // thread alone; the rest is immutable.
+    struct Snapshot: Sendable {
+        var phase = "starting"
+        var connectedURL: String? = nil
+        /// The last seq such that every event up to it is acknowledged (or filtered out).
+        var position: UInt64 = 0
+        var stored: UInt64 = 0
+        var inFlight = 0
+        var published: UInt64 = 0
+        var acknowledged: UInt64 = 0
+        var duplicates: UInt64 = 0
+        var skipped: UInt64 = 0
+        var failures: UInt64 = 0
+        var lastError: String? = nil
+        var lastErrorTime: Int64? = nil
+    }
+
+    private enum Outcome { case inFlight, acknowledged, failed }
+
+    private struct State {
+        var snapshot = Snapshot()
+        /// Published seqs in order, with what became of each.
+        var pending = Deque<(seq: UInt64, outcome: Outcome)>()
+        /// The last seq read from the journal (published or filtered out).
+        var readThrough: UInt64 = 0
+        /// A publish failed: publish nothing more until all in flight are resolved, then read from `position`.
+        var failed = false
+        /// Counts connections; reports from an older one are ignored.
+        var generation: UInt64 = 0
+        /// The connection closed: replace it and publish again from `position`.
+        var lost = false
+        var durable: UInt64 = 0
+        var sleeping = false
+        /// While sleeping, what is worth a wakeup besides a failure, a lost connection or a stop.
+        var wakeInFlightAtMost = -1
+        var wakeDurableAbove = UInt64.max
+        var stopping = false
+
+        mutating func advance() {
+            while let first = pending.first, first.outcome == .acknowledged { pending.removeFirst() }
+            snapshot.position = pending.first.map { $0.seq - 1 } ?? readThrough
+        }
+    }
+
+    let spec: ForwardSpec
+    private let positionFile: String
+    private let journalDirectory: String
+    private let host: [UInt8]
+    private let filter: EventFilter?
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let wakeup: EventFD
+    private var thread: pthread_t? = nil
+
+    private var reader: JournalReader? = nil
+    private var publisher: NatsPublisher? = nil
+    /// A record read past the durable seq, kept until the journal has synced it.
+    private var held: (seq: UInt64, payload: [UInt8])? = nil
+    private var subject: [UInt8] = []
+    private var lastStore: UInt64 = 0
+    private var lastLoggedError = ""
+
+    static let storeIntervalNanoseconds: UInt64 = 50_000_000
+
+    init(spec: ForwardSpec, stateDirectory: String, journalDirectory: String, host: String, durable: UInt64,
+         logger: Logger) throws
+    {
+        self.spec = spec
+        let directory = stateDirectory + "/forward"
+        if mkdir(directory, 0o750) != 0 && errno != EEXIST {
+            throw SyscallError(call: "mkdir(\(directory))", errno: .init(rawValue: errno))
+        }
+        positionFile = directory + "/" + spec.name
+        self.journalDirectory = journalDirectory
+        self.host = Self.token(Array(host.utf8))
+        filter = spec.filter.isEmpty ? nil : try EventFilter(terms: spec.filter)
+        var logger = logger
+        logger[metadataKey: "forward"] = "\(spec.name)"
+        self.logger = logger
+        wakeup = try EventFD()
+        let stored = Self.loadPosition(positionFile)
+        state.withLock { state in
+            state.durable = durable
+            state.readThrough = stored
+            state.snapshot.position = stored
+            state.snapshot.stored = stored
+        }
+    }
+
+    func start() {
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            Unmanaged<Forwarder>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, box.toOpaque())
+        self.thread = thread
+    }
+
+    /// Waits for what is in flight (a few seconds at most), stores the position and disconnects. Blocks: call it
+    /// after the loop has stopped.
+    func stop() {
+        state.withLock { $0.stopping = true }
+        wakeup.signal()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    /// From any thread: the journal is durable up to `seq`.
+    func durableAdvanced(_ seq: UInt64) {
+        let wake = state.withLock { state -> Bool in
+            guard seq > state.durable else { return false }
+            state.durable = seq
+            guard state.sleeping, seq > state.wakeDurableAbove else { return false }
+            state.sleeping = false
+            return true
+        }
+        if wake { wakeup.signal() }
+    }
+
+    var snapshot: Snapshot { state.withLock { $0.snapshot } }
+
+    // MARK: NatsPublisher.Delegate (libnats's threads)
+
+    func published(seq: UInt64, generation: UInt64, error: String?, duplicate: Bool) {
+        let wake = state.withLock { state -> Bool in
+            guard generation == state.generation else { return false }
+            // Binary search: acknowledgements come mostly in order, so usually the first probe hits.
+            var low = 0
+            var high = state.pending.count
+            while low < high {
+                let mid = (low + high) / 2
+                if state.pending[mid].seq < seq { low = mid + 1 } else { high = mid }
+            }
+            guard low < state.pending.count, state.pending[low].seq == seq, state.pending[low].outcome == .inFlight
+            else { return false }
+            state.snapshot.inFlight -= 1
+            if let error {
+                state.pending[low].outcome = .failed
+                state.failed = true
+                state.snapshot.failures += 1
+                state.snapshot.lastError = "publish of seq \(seq): \(error)"
+                state.snapshot.lastErrorTime = Clock.realtimeNanoseconds()
+            } else {
+                state.pending[low].outcome = .acknowledged
+                state.snapshot.acknowledged += 1
+                if duplicate { state.snapshot.duplicates += 1 }
+                if low == 0 { state.advance() }
+            }
+            guard state.sleeping, error != nil || state.snapshot.inFlight <= state.wakeInFlightAtMost else { return false }
+            state.sleeping = false
+            return true
+        }
+        if wake { wakeup.signal() }
+    }
+
+    func connectionLost(generation: UInt64) {
+        state.withLock { state in
+            guard generation == state.generation else { return }
+            state.lost = true
+            state.sleeping = false
+            state.snapshot.failures += 1
+            state.snapshot.phase = "disconnected"
+            state.snapshot.lastError = "connection to \(state.snapshot.connectedURL ?? "the server") lost"
+            state.snapshot.lastErrorTime = Clock.realtimeNanoseconds()
+        }
+        wakeup.signal()
+    }
+
+    // MARK: The forwarder's thread
+
+    private func run() {
+        let initialBackoff: UInt64 = 100_000_000
+        let maxBackoff: UInt64 = 5_000_000_000
+        var backoff = initialBackoff
+        var positionAtFailure: UInt64 = 0
+        while !state.withLock({ $0.stopping }) {
+            if publisher != nil && (state.withLock({ $0.lost }) || publisher?.isClosed == true) {
+                let position = state.withLock { $0.snapshot.position }
+                if position > positionAtFailure { backoff = initialBackoff }
+                positionAtFailure = position
+                logger.warning("connection lost; reconnecting", metadata: ["position": "\(position)"])
+                disconnect()
+                sleep(nanoseconds: backoff)
+                backoff = min(backoff * 2, maxBackoff)
+                continue
+            }
+            if publisher == nil {
+                do {
+                    try connect()
+                } catch {
+                    record(error: "\(error)", phase: "connecting")
+                    // Once per distinct error, not once per retry: an outage would fill the log.
+                    if "\(error)" != lastLoggedError {
+                        lastLoggedError = "\(error)"
+                        logger.warning("cannot forward; retrying", metadata: ["error": "\(error)"])
+                    }
+                    sleep(nanoseconds: backoff)
+                    backoff = min(backoff * 2, maxBackoff)
+                    continue
+                }
+            }
+            var waitFor = WaitFor.anything
+            let (failed, inFlight, position) = state.withLock { ($0.failed, $0.snapshot.inFlight, $0.snapshot.position) }
+            if failed {
+                waitFor = .allResolved
+                if inFlight == 0 {
+                    // Progress since the last failure: the trouble was passing, start backing off afresh.
+                    if position > positionAtFailure { backoff = initialBackoff }
+                    positionAtFailure = position
+                    do {
+                        try rewind()
+                    } catch {
+                        record(error: "journal: \(error)", phase: "retrying")
+                    }
+                    sleep(nanoseconds: backoff)
+                    backoff = min(backoff * 2, maxBackoff)
+                    continue
+                }
+            } else if publisher?.isConnected == true {
+                do {
+                    waitFor = try publishAvailable()
+                } catch {
+                    record(error: "journal: \(error)", phase: "retrying")
+                    sleep(nanoseconds: maxBackoff)
+                    continue
+                }
+            }
+            storePosition(force: false)
+            waitForWork(waitFor)
+        }
+        finish()
+    }
+
+    private func connect() throws {
+        let generation = state.withLock { state -> UInt64 in
+            state.snapshot.phase = "connecting"
+            state.lost = false
+            // A new number per attempt: the closing of a failed attempt's connection must not count against this.
+            state.generation += 1
+            return state.generation
+        }
+        let publisher = try NatsPublisher(spec: spec, delegate: self, generation: generation)
+        let note = try publisher.ensureStream(spec)
+        if reader == nil { reader = try JournalReader(directory: journalDirectory) }
+        self.publisher = publisher
+        let url = publisher.connectedURL
+        let position = state.withLock { state -> UInt64 in
+            state.snapshot.connectedURL = url
+            state.snapshot.phase = "forwarding"
+            return state.snapshot.position
+        }
+        try seek(after: position)
+        lastLoggedError = ""
+        logger.info("forwarding", metadata: ["url": "\(url ?? "-")", "stream": "\(note)", "from_seq": "\(position + 1)"])
+    }
+
+    /// Drops the connection and forgets what was in flight on it: whatever was not acknowledged is published
+    /// again on the next connection, from the position.
+    private func disconnect() {
+        publisher = nil
+        state.withLock { state in
+            state.generation += 1
+            state.pending.removeAll()
+            state.failed = false
+            state.lost = false
+            state.snapshot.inFlight = 0
+            state.readThrough = state.snapshot.position
+        }
+    }
+
+    /// After a failure, once nothing is in flight: read again from the first unacknowledged event.
+    private func rewind() throws {
+        let position = state.withLock { state -> UInt64 in
+            state.pending.removeAll()
+            state.failed = false
+            state.readThrough = state.snapshot.position
+            state.snapshot.phase = "retrying"
+            return state.snapshot.position
+        }
+        try seek(after: position)
+    }
+
+    private func seek(after position: UInt64) throws {
+        held = nil
+        guard let reader else { return }
+        try reader.seek(.seq(position + 1))
+        // A new forwarder starts at the oldest record kept; only a stored position can have lost events.
+        if let first = reader.startsAt, position > 0 {
+            record(error: "events \(position + 1) to \(first - 1) were deleted by journal retention before they were forwarded",
+                   phase: nil)
+        }
+    }
+
+    /// What the forwarder's thread sleeps until.
+    private enum WaitFor {
+        /// Room in flight: half the window acknowledged.
+        case window
+        /// The journal durable past this seq.
+        case durable(UInt64)
+        /// After a failure: every publish in flight acknowledged or failed.
+        case allResolved
+        /// Only a stop, a lost connection or the timeout.
+        case anything
+    }
+
+    /// Publishes durable records while there is room in flight; says what to wait for next.
+    private func publishAvailable() throws -> WaitFor {
+        guard let reader, let publisher else { return .anything }
+        var any = false
+        defer { if any { state.withLock { $0.snapshot.phase = "forwarding" } } }
+        while true {
+            let (durable, inFlight) = state.withLock { ($0.durable, $0.snapshot.inFlight) }
+            guard inFlight < spec.maxInFlight else { return .window }
+            if let held {
+                guard held.seq <= durable else { return .durable(durable) }
+                self.held = nil
+                let ok = held.payload.withUnsafeBytes { forward(seq: held.seq, payload: $0, publisher) }
+                any = true
+                if !ok { return .allResolved }
+                continue
+            }
+            guard let record = try reader.next() else { return .durable(durable) }
+            if record.seq > durable {
+                // Read ahead of the sync: keep it until the journal has it on disk.
+                held = (record.seq, Array(record.payload))
+                return .durable(durable)
+            }
+            any = true
+            if !forward(seq: record.seq, payload: record.payload, publisher) { return .allResolved }
+        }
+    }
+
+    /// Publishes one record, or records it as filtered out; false when the publish failed.
+    private func forward(seq: UInt64, payload: UnsafeRawBufferPointer, _ publisher: NatsPublisher) -> Bool {
+        let header = EventLineHeader(payload)
+        var decoded: Event? = nil
+        if header == nil { decoded = try? Event(jsonLine: payload) }
+        if let filter {
+            let passes = filter.matches(line: payload) ?? {
+                if decoded == nil { decoded = try? Event(jsonLine: payload) }
+                return decoded.map { filter.matches($0) } ?? false
+            }()
+            if !passes {
+                state.withLock { state in
+                    state.readThrough = seq
+                    state.snapshot.skipped += 1
+                    if state.pending.isEmpty { state.snapshot.position = seq }
+                }
+                return true
+            }
+        }
+        var id: [UInt8] = []
+        if let header {
+            buildSubject(
+                source: UnsafeRawBufferPointer(rebasing: payload[header.sourceRange]),
+                type: UnsafeRawBufferPointer(rebasing: payload[header.typeRange]))
+            // `,"id":"` follows the seq's digits; the id is 36 characters.
+            let idStart = header.seqRange.upperBound + 7
+            id = Array(UnsafeRawBufferPointer(rebasing: payload[idStart..<(idStart + 36)]))
+        } else if let decoded {
+            buildSubject(source: Array(decoded.source.name.utf8), type: Array(decoded.type.utf8))
+            id = Array(decoded.id.string.utf8)
+        } else {
+            // Not an event line (damage that still passed the CRC?): nothing to publish; do not stop on it.
+            record(error: "seq \(seq) is not an event line; skipped", phase: nil)
+            state.withLock { state in
+                state.readThrough = seq
+                state.snapshot.skipped += 1
+                if state.pending.isEmpty { state.snapshot.position = seq }
+            }
+            return true
+        }
+        state.withLock { state in
+            state.pending.append((seq, .inFlight))
+            state.readThrough = seq
+            state.snapshot.inFlight += 1
+            state.snapshot.published += 1
+        }
+        let error = subject.withUnsafeBytes { s in id.withUnsafeBytes { publisher.publish(subject: s, id: $0, payload: payload) } }
+        guard let error else { return true }
+        // Never handed to libnats, so no acknowledgement will come: resolve it here.
+        published(seq: seq, generation: state.withLock { $0.generation }, error: error, duplicate: false)
+        return false
+    }
+
+    private func buildSubject(source: UnsafeRawBufferPointer, type: UnsafeRawBufferPointer) {
+        subject.removeAll(keepingCapacity: true)
+        for (i, part) in spec.subject.parts.enumerated() {
+            if i > 0 { subject.append(UInt8(ascii: ".")) }
+            switch part {
+            case .literal(let text): subject.append(contentsOf: text.utf8)
+            case .host: subject.append(contentsOf: host)
+            case .source: Self.appendToken(source, to: &subject)
+            case .type: Self.appendToken(type, to: &subject)
+            }
+        }
+    }
+
+    private func buildSubject(source: [UInt8], type: [UInt8]) {
+        source.withUnsafeBytes { s in type.withUnsafeBytes { buildSubject(source: s, type: $0) } }
+    }
+
+    /// A value as one subject token: bytes NATS would read as a separator, a wildcard or whitespace become `_`.
+    private static func appendToken(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        guard !bytes.isEmpty else {
+            out.append(UInt8(ascii: "_"))
+            return
+        }
+        for c in bytes {
+            let keep = SubjectTemplate.isLiteralByte(c) && c != UInt8(ascii: "*") && c != UInt8(ascii: ">")
+            out.append(keep ? c : UInt8(ascii: "_"))
+        }
+    }
+
+    static func token(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        bytes.withUnsafeBytes { appendToken($0, to: &out) }
+        return out
+    }
+
+    private func storePosition(force: Bool) {
+        let now = Clock.monotonicNanoseconds()
+        guard force || now &- lastStore >= Self.storeIntervalNanoseconds else { return }
+        let (position, stored) = state.withLock { ($0.snapshot.position, $0.snapshot.stored) }
+        guard position != stored else { return }
+        lastStore = now
+        if FileContents.replace(positionFile, with: Array("\(position)\n".utf8)) {
+            state.withLock { $0.snapshot.stored = position }
+        } else {
+            let why = String(cString: strerror(errno))
+            record(error: "cannot store the position in \(positionFile): \(why)", phase: nil)
+        }
+    }
+
+    /// Sleeps until an acknowledgement, a durable advance, a reconnect or a stop wakes it, or the position is due
+    /// to be stored.
+    /// The condition is checked under the same lock the waking threads take, so no wakeup falls between the
+    /// check and the sleep.
+    private func waitForWork(_ waitFor: WaitFor) {
+        let half = spec.maxInFlight / 2
+        let timeout = state.withLock { state -> Int32? in
+            if state.stopping || state.lost { return nil }
+            switch waitFor {
+            case .window:
+                if state.failed || state.snapshot.inFlight <= half { return nil }
+                state.wakeInFlightAtMost = half
+            case .durable(let seq):
+                if state.failed || state.durable > seq { return nil }
+                state.wakeDurableAbove = seq
+            case .allResolved:
+                if state.snapshot.inFlight == 0 { return nil }
+                state.wakeInFlightAtMost = 0
+            case .anything:
+                break
+            }
+            state.sleeping = true
+            return state.snapshot.position == state.snapshot.stored ? 1000 : Int32(Self.storeIntervalNanoseconds / 1_000_000)
+        }
+        guard let timeout else { return }
+        var pfd = pollfd(fd: wakeup.fd.rawValue, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, timeout)
+        state.withLock { state in
+            state.sleeping = false
+            state.wakeInFlightAtMost = -1
+            state.wakeDurableAbove = .max
+        }
+        _ = try? wakeup.drain()
+    }
+
+    private func sleep(nanoseconds: UInt64) {
+        state.withLock { $0.sleeping = true }
+        var pfd = pollfd(fd: wakeup.fd.rawValue, events: Int16(POLLIN), revents: 0)
+        let deadline = Clock.monotonicNanoseconds() + nanoseconds
+        while !state.withLock({ $0.stopping }) {
+            let now = Clock.monotonicNanoseconds()
+            guard now < deadline else { break }
+            _ = poll(&pfd, 1, Int32((deadline - now) / 1_000_000) + 1)
+            _ = try? wakeup.drain()
+        }
+        state.withLock { $0.sleeping = false }
+    }
+
+    private func record(error: String, phase: String?) {
+        state.withLock { state in
+            state.snapshot.lastError = error
+            state.snapshot.lastErrorTime = Clock.realtimeNanoseconds()
+            if let phase { state.snapshot.phase = phase }
+        }
+    }
+
+    private func finish() {
+        publisher?.waitForAcknowledgements(milliseconds: 2000)
+        storePosition(force: true)
+        publisher = nil
+        state.withLock { state in
+            state.snapshot.phase = "stopped"
+            state.snapshot.inFlight = 0
+        }
+        logger.info("forwarder stopped", metadata: ["position": "\(snapshot.position)"])
+    }
+
+    static func loadPosition(_ path: String) -> UInt64 {
+        guard let bytes = try? FileContents.read(path) else { return 0 }
+        return UInt64(String(decoding: bytes.filter { $0 > 0x20 }, as: UTF8.self)) ?? 0
+    }
+}

@@ -1,0 +1,78 @@
+import Glibc
+import KevdConfig
+import KevdEvent
+import Logging
+
+/// The daemon's `[[forward]]` forwarders. The loop only tells them when the journal's durable seq advances and
+/// reads their status; each does its reading, publishing and position storing on its own thread.
+public final class Forwarders: @unchecked Sendable {
+    // @unchecked: `forwarders` is set once in init; each Forwarder is thread-safe.
+    private let forwarders: [Forwarder]
+
+    /// Starts one forwarder per spec. `durable` is the journal's durable seq now.
+    public init(specs: [ForwardSpec], stateDirectory: String, journalDirectory: String, durable: UInt64,
+                logger: Logger) throws
+    {
+        let host = Self.hostName()
+        forwarders = try specs.map {
+            try Forwarder(spec: $0, stateDirectory: stateDirectory, journalDirectory: journalDirectory, host: host,
+                          durable: durable, logger: logger)
+        }
+        forwarders.forEach { $0.start() }
+    }
+
+    public var isEmpty: Bool { forwarders.isEmpty }
+    public var specs: [ForwardSpec] { forwarders.map(\.spec) }
+
+    /// From any thread (the flusher's, the loop's): the journal is durable up to `seq`. Cheap: a lock and, for a
+    /// forwarder that is waiting for it, an eventfd write.
+    public func durableAdvanced(_ seq: UInt64) {
+        for forwarder in forwarders { forwarder.durableAdvanced(seq) }
+    }
+
+    /// The `forward` member of the status reply: per forwarder its position, lag behind `head`, what is in
+    /// flight, counts and the last error.
+    public func status(head: UInt64) -> JSONValue {
+        .array(forwarders.map { forwarder in
+            let s = forwarder.snapshot
+            return .object([
+                ("name", .string(forwarder.spec.name)),
+                ("type", .string("nats")),
+                ("url", s.connectedURL.map { .string($0) } ?? .string(forwarder.spec.urls.joined(separator: ","))),
+                ("stream", .string(forwarder.spec.stream)),
+                ("state", .string(s.phase)),
+                ("position", .uint(s.position)),
+                ("stored", .uint(s.stored)),
+                ("lag", .uint(head > s.position ? head - s.position : 0)),
+                ("in_flight", .int(Int64(s.inFlight))),
+                ("published", .uint(s.published)),
+                ("acked", .uint(s.acknowledged)),
+                ("duplicates", .uint(s.duplicates)),
+                ("skipped", .uint(s.skipped)),
+                ("errors", .uint(s.failures)),
+                ("last_error", s.lastError.map { .string($0) } ?? .null),
+                ("last_error_time", s.lastErrorTime.map { .string(Self.rfc3339($0)) } ?? .null),
+            ])
+        })
+    }
+
+    /// Lets each forwarder finish what is in flight (bounded) and store its position. Blocks: after the loop.
+    public func stop() {
+        for forwarder in forwarders { forwarder.stop() }
+    }
+
+    static func rfc3339(_ nanoseconds: Int64) -> String {
+        var out: [UInt8] = []
+        WallTime(nanoseconds: nanoseconds).appendRFC3339(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `{host}`: the node name, as far as it goes before the first dot (a subject token cannot hold a dot).
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let short = name.split(separator: ".").first.map(String.init) ?? ""
+        return short.isEmpty ? "localhost" : short
+    }
+}
