@@ -72,7 +72,7 @@ public enum Clock {
 /// Cryptographic random bytes (`getrandom`), for the per-run part of event ids.
 public func randomUInt64() throws -> UInt64 {
     var value: UInt64 = 0
-    try withUnsafeMutableBytes(of: &value) { raw in
+    _ = try withUnsafeMutableBytes(of: &value) { raw in
         try syscall("getrandom") { kevd_getrandom(raw.baseAddress, raw.count) }
     }
     return value

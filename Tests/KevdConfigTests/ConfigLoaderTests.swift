@@ -3,23 +3,7 @@ import Testing
 @testable import KevdConfig
 
 @Suite("configuration")
-struct ConfigLoaderTests {
-    func parse(_ text: String) throws -> Config {
-        try ConfigLoader.parse(source: text, file: "/etc/kevd/kevd.toml")
-    }
-
-    func error(_ text: String) -> ConfigError? {
-        do {
-            _ = try parse(text)
-            return nil
-        } catch let error as ConfigError {
-            return error
-        } catch {
-            Issue.record("unexpected error type: \(error)")
-            return nil
-        }
-    }
-
+struct ConfigLoaderTests: ConfigText {
     @Test("defaults: system paths, no watches, no timers, udev off")
     func defaults() throws {
         let config = try parse("")

@@ -3,23 +3,7 @@ import Testing
 @testable import KevdConfig
 
 @Suite("configuration: [[forward]]")
-struct ForwardConfigTests {
-    func parse(_ text: String) throws -> Config {
-        try ConfigLoader.parse(source: text, file: "/etc/kevd/kevd.toml")
-    }
-
-    func error(_ text: String) -> ConfigError? {
-        do {
-            _ = try parse(text)
-            return nil
-        } catch let error as ConfigError {
-            return error
-        } catch {
-            Issue.record("unexpected error type: \(error)")
-            return nil
-        }
-    }
-
+struct ForwardConfigTests: ConfigText {
     @Test("defaults: name nats, the default subject template, stream KEVD, one replica, a 2 minute window")
     func defaults() throws {
         let config = try parse("[[forward]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n")

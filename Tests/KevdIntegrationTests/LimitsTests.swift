@@ -10,7 +10,7 @@ final class ClientAs {
     private let input = Pipe()
     private let output = Pipe()
     private let errors = Pipe()
-    private var pending = Data()
+    private var pending = PendingLines()
 
     static let bridge = """
         use IO::Socket::UNIX; use IO::Select;
@@ -46,25 +46,11 @@ final class ClientAs {
 
     func line(timeout: Double = 10) throws -> [String: Any] {
         let fd = output.fileHandleForReading.fileDescriptor
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            if let newline = pending.firstIndex(of: 0x0A) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                return (try JSONSerialization.jsonObject(with: line) as? [String: Any]) ?? [:]
-            }
-            let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { throw DaemonProcess.Timeout(what: "a line from kevd (as another user)", seen: 0, stderr: "") }
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, Int32(min(left, 1) * 1000)) == 1 else { continue }
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            let n = read(fd, &buffer, buffer.count)
-            guard n > 0 else {
-                let why = String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self)
-                throw DaemonProcess.Timeout(what: "a line (the bridge ended: \(why))", seen: 0, stderr: "")
-            }
-            pending.append(contentsOf: buffer[0..<n])
+        guard let line = try pending.nextLine(from: fd, timeout: timeout, what: "a line from kevd (as another user)") else {
+            let why = String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self)
+            throw DaemonProcess.Timeout(what: "a line (the bridge ended: \(why))", seen: 0, stderr: "")
         }
+        return line
     }
 
     /// Sends a request and returns its reply (this client never subscribes to anything that matches).

@@ -3,9 +3,34 @@ import Glibc
 import Testing
 
 /// A raw protocol client: one Unix socket, lines in and out, every read with a deadline.
+/// Bytes read from a client's fd that do not make a whole line yet.
+struct PendingLines {
+    var bytes = Data()
+
+    /// The next line as a JSON object, within `timeout` seconds; nil when the other end closed first.
+    mutating func nextLine(from fd: Int32, timeout: Double, what: String) throws -> [String: Any]? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let newline = bytes.firstIndex(of: 0x0A) {
+                let line = bytes[bytes.startIndex..<newline]
+                bytes.removeSubrange(bytes.startIndex...newline)
+                return (try JSONSerialization.jsonObject(with: line) as? [String: Any]) ?? [:]
+            }
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { throw DaemonProcess.Timeout(what: what, seen: 0, stderr: "") }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, Int32(min(left, 1) * 1000)) == 1 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            let n = read(fd, &buffer, buffer.count)
+            guard n > 0 else { return nil }
+            bytes.append(contentsOf: buffer[0..<n])
+        }
+    }
+}
+
 final class RawClient {
     let fd: Int32
-    private var pending = Data()
+    private var pending = PendingLines()
     /// Events that arrived while waiting for a reply: `events` hands them out first.
     private var stash: [[String: Any]] = []
 
@@ -43,22 +68,10 @@ final class RawClient {
 
     /// The next line as a JSON object, within `timeout` seconds.
     func line(timeout: Double = 10) throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            if let newline = pending.firstIndex(of: 0x0A) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                return (try JSONSerialization.jsonObject(with: line) as? [String: Any]) ?? [:]
-            }
-            let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { throw DaemonProcess.Timeout(what: "a line from kevd", seen: 0, stderr: "") }
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, Int32(min(left, 1) * 1000)) == 1 else { continue }
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            let n = read(fd, &buffer, buffer.count)
-            guard n > 0 else { throw DaemonProcess.Timeout(what: "a line (connection closed)", seen: 0, stderr: "") }
-            pending.append(contentsOf: buffer[0..<n])
+        guard let line = try pending.nextLine(from: fd, timeout: timeout, what: "a line from kevd") else {
+            throw DaemonProcess.Timeout(what: "a line (connection closed)", seen: 0, stderr: "")
         }
+        return line
     }
 
     /// Sends a request and returns its reply; events that arrive before it are kept for `events`.
@@ -90,9 +103,9 @@ final class RawClient {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         let prefix = Array(#"{"seq":"#.utf8)
         while out.count < count {
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = Array(pending[pending.startIndex..<newline])
-                pending.removeSubrange(pending.startIndex...newline)
+            while let newline = pending.bytes.firstIndex(of: 0x0A) {
+                let line = Array(pending.bytes[pending.bytes.startIndex..<newline])
+                pending.bytes.removeSubrange(pending.bytes.startIndex...newline)
                 guard line.starts(with: prefix) else { continue }
                 var seq = 0
                 for b in line[prefix.count...] {
@@ -112,15 +125,15 @@ final class RawClient {
             guard poll(&p, 1, 1000) == 1 else { continue }
             let n = read(fd, &buffer, buffer.count)
             guard n > 0 else { break }
-            pending.append(contentsOf: buffer[0..<n])
+            pending.bytes.append(contentsOf: buffer[0..<n])
         }
         return out
     }
 
     /// Reads and counts `count` lines without parsing them (emit replies).
     func skipLines(_ count: Int, timeout: Double = 60) {
-        var seen = pending.filter { $0 == 0x0A }.count
-        pending.removeAll()
+        var seen = pending.bytes.filter { $0 == 0x0A }.count
+        pending.bytes.removeAll()
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         let deadline = Date().addingTimeInterval(timeout)
         while seen < count && deadline.timeIntervalSinceNow > 0 {
