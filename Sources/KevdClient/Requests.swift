@@ -63,15 +63,3 @@ public enum KevdRequest {
     /// `{"op":"status"}`.
     public static let status: JSONValue = .object([("op", .string("status"))])
 }
-
-extension JSONValue {
-    /// The JSON form of an event data value.
-    init(_ value: EventValue) {
-        switch value {
-        case .string(let s): self = .string(s)
-        case .int(let n): self = .int(n)
-        case .double(let d): self = .double(d)
-        case .bool(let b): self = .bool(b)
-        }
-    }
-}

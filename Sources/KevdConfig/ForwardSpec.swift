@@ -110,7 +110,7 @@ extension TableReader {
             throw problem("unknown forward type '\(type)'; expected nats", table: "forward", index: index, key: "type")
         }
         let name = try string(t, "name", table: "forward", index: index) ?? "nats"
-        guard Self.isPositionName(name) else {
+        guard PositionName.isValid(name) else {
             throw problem(
                 "bad forward name '\(name)': letters, digits, '.', '_', '-', at most 64, not starting with a dot",
                 table: "forward", index: index, key: "name")
@@ -190,14 +190,5 @@ extension TableReader {
             spec.ackTimeoutNanoseconds = ns
         }
         return spec
-    }
-
-    /// The same rule as named subscriptions' positions: the name is a file name.
-    static func isPositionName(_ name: String) -> Bool {
-        guard !name.isEmpty, name.utf8.count <= 64, name.first != "." else { return false }
-        return name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F
-                || c == 0x2D
-        }
     }
 }

@@ -330,8 +330,7 @@ extension TableReader {
         }
         try rejectUnknownKeys(t, allowed: Self.ruleKeys, name: "rule", index: i)
         guard let name = try string(t, "name", table: "rule", index: i) else { throw fail("[[rule]] needs a 'name'") }
-        let allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-".utf8
-        guard (1...64).contains(name.utf8.count), !name.hasPrefix("."), name.utf8.allSatisfy(allowed.contains) else {
+        guard PositionName.isValid(name) else {
             throw fail("rule name '\(name)' must be 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'", "name")
         }
         // Required even though empty is allowed: a rule that runs for every event must say so.

@@ -92,17 +92,7 @@ struct StatsSnapshot {
         return data
     }
 
-    var json: JSONValue {
-        .object(
-            fields.map { name, value in
-                switch value {
-                case .string(let s): return (name, .string(s))
-                case .int(let n): return (name, .int(n))
-                case .double(let d): return (name, .double(d))
-                case .bool(let b): return (name, .bool(b))
-                }
-            })
-    }
+    var json: JSONValue { .object(fields.map { name, value in (name, JSONValue(value)) }) }
 }
 
 /// Keeps what snapshots are measured against: the start, and the totals when the current interval began.

@@ -147,3 +147,15 @@ extension JSONValue {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+extension JSONValue {
+    /// The JSON form of an event data value.
+    public init(_ value: EventValue) {
+        switch value {
+        case .string(let s): self = .string(s)
+        case .int(let n): self = .int(n)
+        case .double(let d): self = .double(d)
+        case .bool(let b): self = .bool(b)
+        }
+    }
+}

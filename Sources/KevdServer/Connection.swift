@@ -33,6 +33,9 @@ final class Connection {
         /// Set when the reader reached the end of what the journal holds.
         var drained = false
 
+        /// Events published but not yet considered for this subscriber, given the pipeline's next seq.
+        func lag(nextSeq: UInt64) -> UInt64 { nextSeq > next ? nextSeq - next : 0 }
+
         init(filter: EventFilter?, terms: [String], name: String?, next: UInt64, mode: Mode) {
             self.filter = filter
             self.terms = terms

@@ -32,15 +32,6 @@ final class PositionStore: @unchecked Sendable {
         self.thread = thread
     }
 
-    /// Names are file names: letters, digits, `.`, `_`, `-`, at most 64, not starting with a dot.
-    static func isValidName(_ name: String) -> Bool {
-        guard !name.isEmpty, name.utf8.count <= 64, name.first != "." else { return false }
-        return name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F
-                || c == 0x2D
-        }
-    }
-
     /// The stored position of `name` (the last acknowledged seq), or nil. A small read, at subscribe time.
     func load(_ name: String) -> UInt64? {
         // A missing file is "no position yet"; the file is written whole (tmp + rename), so never half.

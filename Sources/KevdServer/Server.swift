@@ -134,10 +134,7 @@ public final class Server: EventSink {
     /// How many events the slowest subscriber is behind the head (its `lag` in `status`); 0 without any.
     public var maxSubscriberLag: UInt64 {
         let next = context.pipeline.nextSeq
-        return connections.values.reduce(0) { slowest, connection in
-            guard let sub = connection.subscription, next > sub.next else { return slowest }
-            return max(slowest, next - sub.next)
-        }
+        return connections.values.reduce(0) { max($0, $1.subscription?.lag(nextSeq: next) ?? 0) }
     }
 
     // MARK: Connections
@@ -380,7 +377,7 @@ public final class Server: EventSink {
                     ("id", .uint(connection.id)), ("uid", .uint(UInt64(connection.credentials.uid))),
                     ("pid", .int(Int64(connection.credentials.pid))), ("name", sub.name.map { .string($0) } ?? .null),
                     ("filter", .array(sub.terms.map { .string($0) })), ("next", .uint(sub.next)),
-                    ("lag", .uint(head + 1 >= sub.next ? head + 1 - sub.next : 0)), ("mode", .string(sub.mode.rawValue)),
+                    ("lag", .uint(sub.lag(nextSeq: head + 1))), ("mode", .string(sub.mode.rawValue)),
                     ("buffered", .int(Int64(connection.output.count))),
                 ]))
         }
@@ -602,7 +599,7 @@ public final class Server: EventSink {
         }
         var name: String? = nil
         if let n = value["name"] {
-            guard let text = n.stringValue, PositionStore.isValidName(text) else {
+            guard let text = n.stringValue, PositionName.isValid(text) else {
                 return c.replyError("\"name\" must be 1-64 letters, digits, '.', '_' or '-'")
             }
             guard names[text] == nil else { return c.replyError("subscription '\(text)' is in use by another client") }
