@@ -43,6 +43,9 @@ struct ForwardBench: ParsableCommand {
     @Flag(help: "Latency to a plain NATS subscriber (the server received the publish) instead of the stream's consumer.")
     var core = false
 
+    @Flag(help: "Skip the bare libnats runs (the machine's ceiling for the same messages).")
+    var noCeiling = false
+
     @Option(help: "The kevd binary for the latency runs (default: the one built next to kevd-bench).")
     var kevd: String? = nil
 
@@ -54,16 +57,27 @@ struct ForwardBench: ParsableCommand {
         let machine = Machine.describe(directory: dir)
         print("kevd-bench forward: \(machine.cpus) CPUs, load \(machine.loadAverage), scratch on \(machine.fileSystem)")
 
+        // Alternating runs, so that both see the same machine: kevd's forwarder, then a bare libnats loop.
         var rates: [Double] = []
+        var ceilings: [Double] = []
         for run in 1...runs {
             let result = try throughput()
             rates.append(result.eventsPerSecond)
-            print("throughput run \(run): \(grouped(Int(result.eventsPerSecond))) events/s "
-                + "(\(grouped(events)) events in \(String(format3: result.seconds)) s; "
-                + "bench CPU \(String(format3: result.benchCPU)) s, nats-server CPU \(String(format3: result.serverCPU)) s)")
+            print("throughput run \(run): \(describe(result))")
+            if !noCeiling {
+                let bare = try ceiling()
+                ceilings.append(bare.eventsPerSecond)
+                print("ceiling run \(run), bare libnats: \(describe(bare))")
+            }
         }
         rates.sort()
         print("throughput median: \(grouped(Int(rates[rates.count / 2]))) events/s")
+        if !ceilings.isEmpty {
+            ceilings.sort()
+            let ceiling = ceilings[ceilings.count / 2]
+            print("ceiling median (bare libnats, same messages): \(grouped(Int(ceiling))) events/s; "
+                + "kevd reaches \(Int((rates[rates.count / 2] / ceiling * 100).rounded())) % of it")
+        }
 
         guard access(kevd, X_OK) == 0 else {
             print("latency: skipped, no kevd at \(kevd)")
@@ -74,6 +88,11 @@ struct ForwardBench: ParsableCommand {
             print("latency, [journal] sync = \"\(sync)\", \(grouped(rate)) files/s: \(l.received)/\(latencyEvents) received, "
                 + "p50 \(ms(l.p50)) ms, p99 \(ms(l.p99)) ms, max \(ms(l.max)) ms")
         }
+    }
+
+    private func describe(_ result: Throughput) -> String {
+        "\(grouped(Int(result.eventsPerSecond))) events/s (\(grouped(events)) events in \(String(format3: result.seconds)) s; "
+            + "bench CPU \(String(format3: result.benchCPU)) s, nats-server CPU \(String(format3: result.serverCPU)) s)"
     }
 
     private func ms(_ ns: UInt64) -> String { String(format3: Double(ns) / 1e6) }
@@ -127,6 +146,100 @@ struct ForwardBench: ParsableCommand {
         let benchCPU = ProcFigures.selfCPUSeconds() - startCPU
         let serverCPU = (ProcFigures.cpuSeconds(pid: server.process.pid) ?? 0) - serverStartCPU
         forwarders.stop()
+        return Throughput(seconds: seconds, eventsPerSecond: Double(events) / seconds, benchCPU: benchCPU, serverCPU: serverCPU)
+    }
+
+    /// What nats-server and libnats alone reach here: the throughput run's messages (same subject form, same
+    /// `Nats-Msg-Id`s, same JSON lines, same connection settings and in-flight bound) published by a bare loop
+    /// from memory, with no journal, no positions and no acknowledgement bookkeeping; timed until the stream
+    /// holds all of them.
+    private func ceiling() throws -> Throughput {
+        let scratch = try TempDirectory(parent: dir)
+        defer { scratch.remove() }
+        let server = try NatsServerProcess(binary: natsServer, store: scratch.path + "/nats")
+        defer { server.stop() }
+        let workload = Workload()
+        let line = ByteBuffer(capacity: 4096)
+        var payloads: [[UInt8]] = []
+        var ids: [String] = []
+        payloads.reserveCapacity(events)
+        ids.reserveCapacity(events)
+        for seq in 1...UInt64(events) {
+            let event = workload.event(seq: seq)
+            line.removeAll()
+            JSONLineEncoder.append(event, to: line)
+            payloads.append(Array(line.bytes))
+            ids.append(event.id.string)
+        }
+
+        var options: OpaquePointer? = nil
+        guard natsOptions_Create(&options) == NATS_OK else { throw ValidationError("natsOptions_Create failed") }
+        defer { natsOptions_Destroy(options) }
+        _ = natsOptions_SetURL(options, server.url)
+        _ = natsOptions_SetSendAsap(options, true)  // as kevd's forwarder (NatsPublisher)
+        var connection: OpaquePointer? = nil
+        guard natsConnection_Connect(&connection, options) == NATS_OK else { throw ValidationError("cannot connect to \(server.url)") }
+        defer {
+            natsConnection_Close(connection)
+            natsConnection_Destroy(connection)
+        }
+        var jsOptions = jsOptions()
+        jsOptions_Init(&jsOptions)
+        jsOptions.PublishAsync.MaxPending = 4097  // kevd's default max_in_flight, plus one
+        var jetStream: OpaquePointer? = nil
+        guard natsConnection_JetStream(&jetStream, connection, &jsOptions) == NATS_OK else { throw ValidationError("JetStream context") }
+        defer { jsCtx_Destroy(jetStream) }
+        var config = jsStreamConfig()
+        jsStreamConfig_Init(&config)
+        let name = strdup("KEVD")
+        let subject = strdup("kevd.>")
+        defer {
+            free(name)
+            free(subject)
+        }
+        var subjects: [UnsafePointer<CChar>?] = [UnsafePointer(subject)]
+        config.Name = UnsafePointer(name)
+        config.Storage = js_FileStorage
+        config.Duplicates = 120_000_000_000
+        var code = jsErrCode(0)
+        let added = subjects.withUnsafeMutableBufferPointer { buffer in
+            config.Subjects = buffer.baseAddress
+            config.SubjectsLen = 1
+            return js_AddStream(nil, jetStream, &config, nil, &code)
+        }
+        guard added == NATS_OK else { throw ValidationError("cannot create the stream") }
+
+        let startCPU = ProcFigures.selfCPUSeconds()
+        let serverStartCPU = ProcFigures.cpuSeconds(pid: server.process.pid) ?? 0
+        let start = Clock.monotonicNanoseconds()
+        for i in 0..<events {
+            var msg: OpaquePointer? = nil
+            _ = payloads[i].withUnsafeBufferPointer { payload in
+                natsMsg_Create(&msg, "kevd.bench.inotify.create", nil,
+                    UnsafeRawPointer(payload.baseAddress!).assumingMemoryBound(to: CChar.self), Int32(payload.count))
+            }
+            var publish = jsPubOptions()
+            jsPubOptions_Init(&publish)
+            let status = ids[i].withCString { id in
+                publish.MsgId = id
+                return js_PublishMsgAsync(jetStream, &msg, &publish)
+            }
+            natsMsg_Destroy(msg)  // nil on success: libnats owns it
+            guard status == NATS_OK else { throw ValidationError("publish \(i) failed: \(String(cString: natsStatus_GetText(status)))") }
+        }
+        var complete = jsPubOptions()
+        jsPubOptions_Init(&complete)
+        complete.MaxWait = 600_000
+        guard js_PublishAsyncComplete(jetStream, &complete) == NATS_OK else { throw ValidationError("acknowledgements did not all come") }
+        let seconds = Seconds.since(start)
+        let benchCPU = ProcFigures.selfCPUSeconds() - startCPU
+        let serverCPU = (ProcFigures.cpuSeconds(pid: server.process.pid) ?? 0) - serverStartCPU
+        var info: UnsafeMutablePointer<jsStreamInfo>? = nil
+        guard js_GetStreamInfo(&info, jetStream, "KEVD", nil, &code) == NATS_OK, let info else { throw ValidationError("stream info") }
+        defer { jsStreamInfo_Destroy(info) }
+        guard info.pointee.State.Msgs == UInt64(events) else {
+            throw ValidationError("the stream holds \(info.pointee.State.Msgs) messages, not \(events)")
+        }
         return Throughput(seconds: seconds, eventsPerSecond: Double(events) / seconds, benchCPU: benchCPU, serverCPU: serverCPU)
     }
 
