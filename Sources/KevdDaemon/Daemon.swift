@@ -34,6 +34,10 @@ public final class Daemon {
     public let pipeline: EventPipeline
     public let journal: Journal
     private var housekeeping: TimerFD?
+    /// The journal write failure in progress (disk full, EIO), since when; nil while it writes.
+    private var journalFailure: (error: String, since: UInt64)?
+    /// Wakes the loop to retry a failed journal write: nothing else might (a quiet system, emits refused).
+    private var journalRetry: TimerFD?
     /// `kevd`/`stats` every `[daemon] stats_interval`: the counts, and the timer (disarmed at 0).
     private let stats: StatsCollector
     private var statsTimer: TimerFD?
@@ -81,6 +85,7 @@ public final class Daemon {
         // takes the loop a few hundred µs), and what those runs published (`rule.started`) goes out after them.
         loop.onTurnEnd { [unowned self] in
             self.pipeline.endOfTurn()
+            if self.watchJournal() { self.pipeline.endOfTurn() }
             guard let rules = self.rules, rules.dispatch() else { return }
             self.pipeline.endOfTurn()
         }
@@ -269,6 +274,69 @@ public final class Daemon {
             }
         }
         housekeeping = timer
+    }
+
+    /// While the journal cannot write, appended events wait in memory; past this many bytes kernel input is
+    /// paused so that memory stays bounded (the kernel's queues overflow instead, which is reported).
+    static let journalPendingLimit = 4 << 20
+    static let journalRetryNanoseconds: Int64 = 1_000_000_000
+
+    /// Runs after every turn's journal write. A write failure (ENOSPC, EIO) starts an episode: one
+    /// `kevd`/`error` (not one per turn), emits refused by the server (`Journal.lastError`), a retry every
+    /// second, and kernel input paused once the pending batch reaches `journalPendingLimit`: inotify's and
+    /// the uevent socket's queues then overflow and are reported as `overflow` when input resumes, so loss is
+    /// never silent. The first write that succeeds ends it with `kevd`/`resumed`. Returns true when it
+    /// published an event (the caller ends the turn again so it goes out).
+    private func watchJournal() -> Bool {
+        let error = journal.lastError
+        loop.pause(.kernelInput, error != nil && journal.pendingBytes >= Self.journalPendingLimit)
+        switch (error, journalFailure) {
+        case (nil, nil):
+            return false
+        case (let error?, nil):
+            journalFailure = (error, Clock.monotonicNanoseconds())
+            armJournalRetry(true)
+            var data = EventData()
+            data.append("message", "cannot write the journal; emits are refused and events wait in memory until it can")
+            data.append("error", error)
+            data.append("journal", journal.directory)
+            data.append("pending_bytes", journal.pendingBytes)
+            pipeline.publishKevd("error", component: "journal", data)
+            return true
+        case (_?, _?):
+            return false
+        case (nil, let failure?):
+            journalFailure = nil
+            armJournalRetry(false)
+            let elapsed = Clock.monotonicNanoseconds() &- failure.since
+            var data = EventData()
+            data.append("message", "the journal is written again; emits are accepted")
+            data.append("error", failure.error)
+            data.append("journal", journal.directory)
+            data.append("failed_ms", Int(elapsed / 1_000_000))
+            logger.warning("journal writable again", metadata: ["error": "\(failure.error)", "failed_ms": "\(elapsed / 1_000_000)"])
+            pipeline.publishKevd("resumed", component: "journal", data)
+            return true
+        }
+    }
+
+    private func armJournalRetry(_ on: Bool) {
+        do {
+            if journalRetry == nil {
+                let timer = try TimerFD(clock: .monotonic)
+                // The turn-end write is the retry; the timer only makes sure a turn happens.
+                try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { _ in _ = try? timer.read() }
+                journalRetry = timer
+            }
+            if on {
+                try journalRetry?.arm(delay: Self.journalRetryNanoseconds, interval: Self.journalRetryNanoseconds)
+            } else {
+                try journalRetry?.disarm()
+            }
+        } catch {
+            // Without the timer, any other wakeup (an event, a client) still retries.
+            logger.error("cannot arm the journal retry timer", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Arms the stats timer for `interval` (0 disarms it). An unchanged interval keeps its phase across reloads.

@@ -149,7 +149,9 @@ public final class Journal {
             if chunkRemaining == 0 {
                 let (bytes, lastSeq) = wholeRecordsFitting()
                 if bytes == 0 {
-                    rotate()
+                    // A segment that cannot be created (ENOSPC, EMFILE) leaves the batch pending like a failed
+                    // write; looping on it would spin the loop forever.
+                    guard rotate() else { return }
                     continue
                 }
                 chunkRemaining = bytes
@@ -158,11 +160,7 @@ public final class Journal {
             let n = kevd_write_some(segment.rawValue, pending.bytes.baseAddress, chunkRemaining)
             if n < 0 {
                 // Kept pending and retried next turn (ENOSPC, EIO); reported once per distinct error.
-                let message = "journal write failed: \(String(cString: strerror(errno)))"
-                if lastError != message {
-                    lastError = message
-                    logger.error("journal write failed", metadata: ["journal.segment": "\(segmentFirstSeq)", "error": "\(message)"])
-                }
+                failed("journal write failed: \(String(cString: strerror(errno)))")
                 return
             }
             segmentSize += n
@@ -182,6 +180,18 @@ public final class Journal {
             onDurable?(durableSeq)
         }
     }
+
+    /// Records the error that keeps the pending batch from the file, logging it once per distinct error (the
+    /// daemon turns the episode into one `kevd`/`error` event and refuses emits until it clears).
+    private func failed(_ message: String) {
+        guard lastError != message else { return }
+        lastError = message
+        logger.error("journal write failed", metadata: ["journal.segment": "\(segmentFirstSeq)", "error": "\(message)"])
+    }
+
+    /// Bytes appended but not yet handed to the kernel: they only grow while writes fail (`lastError`), so the
+    /// daemon bounds them by pausing its kernel sources.
+    public var pendingBytes: Int { pending.count }
 
     /// Bytes of whole pending records that fit in the current segment (at least one record when the segment is
     /// empty, whatever its size), and the seq of the last of them.
@@ -224,7 +234,7 @@ public final class Journal {
 
     /// Starts a new segment named by the next seq to write. The old one is synced by the flusher before it is
     /// closed; the new file and its directory entry are synced the same way.
-    private func rotate() {
+    private func rotate() -> Bool {
         let first = pendingFirstSeq
         do {
             let fd = try Self.createSegment(in: directory, firstSeq: first)
@@ -236,8 +246,10 @@ public final class Journal {
                 flusher.retire(old, directory: directory, upTo: writtenSeq)
             }
             enforceRetention()
+            return true
         } catch {
-            logger.error("cannot start a new journal segment", metadata: ["error": "\(error)"])
+            failed("cannot start a new journal segment: \(error)")
+            return false
         }
     }
 

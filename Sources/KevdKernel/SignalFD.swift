@@ -66,6 +66,13 @@ public final class SignalFD {
         case SIGPIPE: return "pipe"
         case SIGALRM: return "alrm"
         case SIGWINCH: return "winch"
+        // How rule scripts die: killed after a timeout's grace, or crashed.
+        case SIGKILL: return "kill"
+        case SIGSEGV: return "segv"
+        case SIGABRT: return "abrt"
+        case SIGBUS: return "bus"
+        case SIGFPE: return "fpe"
+        case SIGILL: return "ill"
         default: return "sig\(signal)"
         }
     }

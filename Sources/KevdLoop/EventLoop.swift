@@ -27,6 +27,7 @@ public final class EventLoop {
         let generation: UInt32
         let priority: Priority
         let handler: Handler
+        var events: Epoll.Events
     }
 
     private let epoll: Epoll
@@ -36,6 +37,8 @@ public final class EventLoop {
     private var order: [Int] = []
     private var turnEndHandlers: [() -> Void] = []
     private var stopRequested = false
+    /// Priorities whose fds are left out of epoll for now (`pause`): their input waits in the kernel.
+    private var paused: Set<Priority> = []
     public let inbox: LoopInbox
     let logger: Logger
 
@@ -53,15 +56,33 @@ public final class EventLoop {
         precondition(registrations[fd] == nil, "fd \(fd) registered twice")
         let generation = nextGeneration
         nextGeneration &+= 1
-        try epoll.add(fd, events: events, data: Self.tag(generation: generation, fd: fd))
-        registrations[fd] = Registration(generation: generation, priority: priority, handler: handler)
+        try epoll.add(fd, events: paused.contains(priority) ? [] : events, data: Self.tag(generation: generation, fd: fd))
+        registrations[fd] = Registration(generation: generation, priority: priority, handler: handler, events: events)
     }
 
     /// Changes the events watched on a registered fd (e.g. adds `.writable` while output is queued).
     public func modify(fd: Int32, events: Epoll.Events) throws {
-        guard let registration = registrations[fd] else { return }
+        guard var registration = registrations[fd] else { return }
+        registration.events = events
+        registrations[fd] = registration
+        guard !paused.contains(registration.priority) else { return }
         try epoll.modify(fd, events: events, data: Self.tag(generation: registration.generation, fd: fd))
     }
+
+    /// Stops (or resumes) watching every fd of `priority`, current and future, without unregistering them. For
+    /// back-pressure: while the journal cannot write, kernel input is left in the kernel's own bounded queues
+    /// (which overflow visibly, `inotify`/`overflow`) instead of piling up in kevd's memory. Level-triggered,
+    /// so whatever is queued is reported again as soon as it resumes.
+    public func pause(_ priority: Priority, _ pause: Bool = true) {
+        guard paused.contains(priority) != pause else { return }
+        if pause { paused.insert(priority) } else { paused.remove(priority) }
+        for (fd, registration) in registrations where registration.priority == priority {
+            // Fails only for an fd closed without unregistering: the kernel dropped it from the set already.
+            try? epoll.modify(fd, events: pause ? [] : registration.events, data: Self.tag(generation: registration.generation, fd: fd))
+        }
+    }
+
+    public func isPaused(_ priority: Priority) -> Bool { paused.contains(priority) }
 
     /// Stops watching `fd`. Call before closing it.
     public func unregister(fd: Int32) {

@@ -70,6 +70,10 @@ final class RulePositions: @unchecked Sendable {
     }
 
     private func run() {
+        // A full disk fails every write until space returns: reported once, not once per snapshot. Nothing is
+        // lost meanwhile: each snapshot holds every rule's position, so the next one (or the one written at
+        // shutdown) retries them all.
+        var reported: String? = nil
         while true {
             _ = try? wakeup.drain()  // Blocks until there is work.
             if stopping.withLock({ $0 }) { return }
@@ -77,7 +81,13 @@ final class RulePositions: @unchecked Sendable {
                 defer { value = nil }
                 return value
             }) else { continue }
-            if !persist(bytes) { failed("cannot write \(file): \(String(cString: strerror(errno)))") }
+            if persist(bytes) {
+                reported = nil
+            } else {
+                let message = "cannot write \(file): \(String(cString: strerror(errno)))"
+                if reported != message { failed(message) }
+                reported = message
+            }
         }
     }
 

@@ -416,10 +416,15 @@ public final class RulesEngine: EventSink {
     // MARK: Runs ending
 
     /// Reaps every exited child (the daemon calls this on SIGCHLD). Processes the script left behind in its
-    /// process group get SIGTERM first, while the zombie still reserves the group's number.
+    /// process group get SIGTERM (SIGKILL after a timeout) first, while the zombie still reserves the group's
+    /// number.
     public func childrenExited() {
         while let (pid, status) = Children.nextExited() {
-            if runs[pid] != nil { Children.signalGroup(pid, SIGTERM) }
+            if let run = runs[pid] {
+                // A run that timed out was already sent SIGTERM, group and all: what is left ignored it, and the
+                // kill grace would never come for it once the leader is gone.
+                Children.signalGroup(pid, run.timedOut ? SIGKILL : SIGTERM)
+            }
             Children.reap(pid)
             guard let run = runs.removeValue(forKey: pid) else { continue }
             finish(run, status)

@@ -68,6 +68,11 @@ public final class Server: EventSink {
     /// `[server] emit_rate_per_uid`: one bucket per uid that emitted lately.
     private var emitBuckets: [UInt32: TokenBucket] = [:]
     private var limitReports = LimitReports()
+    /// An fd held in reserve for accept at EMFILE/ENFILE (see `acceptWithoutFDs`); -1 while it is spent.
+    private var reserveFD: Int32 = -1
+    /// Set while the listening socket is out of epoll because no fd was left even to refuse a client.
+    private var acceptPaused = false
+    private var fdExhaustionReported = false
 
     public init(_ context: Context) throws {
         self.context = context
@@ -90,6 +95,14 @@ public final class Server: EventSink {
         try context.loop.register(fd: listener.rawValue, events: .readable, priority: .clients) { [unowned self] _ in
             self.acceptAll()
         }
+        reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        var limit = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, UInt(limit.rlim_cur) < UInt(context.settings.maxClients) + 128 {
+            // Clients would then exhaust the fds kevd needs for itself (journal segments, readers, rule runs).
+            context.logger.warning(
+                "[server] max_clients is close to the open-files limit: raise LimitNOFILE or lower max_clients",
+                metadata: ["max_clients": "\(context.settings.maxClients)", "RLIMIT_NOFILE": "\(limit.rlim_cur)"])
+        }
     }
 
     /// Stops listening and removes the socket file (unless it was passed in: then its owner keeps it).
@@ -99,6 +112,8 @@ public final class Server: EventSink {
         if context.listenFD == nil { unlink(context.socketPath) }
         for id in Array(connections.keys) { drop(id) }
         positions.stop()
+        if reserveFD >= 0 { Glibc.close(reserveFD) }
+        reserveFD = -1
     }
 
     /// The group of a socket file someone else bound (systemd's `SocketGroup=`): "the socket's group" in the
@@ -142,7 +157,11 @@ public final class Server: EventSink {
     private func acceptAll() {
         for _ in 0..<64 {
             let fd = kevd_accept(listener.rawValue)
-            guard fd >= 0 else { return }  // EAGAIN, or a client that left before we got to it.
+            guard fd >= 0 else {
+                if errno == EMFILE || errno == ENFILE { acceptWithoutFDs() }
+                return  // EAGAIN, or a client that left before we got to it.
+            }
+            fdExhaustionReported = false
             let id = nextConnectionID
             nextConnectionID += 1
             let connection = Connection(id: id, fd: fd, credentials: Connection.credentials(of: fd))
@@ -163,6 +182,42 @@ public final class Server: EventSink {
             connections[id] = connection
             byFD[fd] = id
         }
+    }
+
+    /// Out of fds (EMFILE/ENFILE) with clients waiting: the listening socket stays readable, and epoll being
+    /// level-triggered, the loop would spin on it at full CPU (the classic accept bug). The reserve fd is given
+    /// up for a moment to accept the waiting clients one by one, tell each why, and close them; if even that
+    /// fails, accepting pauses until a connection closes.
+    private func acceptWithoutFDs() {
+        if !fdExhaustionReported {
+            fdExhaustionReported = true
+            context.logger.error(
+                "out of file descriptors: refusing clients until some close (raise LimitNOFILE or lower [server] max_clients)",
+                metadata: ["clients": "\(connections.count)"])
+        }
+        let message = Array(#"{"ok":false,"error":"kevd is out of file descriptors; try again later"}"#.utf8) + [0x0A]
+        var stuck = false
+        for _ in 0..<64 {
+            if reserveFD >= 0 {
+                Glibc.close(reserveFD)
+                reserveFD = -1
+            }
+            let fd = kevd_accept(listener.rawValue)
+            let code = errno
+            if fd >= 0 {
+                _ = message.withUnsafeBytes { kevd_write_some(fd, $0.baseAddress, $0.count) }
+                Glibc.close(fd)
+            }
+            reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            if fd < 0 && code != EMFILE && code != ENFILE { return }  // EAGAIN: nobody else is waiting.
+            if fd < 0 || reserveFD < 0 {
+                stuck = true
+                break
+            }
+        }
+        guard stuck else { return }
+        acceptPaused = true
+        try? context.loop.modify(fd: listener.rawValue, events: [])
     }
 
     private func handle(_ id: UInt64, _ events: Epoll.Events) {
@@ -303,6 +358,11 @@ public final class Server: EventSink {
         c.fd.close()
         if let name = c.subscription?.name, names[name] == id { names.removeValue(forKey: name) }
         dirty.remove(id)
+        if acceptPaused {
+            // An fd is free again: waiting clients can at least be told.
+            acceptPaused = false
+            try? context.loop.modify(fd: listener.rawValue, events: .readable)
+        }
     }
 
     private func setInterest(_ c: Connection) {
@@ -488,6 +548,12 @@ public final class Server: EventSink {
                 ])
                 return replyWhenDurable(c, seq: first.seq, reply: reply)
             }
+        }
+        if let failure = context.journal.lastError {
+            // Disk full (or EIO): an emit accepted now could not be acknowledged until space returns, and would
+            // pile up in memory. Refused instead, with the reason; the connection stays usable, and emits accepted
+            // before the failure get their `ok` once they are written.
+            return c.replyError("the journal cannot be written (\(failure)); emit not accepted, try again later")
         }
         data.append("_uid", .int(Int64(c.credentials.uid)))
         data.append("_gid", .int(Int64(c.credentials.gid)))

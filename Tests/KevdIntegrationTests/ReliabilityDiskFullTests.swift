@@ -1,0 +1,230 @@
+import Foundation
+import Glibc
+import Testing
+
+/// kevd with its state directory on a small tmpfs that a test fills: the tmpfs is mounted inside a private mount
+/// namespace kevd runs in (`unshare`), so nothing is left mounted whatever happens to the test; the test reaches
+/// the files through `/proc/<pid>/root`. The socket lives outside the tmpfs, in the test's directory.
+private final class DiskFullDaemon {
+    let dir: TemporaryDirectory
+    let daemon: DaemonProcess
+    var socket: String { dir.file("kevd.sock") }
+    /// The state directory as the test sees it (through kevd's mount namespace).
+    var state: String { "/proc/\(daemon.pid)/root" + dir.file("state") }
+    var filler: String { state + "/filler" }
+
+    init(tmpfsBytes: Int, rule: String) throws {
+        dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("state"))
+        try makeDirectory(dir.file("w"))
+        try writeRuleFile(dir, "10-rule.toml", rule)
+        let config = """
+            [daemon]
+            state_dir = "state"
+            socket = "kevd.sock"
+            log_level = "warning"
+
+            [rules]
+            directories = ["rules"]
+
+            [journal]
+            segment_size = "64KiB"
+
+            [[watch]]
+            path = "w"
+            recursive = false
+            events = ["create", "delete"]
+            """
+        let launcher = [
+            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+            #"mount -t tmpfs -o size=$1,mode=0750 tmpfs "$0" && shift && exec "$@""#,
+            dir.file("state"), "\(tmpfsBytes)",
+        ]
+        daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
+    }
+
+    /// Writes a file until the tmpfs is full (ENOSPC); returns the bytes written.
+    @discardableResult
+    func fill() throws -> Int {
+        let fd = open(filler, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0x2E, count: 64 * 1024)
+        var total = 0
+        while true {
+            let n = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            total += n
+        }
+        // Whatever page-sized room is left, the next small write of kevd's takes; fill to the last byte.
+        while write(fd, chunk, 1) == 1 { total += 1 }
+        return total
+    }
+
+    /// Emits one event on `client`; the whole reply.
+    func emit(_ client: RawClient, _ type: String, key: String) throws -> [String: Any] {
+        try client.request(#"{"op":"emit","type":"\#(type)","key":"\#(key)"}"#)
+    }
+}
+
+@Suite("Reliability: disk full", .enabled(if: Root.shouldRun, Root.reason), .serialized)
+struct ReliabilityDiskFullTests {
+    @Test("a full state directory: one kevd/error, emits refused with the reason, reads served, memory bounded, resumes by itself, nothing acknowledged lost")
+    func diskFull() throws {
+        try Root.check()
+        // Enough file events to pass both the pending limit (4 MiB) and the kernel's inotify queue (16384).
+        let files = Reliability.size(short: 30_000, full: 100_000)
+        let kevd = try DiskFullDaemon(
+            tmpfsBytes: 64 << 20,
+            rule: """
+                [[rule]]
+                name = "touch"
+                match = ["source=inotify", "type=create", "key=*/trigger*"]
+                run = ["/bin/true"]
+                """)
+        let daemon = kevd.daemon
+        let client = try RawClient(kevd.socket)
+        var acknowledged: [String] = []
+        for i in 0..<20 {
+            let reply = try kevd.emit(client, "before", key: "\(i)")
+            #expect(reply["ok"] as? Bool == true)
+            if let id = reply["id"] as? String { acknowledged.append(id) }
+        }
+        let named = try RawClient(kevd.socket)
+        #expect(try named.request(#"{"op":"subscribe","name":"keeper","from":"all","filter":["type=before"]}"#)["ok"] as? Bool == true)
+        _ = try named.events(5)
+
+        // A steady emitter in the background: its emits are acknowledged before the disk fills, and those that
+        // were accepted as it filled must get their `ok` once space returns (not hang, not vanish).
+        let emitter = BackgroundEmitter(socket: kevd.socket)
+
+        let before = ProcessFigures.rssKiB(daemon.pid)
+        let filled = try kevd.fill()
+        let marker = daemon.received.count
+        // File events too, so that the batch that fails is not only emits.
+        for i in 0..<50 { try writeFile(dir(kevd, "a\(i)")) }
+        let error = try daemon.waitFor("kevd/error for the journal", from: marker, timeout: 20) {
+            $0.isEvent("kevd", "error", key: "journal")
+        }
+        #expect((error.data["error"] as? String)?.contains("No space left on device") == true, "\(error)")
+        #expect(error.data["journal"] as? String != nil)
+
+        // New emits are refused with the reason; the connection stays usable.
+        let refused = try kevd.emit(client, "during", key: "x")
+        #expect(refused["ok"] as? Bool == false)
+        #expect((refused["error"] as? String)?.contains("No space left on device") == true, "\(refused)")
+        let status = try client.request(#"{"op":"status"}"#)
+        #expect(status["ok"] as? Bool == true, "status while the disk is full: \(status)")
+        // Reads: a new subscriber replays what the journal holds.
+        let reader = try RawClient(kevd.socket)
+        #expect(try reader.request(#"{"op":"subscribe","from":"all","filter":["type=before"]}"#)["ok"] as? Bool == true)
+        #expect(try reader.events(20).count == 20)
+        // Positions cannot be stored: the ack fails softly, with a reply.
+        let ack = try named.request(#"{"op":"ack","seq":3}"#)
+        #expect(ack["ok"] as? Bool == false, "ack on a full disk: \(ack)")
+        #expect(try kevd.emit(client, "during", key: "y")["ok"] as? Bool == false)
+
+        // Sustained file events while full: kevd must not buffer them without bound.
+        try writeFile(dir(kevd, "trigger-0"))
+        for i in 0..<files {
+            let path = dir(kevd, "f\(i)")
+            try writeFile(path)
+            unlink(path)
+        }
+        let during = ProcessFigures.rssKiB(daemon.pid)
+
+        // Space returns: kevd resumes by itself, no signal, no client needed. The emitter stops first (its last
+        // emit may be one that waits for the disk), so nothing but kevd's own retry wakes its loop.
+        emitter.requestStop()
+        unlink(kevd.filler)
+        let resumed = try daemon.waitFor("kevd/resumed", from: marker, timeout: 20) { $0.isEvent("kevd", "resumed", key: "journal") }
+        #expect(resumed.data["failed_ms"] != nil)
+        let errors = daemon.received.filter { $0.isEvent("kevd", "error", key: "journal") }
+        #expect(errors.count == 1, "one kevd/error per episode, got \(errors.count)")
+        // The loss while input was paused is reported, not silent.
+        try daemon.waitFor("inotify overflow after the pause", from: marker, timeout: 20) { $0.isEvent("inotify", "overflow") }
+
+        let after = try kevd.emit(client, "after", key: "z")
+        #expect(after["ok"] as? Bool == true, "emit after recovery: \(after)")
+        if let id = after["id"] as? String { acknowledged.append(id) }
+        #expect(try named.request(#"{"op":"ack","seq":4}"#)["ok"] as? Bool == true)
+        let background = emitter.stop()
+        acknowledged += background.acknowledged
+        #expect(background.pendingAtEnd == 0, "emits still without a reply after recovery")
+
+        let rssAfter = ProcessFigures.rssKiB(daemon.pid)
+        let verify = try kevctl(["journal", "--verify", "--state-dir", kevd.state])
+        #expect(verify.status == 0, "journal --verify after recovery: \(verify.stdout) \(verify.stderr)")
+        let emitted = try kevctl(["journal", "--state-dir", kevd.state, "source=emit"]).stdout.split(separator: "\n")
+        var counts: [String: Int] = [:]
+        for line in emitted {
+            if let e = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let id = e["id"] as? String {
+                counts[id, default: 0] += 1
+            }
+        }
+        let wrong = acknowledged.filter { counts[$0] != 1 }
+        #expect(wrong.isEmpty, "acknowledged emits not exactly once in the journal: \(wrong.prefix(5))")
+        daemon.stop()
+        let stderr = daemon.finalStderr()
+        // Failures are logged once per distinct error, not once per attempt.
+        let lines = stderr.split(separator: "\n")
+        let positionErrors = lines.filter { $0.contains("rule positions not saved") }.count
+        #expect(positionErrors <= 2, "rule position failures logged \(positionErrors) times")
+        let writeErrors = lines.filter { $0.contains("journal write failed") }.count
+        #expect(writeErrors >= 1 && writeErrors <= 4, "journal write failures logged \(writeErrors) times: \(stderr)")
+        Reliability.report(
+            "disk_full",
+            ["filled_bytes": filled, "file_events": files * 2, "acknowledged": acknowledged.count,
+             "refused": background.refused, "rss_before_kib": before, "rss_full_kib": during,
+             "rss_after_kib": rssAfter, "failed_ms": resumed.data["failed_ms"] ?? "-",
+             "segment_create_failed": stderr.contains("cannot start a new journal segment"), "log_lines": lines.count])
+    }
+
+    private func dir(_ kevd: DiskFullDaemon, _ name: String) -> String { kevd.dir.file("w/" + name) }
+}
+
+/// Emits in a loop on its own connection until stopped, waiting for each reply (which, while the journal cannot
+/// write, may come only once it can).
+private final class BackgroundEmitter: @unchecked Sendable {
+    // @unchecked: the counters are behind `lock`.
+    private let lock = NSLock()
+    private var stopping = false
+    private var ids: [String] = []
+    private var refusedCount = 0
+    private var waiting = 0
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(socket: String) {
+        Thread { [self] in
+            defer { finished.signal() }
+            guard let client = try? RawClient(socket) else { return }
+            var i = 0
+            while !lock.withLock({ stopping }) {
+                i += 1
+                lock.withLock { waiting += 1 }
+                client.send(#"{"op":"emit","type":"steady","key":"\#(i)"}"# + "\n")
+                // Longer than RawClient's usual deadline: a reply may rightly wait for the disk to have room.
+                guard let reply = try? client.line(timeout: 90) else { return }
+                lock.withLock {
+                    waiting -= 1
+                    if reply["ok"] as? Bool == true, let id = reply["id"] as? String { ids.append(id) } else { refusedCount += 1 }
+                }
+                usleep(2_000)
+            }
+        }.start()
+    }
+
+    /// Sends nothing more. A refused emit's reply comes at once, so after a second the emitter has either
+    /// finished or waits for the reply of an emit that waits for the disk.
+    func requestStop() {
+        lock.withLock { stopping = true }
+        if finished.wait(timeout: .now() + 1) == .success { finished.signal() }
+    }
+
+    /// Stops and waits for the last reply (bounded by the client's own read deadline).
+    func stop() -> (acknowledged: [String], refused: Int, pendingAtEnd: Int) {
+        lock.withLock { stopping = true }
+        _ = finished.wait(timeout: .now() + 30)
+        return lock.withLock { (ids, refusedCount, waiting) }
+    }
+}
