@@ -13,7 +13,7 @@ private final class DiskFullDaemon {
     var state: String { "/proc/\(daemon.pid)/root" + dir.file("state") }
     var filler: String { state + "/filler" }
 
-    init(tmpfsBytes: Int, rule: String) throws {
+    init(tmpfsBytes: Int, inodes: Int = 0, rule: String) throws {
         dir = try TemporaryDirectory()
         try makeDirectory(dir.file("state"))
         try makeDirectory(dir.file("w"))
@@ -37,8 +37,8 @@ private final class DiskFullDaemon {
             """
         let launcher = [
             "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            #"mount -t tmpfs -o size=$1,mode=0750 tmpfs "$0" && shift && exec "$@""#,
-            dir.file("state"), "\(tmpfsBytes)",
+            #"mount -t tmpfs -o "$1",mode=0750 tmpfs "$0" && shift && exec "$@""#,
+            dir.file("state"), "size=\(tmpfsBytes)" + (inodes > 0 ? ",nr_inodes=\(inodes)" : ""),
         ]
         daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
     }
@@ -178,6 +178,76 @@ struct ReliabilityDiskFullTests {
              "refused": background.refused, "rss_before_kib": before, "rss_full_kib": during,
              "rss_after_kib": rssAfter, "failed_ms": resumed.data["failed_ms"] ?? "-",
              "segment_create_failed": stderr.contains("cannot start a new journal segment"), "log_lines": lines.count])
+    }
+
+    @Test("out of inodes: a journal segment cannot be created; kevd reports it, does not spin, and resumes")
+    func segmentCannotBeCreated() throws {
+        try Root.check()
+        let kevd = try DiskFullDaemon(
+            tmpfsBytes: 64 << 20, inodes: 64,
+            rule: "[[rule]]\nname = \"never\"\nmatch = [\"type=never-emitted\"]\nrun = [\"/bin/true\"]\n")
+        let daemon = kevd.daemon
+        let client = try RawClient(kevd.socket)
+        // Every inode the tmpfs has left goes to empty files: the active segment still grows, but the next one
+        // cannot be created.
+        var fillers: [String] = []
+        while true {
+            let path = kevd.state + "/inode-\(fillers.count)"
+            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            if fd < 0 { break }
+            close(fd)
+            fillers.append(path)
+        }
+        try #require(errno == ENOSPC, "filling inodes stopped with errno \(errno)")
+        let marker = daemon.received.count
+        var acknowledged: [String] = []
+        let padding = String(repeating: "p", count: 1000)
+        // A 64 KiB segment holds ~60 of these. The emit that needs the next segment was accepted before the
+        // rotation failed: its reply waits for the disk (it must come once the segment can be created).
+        var waiting = false
+        for i in 0..<500 {
+            client.send(#"{"op":"emit","type":"fill","key":"\#(i)","data":{"pad":"\#(padding)"}}"# + "\n")
+            guard let reply = try? client.line(timeout: 3) else {
+                waiting = true
+                break
+            }
+            let id = try #require(reply["id"] as? String, "emit before the rotation failed: \(reply)")
+            acknowledged.append(id)
+        }
+        #expect(waiting, "500 emits of 1 KB fitted in a 64 KiB segment")
+        let error = try daemon.waitFor("kevd/error for the journal", from: marker, timeout: 20) {
+            $0.isEvent("kevd", "error", key: "journal")
+        }
+        #expect((error.data["error"] as? String)?.contains("new journal segment") == true, "\(error)")
+        // Meanwhile, new emits are refused with the reason.
+        let other = try RawClient(kevd.socket)
+        let refusal = try other.request(#"{"op":"emit","type":"refused","key":"r"}"#)
+        #expect(refusal["ok"] as? Bool == false)
+        #expect((refusal["error"] as? String)?.contains("No space left on device") == true, "\(refusal)")
+        // The loop must not spin on the failing rotation: kevd answers, and uses little CPU while it waits.
+        let cpuBefore = ProcessFigures.cpuSeconds(daemon.pid)
+        #expect(try other.request(#"{"op":"status"}"#)["ok"] as? Bool == true)
+        usleep(1_500_000)
+        let cpu = ProcessFigures.cpuSeconds(daemon.pid) - cpuBefore
+        #expect(cpu < 0.75, "kevd used \(cpu) s of CPU in 1.5 s while it could not rotate")
+
+        for path in fillers { unlink(path) }
+        try daemon.waitFor("kevd/resumed", from: marker, timeout: 20) { $0.isEvent("kevd", "resumed", key: "journal") }
+        let late = try client.line(timeout: 20)
+        #expect(late["ok"] as? Bool == true, "the emit that waited for the disk: \(late)")
+        if let id = late["id"] as? String { acknowledged.append(id) }
+        let after = try client.request(#"{"op":"emit","type":"after","key":"z"}"#)
+        #expect(after["ok"] as? Bool == true, "\(after)")
+        if let id = after["id"] as? String { acknowledged.append(id) }
+        let verify = try kevctl(["journal", "--verify", "--state-dir", kevd.state])
+        #expect(verify.status == 0, "journal --verify after recovery: \(verify.stdout) \(verify.stderr)")
+        let ids = try kevctl(["journal", "--state-dir", kevd.state, "source=emit"]).stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String
+        }
+        let missing = acknowledged.filter { id in ids.filter { $0 == id }.count != 1 }
+        #expect(missing.isEmpty, "acknowledged emits not exactly once in the journal: \(missing.prefix(5))")
+        Reliability.report("disk_full_inodes", ["acknowledged": acknowledged.count, "kevd_cpu_s_while_stuck": String(format: "%.2f", cpu)])
+        daemon.stop()
     }
 
     private func dir(_ kevd: DiskFullDaemon, _ name: String) -> String { kevd.dir.file("w/" + name) }
