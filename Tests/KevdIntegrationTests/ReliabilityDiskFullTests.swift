@@ -115,6 +115,8 @@ struct ReliabilityDiskFullTests {
         #expect((refused["error"] as? String)?.contains("No space left on device") == true, "\(refused)")
         let status = try client.request(#"{"op":"status"}"#)
         #expect(status["ok"] as? Bool == true, "status while the disk is full: \(status)")
+        let journalStatus = status["journal"] as? [String: Any] ?? [:]
+        #expect((journalStatus["error"] as? String)?.contains("No space left on device") == true, "\(journalStatus)")
         // Reads: a new subscriber replays what the journal holds.
         let reader = try RawClient(kevd.socket)
         #expect(try reader.request(#"{"op":"subscribe","from":"all","filter":["type=before"]}"#)["ok"] as? Bool == true)
