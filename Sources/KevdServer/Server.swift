@@ -96,12 +96,27 @@ public final class Server: EventSink {
             self.acceptAll()
         }
         reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        Self.makeRoomForClients(context.settings.maxClients, logger: context.logger)
+    }
+
+    /// fds kevd keeps for itself beyond its clients: journal segments and readers, rule runs' pipes, sources.
+    static let ownFDs = 256
+
+    /// `max_clients` connections must leave kevd the fds it needs for itself. The usual soft RLIMIT_NOFILE (1024,
+    /// also under systemd) is below the default max_clients plus that, so the soft limit is raised as far as
+    /// needed, within the hard limit; if that is not enough, kevd says so at start rather than at EMFILE.
+    private static func makeRoomForClients(_ maxClients: Int, logger: Logger) {
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        let wanted = rlim_t(maxClients + ownFDs)
         var limit = rlimit()
-        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, UInt(limit.rlim_cur) < UInt(context.settings.maxClients) + 128 {
-            // Clients would then exhaust the fds kevd needs for itself (journal segments, readers, rule runs).
-            context.logger.warning(
-                "[server] max_clients is close to the open-files limit: raise LimitNOFILE or lower max_clients",
-                metadata: ["max_clients": "\(context.settings.maxClients)", "RLIMIT_NOFILE": "\(limit.rlim_cur)"])
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur < wanted else { return }
+        var raised = limit
+        raised.rlim_cur = min(wanted, limit.rlim_max)
+        if setrlimit(resource, &raised) == 0 { limit = raised }
+        if limit.rlim_cur < wanted {
+            logger.warning(
+                "[server] max_clients leaves kevd too few file descriptors: raise LimitNOFILE or lower max_clients",
+                metadata: ["max_clients": "\(maxClients)", "RLIMIT_NOFILE": "\(limit.rlim_cur)", "needed": "\(wanted)"])
         }
     }
 

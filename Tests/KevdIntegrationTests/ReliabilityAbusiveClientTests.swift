@@ -188,6 +188,20 @@ struct ReliabilityAbusiveClientTests {
         #expect(daemon.finalStderr().contains("out of file descriptors"))
     }
 
+    @Test("a soft open-files limit below max_clients is raised within the hard limit at start")
+    func raisesOpenFileLimit() throws {
+        let dir = try TemporaryDirectory()
+        let daemon = try DaemonProcess(
+            config: serverConfig("[server]\nmax_clients = 2000\n"), in: dir,
+            launcher: ["/usr/bin/prlimit", "--nofile=1024:8192", "--"])
+        let limits = try String(contentsOfFile: "/proc/\(daemon.pid)/limits", encoding: .utf8)
+        let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(fields.count >= 5 && fields[3] == "2256" && fields[4] == "8192", "\(line)")
+        daemon.stop()
+        #expect(!daemon.finalStderr().contains("too few file descriptors"))
+    }
+
     @Test("clients that disconnect in the middle of a big replay: no leak, everyone else served")
     func disconnectMidReply() throws {
         let events = Reliability.size(short: 20_000, full: 200_000)
