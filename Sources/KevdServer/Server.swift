@@ -72,6 +72,7 @@ public final class Server: EventSink {
     private var reserveFD: Int32 = -1
     /// Set while the listening socket is out of epoll because no fd was left even to refuse a client.
     private var acceptPaused = false
+    private var acceptPausedAt: UInt64 = 0
     private var fdExhaustionReported = false
 
     public init(_ context: Context) throws {
@@ -232,7 +233,15 @@ public final class Server: EventSink {
         }
         guard stuck else { return }
         acceptPaused = true
+        acceptPausedAt = Clock.monotonicNanoseconds()
         try? context.loop.modify(fd: listener.rawValue, events: [])
+    }
+
+    /// An fd may be free again (a client left, or a second passed and something else closed one): waiting
+    /// clients can at least be told. If not, `acceptWithoutFDs` pauses again after one try: no spin.
+    private func resumeAccepting() {
+        acceptPaused = false
+        try? context.loop.modify(fd: listener.rawValue, events: .readable)
     }
 
     private func handle(_ id: UInt64, _ events: Epoll.Events) {
@@ -373,11 +382,7 @@ public final class Server: EventSink {
         c.fd.close()
         if let name = c.subscription?.name, names[name] == id { names.removeValue(forKey: name) }
         dirty.remove(id)
-        if acceptPaused {
-            // An fd is free again: waiting clients can at least be told.
-            acceptPaused = false
-            try? context.loop.modify(fd: listener.rawValue, events: .readable)
-        }
+        if acceptPaused { resumeAccepting() }
     }
 
     private func setInterest(_ c: Connection) {
@@ -852,6 +857,7 @@ public final class Server: EventSink {
     }
 
     public func endOfTurn() {
+        if acceptPaused && Clock.monotonicNanoseconds() &- acceptPausedAt > 1_000_000_000 { resumeAccepting() }
         // New records in the journal's file: readers that found its end (or were held back) read on.
         if context.journal.writtenSeq != lastWrittenSeq {
             lastWrittenSeq = context.journal.writtenSeq
