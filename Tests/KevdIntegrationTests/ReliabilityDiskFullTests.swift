@@ -72,8 +72,9 @@ struct ReliabilityDiskFullTests {
     @Test("a full state directory: one kevd/error, emits refused with the reason, reads served, memory bounded, resumes by itself, nothing acknowledged lost")
     func diskFull() throws {
         try Root.check()
-        // Enough file events to pass both the pending limit (4 MiB) and the kernel's inotify queue (16384).
-        let files = Reliability.size(short: 30_000, full: 100_000)
+        // Enough file events (two per file) to pass the pending limit (4 MiB, ~14,000 events), what one turn
+        // may read past it (up to ~65,000 records) and the kernel's inotify queue (16,384).
+        let files = Reliability.size(short: 50_000, full: 100_000)
         let kevd = try DiskFullDaemon(
             tmpfsBytes: 64 << 20,
             rule: """
