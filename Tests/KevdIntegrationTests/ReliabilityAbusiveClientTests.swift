@@ -25,7 +25,7 @@ struct ReliabilityAbusiveClientTests {
 
     @Test("a subscriber that never reads while many events flow: bounded memory, everyone else served")
     func neverReads() throws {
-        let events = Reliability.size(short: 50_000, full: 500_000)
+        let events = Reliability.size(short: 20_000, full: 500_000)
         let daemon = try DaemonProcess(config: serverConfig("[server]\nsend_buffer = \"256KiB\"\n"))
         let socket = daemon.directory.file("state/kevd.sock")
         var idle: [RawClient] = []
@@ -204,7 +204,7 @@ struct ReliabilityAbusiveClientTests {
 
     @Test("clients that disconnect in the middle of a big replay: no leak, everyone else served")
     func disconnectMidReply() throws {
-        let events = Reliability.size(short: 20_000, full: 200_000)
+        let events = Reliability.size(short: 10_000, full: 200_000)
         let rounds = Reliability.size(short: 20, full: 200)
         let daemon = try DaemonProcess(config: serverConfig())
         let socket = daemon.directory.file("state/kevd.sock")
