@@ -32,6 +32,9 @@ final class Connection {
         var reader: JournalReader?
         /// Set when the reader reached the end of what the journal holds.
         var drained = false
+        /// The last event queued to it live (not from the journal): its output is held back while the journal
+        /// has not written that far (see `Server.endOfTurn`).
+        var lastLive: UInt64 = 0
 
         /// Events published but not yet considered for this subscriber, given the pipeline's next seq.
         func lag(nextSeq: UInt64) -> UInt64 { nextSeq > next ? nextSeq - next : 0 }

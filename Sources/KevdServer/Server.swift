@@ -65,6 +65,9 @@ public final class Server: EventSink {
     private var positions: PositionStore!
     private var dirty: Set<UInt64> = []
     private var lastWrittenSeq: UInt64 = 0
+    /// Live subscribers whose output holds events the journal has not written yet (it cannot: disk full), kept
+    /// back until it has.
+    private var heldForJournal: Set<UInt64> = []
     /// `[server] emit_rate_per_uid`: one bucket per uid that emitted lately.
     private var emitBuckets: [UInt32: TokenBucket] = [:]
     private var limitReports = LimitReports()
@@ -770,6 +773,13 @@ public final class Server: EventSink {
     public func consume(_ event: Event, line: UnsafeRawBufferPointer) {
         for c in connections.values {
             guard let sub = c.subscription, event.seq == sub.next else { continue }
+            if context.journal.lastError != nil {
+                // The journal cannot write (disk full, EIO): events it holds only in memory are not handed out,
+                // or a crash before it writes them would give their seqs to other events that a subscriber sees
+                // too. The subscriber reads them from the journal once they are written.
+                if sub.mode == .live { switchToJournal(c, sub) }
+                continue
+            }
             if sub.mode == .journal {
                 // Still reading older events from the journal: this one will come from there too.
                 guard sub.drained else { continue }
@@ -788,6 +798,7 @@ public final class Server: EventSink {
             }
             c.output.append(line)
             sub.next += 1
+            sub.lastLive = event.seq
             dirty.insert(c.id)
         }
     }
@@ -864,6 +875,8 @@ public final class Server: EventSink {
             for c in connections.values where c.subscription?.mode == .journal && !c.waitingForWritable {
                 dirty.insert(c.id)
             }
+            dirty.formUnion(heldForJournal)
+            heldForJournal.removeAll()
         }
         guard !dirty.isEmpty else { return }
         let ids = dirty
@@ -871,10 +884,17 @@ public final class Server: EventSink {
         for id in ids {
             guard let c = connections[id] else { continue }
             if let sub = c.subscription, sub.mode == .journal, !c.waitingForWritable { pump(c, sub) }
+            if let sub = c.subscription, sub.lastLive > context.journal.writtenSeq {
+                // This turn's events went out live before the journal's write failed: they wait with it.
+                heldForJournal.insert(id)
+                continue
+            }
             flush(c)
         }
-        // Catch-up work left for later (a per-turn budget keeps the loop fair): come back next turn.
-        if !dirty.isEmpty { context.loop.inbox.post {} }
+        // Catch-up work left for later (a per-turn budget keeps the loop fair), or events published after the
+        // journal's write this turn (a sink's own `overflow`): come back next turn. While the journal fails,
+        // its retry timer brings the turns.
+        if !dirty.isEmpty || (!heldForJournal.isEmpty && context.journal.lastError == nil) { context.loop.inbox.post {} }
     }
 
     private func flush(_ c: Connection) {

@@ -128,6 +128,31 @@ struct ReliabilityDiskFullTests {
         #expect(ack["ok"] as? Bool == false, "ack on a full disk: \(ack)")
         #expect(try kevd.emit(client, "during", key: "y")["ok"] as? Bool == false)
 
+        // A live subscriber gets only what the journal has written: were an event held in memory handed out, a
+        // crash before the disk frees would give its seq to another event. Whatever it got before its status
+        // reply must already be in the journal's files (more than a page of events: the full disk may still take
+        // a page's remainder). Once space returns it reads the rest from the journal, the same events.
+        let live = try RawClient(kevd.socket)
+        #expect(try live.request(#"{"op":"subscribe","filter":["source=inotify","type=create","key=*/held*"]}"#)["ok"] as? Bool == true)
+        let heldCount = 200
+        for i in 0..<heldCount { try writeFile(dir(kevd, "held\(i)")) }
+        let heldOnStdout = try daemon.waitForCount("the held files' events on stdout", count: heldCount) {
+            $0["source"] as? String == "inotify" && $0["type"] as? String == "create"
+                && ($0["key"] as? String)?.contains("/held") == true
+        }
+        live.send(#"{"op":"status"}"# + "\n")
+        var heldReceived: [[String: Any]] = []
+        while true {
+            let line = try live.line()
+            if line["ok"] != nil { break }
+            heldReceived.append(line)
+        }
+        let onDisk = Set(try kevctl(["journal", "--state-dir", kevd.state, "source=inotify"]).stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String
+        })
+        let unwrittenSeqs = heldReceived.filter { !onDisk.contains($0["id"] as? String ?? "") }.compactMap { $0["seq"] as? Int }
+        #expect(unwrittenSeqs.isEmpty, "events went to a subscriber before the journal wrote them")
+
         // Sustained file events while full: kevd must not buffer them without bound.
         try writeFile(dir(kevd, "trigger-0"))
         for i in 0..<files {
@@ -147,6 +172,11 @@ struct ReliabilityDiskFullTests {
         #expect(errors.count == 1, "one kevd/error per episode, got \(errors.count)")
         // The loss while input was paused is reported, not silent.
         try daemon.waitFor("inotify overflow after the pause", from: marker, timeout: 20) { $0.isEvent("inotify", "overflow") }
+
+        heldReceived += try live.events(heldCount - heldReceived.count)
+        #expect(
+            heldReceived.map { $0["id"] as? String } == heldOnStdout.prefix(heldCount).map { $0["id"] as? String },
+            "the held events, read from the journal after recovery, are the ones kevd published")
 
         let after = try kevd.emit(client, "after", key: "z")
         #expect(after["ok"] as? Bool == true, "emit after recovery: \(after)")
