@@ -139,16 +139,17 @@ final class CrashLoad: @unchecked Sendable {
         }
     }
 
-    /// The rule's trigger: one at a time, about 50 a second, so that the rule can keep up between kills.
+    /// The rule's trigger: one at a time, about 20 a second over 16 keys, which 8 runs at once of 0.3 s keep up
+    /// with (about 6 in flight).
     private func emitRuleEvents(_ client: RawClient) {
         var i = 0
         while !stop.value {
             let payload = "r\(round)-rule-\(i)"
             i += 1
-            client.send(#"{"op":"emit","type":"crash.rule","key":"k\#(i % 4)","data":{"p":"\#(payload)"}}"# + "\n")
+            client.send(#"{"op":"emit","type":"crash.rule","key":"k\#(i % 16)","data":{"p":"\#(payload)"}}"# + "\n")
             guard let reply = try? client.line(timeout: 30) else { return }
             acknowledge(reply, payload: payload)
-            usleep(20_000)
+            usleep(50_000)
         }
     }
 
@@ -207,13 +208,14 @@ struct ReliabilityCrashTests {
         let dir = try TemporaryDirectory()
         try makeDirectory(dir.file("w"))
         let ruleOutput = dir.file("rule-ran")
-        let script = try writeScript(dir, "record.sh", "printf '%s\\n' \"$KEVD_EVENT_ID\" >> '\(ruleOutput)'\n")
+        // Each run takes a while, so that a kill finds several runs in flight: they must run again.
+        let script = try writeScript(dir, "record.sh", "sleep 0.3\nprintf '%s\\n' \"$KEVD_EVENT_ID\" >> '\(ruleOutput)'\n")
         try writeRuleFile(dir, "10-crash.toml", """
             [[rule]]
             name = "crash-record"
             match = ["source=emit", "type=crash.rule"]
             run = ["\(script)"]
-            concurrency = 4
+            concurrency = 8
             """)
         // The user's durability setting: an emit's reply means fdatasync'd (batch); subscribers may see events
         // before that, which a SIGKILL (page cache kept) must not lose either.
@@ -311,6 +313,10 @@ struct ReliabilityCrashTests {
         let missing = wanted.subtracting(ran)
         #expect(missing.isEmpty, "\(missing.count) of \(wanted.count) journaled rule triggers never ran, e.g. \(missing.prefix(3))")
         let reruns = ran.count - Set(ran).count
+        // Runs a kill cut short: started, never finished (kevd journals the end of every run it sees end).
+        let runEvents = try journalRecords(dir, from: 1, ["source=kevd", "key=crash-record"])
+        let interrupted = runEvents.filter { $0.type == "rule.started" }.count
+            - runEvents.filter { $0.type == "rule.succeeded" || $0.type == "rule.failed" }.count
 
         let emits = try journalRecords(dir, from: 1, ["source=emit"]).compactMap(\.seq)
         if let lastEmit = emits.last {
@@ -332,7 +338,7 @@ struct ReliabilityCrashTests {
         print(
             "RELIABILITY crash rounds=\(rounds) seed=\(seed) events=\(final.last?.seq ?? lastSeq) acknowledged=\(acknowledged) "
                 + "lost_acknowledged=\(lostTotal) printed=\(printedTotal) rule_triggers=\(wanted.count) rule_runs=\(ran.count) "
-                + "rule_reruns=\(reruns) rule_missing=\(missing.count) named_unseen=\(unseen.count) "
+                + "rule_interrupted=\(interrupted) rule_reruns=\(reruns) rule_missing=\(missing.count) named_unseen=\(unseen.count) "
                 + "kill_delay_s=\(String(format: "%.2f", killedAt.min() ?? 0))-\(String(format: "%.2f", killedAt.max() ?? 0))")
         #expect(daemon?.stop() == 0)
         try verifyJournal(dir, "after the last stop")
