@@ -201,8 +201,8 @@ struct ReliabilityCrashTests {
     @Test("SIGKILL at random points under load, restarted on the same state: nothing acknowledged or printed is lost, seqs continue, interrupted rule runs run again")
     func killRestartRounds() throws {
         signal(SIGPIPE, SIG_IGN)  // A client writing to a killed kevd must get EPIPE, not kill the test.
-        let rounds = ReliabilityKnobs.crashRounds
-        let seed = ReliabilityKnobs.crashSeed
+        let rounds = Reliability.crashRounds
+        let seed = Reliability.crashSeed
         var random = SeededRandom(seed: seed)
         print("RELIABILITY crash start rounds=\(rounds) seed=\(seed)")
         let dir = try TemporaryDirectory()

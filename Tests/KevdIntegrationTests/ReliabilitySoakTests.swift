@@ -282,9 +282,9 @@ struct ReliabilitySoakTests {
     func soak() throws {
         signal(SIGPIPE, SIG_IGN)
         if Root.required { try Root.check() }
-        let seconds = ReliabilityKnobs.soakSeconds
-        let interval = ReliabilityKnobs.soakInterval
-        let full = ReliabilityKnobs.full
+        let seconds = Reliability.soakSeconds
+        let interval = Reliability.soakInterval
+        let full = Reliability.full
         let dir = try TemporaryDirectory()
         try makeDirectory(dir.file("w"))
         // Device events need a private network namespace (root); without root the soak runs without them.
@@ -324,7 +324,7 @@ struct ReliabilitySoakTests {
 
         let load = SoakLoad(dir: dir, netns: netns)
         try load.start()
-        let csvPath = ReliabilityKnobs.soakCSV ?? dir.file("soak.csv")
+        let csvPath = Reliability.soakCSV ?? dir.file("soak.csv")
         var csv = "t_s,rss_kb,fds,cpu_s,cpu_pct,p50_ms,p99_ms,latency_samples,emits,delivered\n"
         struct Row { let t, rss, fds, cpuPct, p99: Double }
         var rows: [Row] = []
