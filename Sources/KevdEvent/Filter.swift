@@ -232,8 +232,27 @@ final class CompiledRegex: @unchecked Sendable {
 
     struct Message: Error { let text: String }
 
+    /// How many atoms a regex may stand for once its repetitions are expanded (`expandedSize`).
+    static let maximumExpandedSize = 2000
+
     /// Compiles `pattern`, or returns regerror's explanation.
     static func compile(_ pattern: String) -> Result<CompiledRegex, Message> {
+        // A subscriber's filter is compiled and matched on the event loop: patterns glibc takes seconds over are
+        // refused before they get there.
+        let shape = analyse(pattern)
+        // POSIX extended regexes have no back-references; glibc's extension matches them by backtracking, and
+        // `(.*)(.*)(.*)(.*)(.*)\5\4\3\2\1x` takes it minutes on a 100-byte key, on the event loop.
+        guard !shape.backReference else {
+            return .failure(Message(text: "back-references (\\1 to \\9) are not supported: they can take exponential time"))
+        }
+        // regcomp expands bounded repetitions and stacked quantifiers before it analyses the pattern:
+        // `a{1,32767}` takes it 45 s and each `+` in `a+++…` doubles its time (found by fuzzing).
+        guard shape.expandedSize <= maximumExpandedSize else {
+            return .failure(
+                Message(
+                    text: "too complex (its repetitions expand to more than \(maximumExpandedSize) atoms; "
+                        + "write fewer or smaller {m,n}, and no quantifier on a quantifier)"))
+        }
         let regex = UnsafeMutablePointer<regex_t>.allocate(capacity: 1)
         regex.initialize(to: regex_t())
         // REG_NOSUB: only whether it matches matters, which lets glibc skip tracking submatches.
@@ -247,6 +266,105 @@ final class CompiledRegex: @unchecked Sendable {
             return .failure(Message(text: text))
         }
         return .success(CompiledRegex(regex))
+    }
+
+    /// An estimate of the size of the automaton regcomp builds: each atom (character, bracket expression,
+    /// escape) counts 1, a group what it holds, and a quantifier multiplies what it applies to, as glibc copies
+    /// it: `{m,n}` by max(m, n) + 1, `*`, `+` and `?` by 2. Saturates rather than overflows; malformed
+    /// syntax is counted loosely (regcomp refuses it anyway).
+    static func expandedSize(_ pattern: String) -> Int { analyse(pattern).expandedSize }
+
+    /// `expandedSize`, and whether the pattern has a back-reference (`\1` to `\9` outside brackets).
+    static func analyse(_ pattern: String) -> (expandedSize: Int, backReference: Bool) {
+        var backReference = false
+        let b = Array(pattern.utf8)
+        let cap = Int(Int32.max)
+        func times(_ x: Int, _ y: Int) -> Int {
+            let (product, overflow) = x.multipliedReportingOverflow(by: y)
+            return overflow ? cap : min(product, cap)
+        }
+        // Per open group: the size so far and the size of the last piece (what a quantifier applies to).
+        var groups: [(size: Int, last: Int)] = [(0, 0)]
+        func atom(_ size: Int) {
+            groups[groups.count - 1].size = min(groups[groups.count - 1].size + size, cap)
+            groups[groups.count - 1].last = size
+        }
+        func quantify(_ factor: Int) {
+            let last = groups[groups.count - 1].last
+            groups[groups.count - 1].size = min(groups[groups.count - 1].size + times(last, factor - 1), cap)
+            groups[groups.count - 1].last = times(last, factor)
+        }
+        func number(_ k: inout Int) -> Int? {
+            var n: Int? = nil
+            while k < b.count, b[k] >= UInt8(ascii: "0"), b[k] <= UInt8(ascii: "9") {
+                n = min((n ?? 0) * 10 + Int(b[k] - UInt8(ascii: "0")), 1 << 20)
+                k += 1
+            }
+            return n
+        }
+        var i = 0
+        while i < b.count {
+            switch b[i] {
+            case UInt8(ascii: "\\"):
+                if i + 1 < b.count, b[i + 1] >= UInt8(ascii: "1"), b[i + 1] <= UInt8(ascii: "9") { backReference = true }
+                i += 2
+                atom(1)
+            case UInt8(ascii: "["):
+                // A bracket expression is one atom: `]` first (after an optional `^`) is literal, and `[:`,
+                // `[.`, `[=` open classes that end at `:]`, `.]`, `=]`.
+                var k = i + 1
+                if k < b.count, b[k] == UInt8(ascii: "^") { k += 1 }
+                if k < b.count, b[k] == UInt8(ascii: "]") { k += 1 }
+                while k < b.count, b[k] != UInt8(ascii: "]") {
+                    if b[k] == UInt8(ascii: "["), k + 1 < b.count, [UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "=")].contains(b[k + 1]) {
+                        let close = b[k + 1]
+                        k += 2
+                        while k + 1 < b.count, !(b[k] == close && b[k + 1] == UInt8(ascii: "]")) { k += 1 }
+                        k += 2
+                    } else {
+                        k += 1
+                    }
+                }
+                i = k + 1
+                atom(1)
+            case UInt8(ascii: "("):
+                groups.append((0, 0))
+                i += 1
+            case UInt8(ascii: ")"):
+                if groups.count > 1 {
+                    atom(max(groups.removeLast().size, 1))
+                } else {
+                    atom(1)
+                }
+                i += 1
+            case UInt8(ascii: "|"):
+                groups[groups.count - 1].last = 0
+                i += 1
+            case UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "?"):
+                quantify(2)
+                i += 1
+            case UInt8(ascii: "{"):
+                var k = i + 1
+                let low = number(&k)
+                var high = low
+                if k < b.count, b[k] == UInt8(ascii: ",") {
+                    k += 1
+                    high = number(&k) ?? low
+                }
+                if let low, k < b.count, b[k] == UInt8(ascii: "}") {
+                    quantify(max(low, high ?? low) + 1)
+                    i = k + 1
+                } else {
+                    atom(1)
+                    i += 1
+                }
+            default:
+                atom(1)
+                i += 1
+            }
+        }
+        while groups.count > 1 { atom(max(groups.removeLast().size, 1)) }
+        return (groups[0].size, backReference)
     }
 
     /// Whether `subject` contains a match anywhere. REG_STARTEND passes the length, so text after an embedded
