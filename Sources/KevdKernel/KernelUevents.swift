@@ -67,7 +67,8 @@ extension UdevMonitor.Filter {
 /// Decodes one kernel uevent datagram: `ACTION@DEVPATH\0` then `KEY=VALUE\0` pairs.
 ///
 /// Nothing in it is trusted: the header must name an action and a devpath, the properties `ACTION`, `DEVPATH`,
-/// `SUBSYSTEM` and `SEQNUM` must be present and agree with the header, and anything else is rejected (nil).
+/// `SUBSYSTEM` and `SEQNUM` must be present and agree with the header, each property may appear once, and
+/// anything else is rejected (nil).
 public enum UeventDecoder {
     public static func decode(_ bytes: UnsafeBufferPointer<UInt8>) -> UdevMonitor.Device? {
         guard let headerEnd = bytes.firstIndex(of: 0), let at = bytes[..<headerEnd].firstIndex(of: UInt8(ascii: "@")),
@@ -87,6 +88,9 @@ public enum UeventDecoder {
             guard let equals = field.firstIndex(of: UInt8(ascii: "=")), equals > 0 else { return nil }
             let name = String(decoding: UnsafeBufferPointer(rebasing: field[..<equals]), as: UTF8.self)
             let value = String(decoding: UnsafeBufferPointer(rebasing: field[(equals + 1)...]), as: UTF8.self)
+            // The kernel names each property once; a repeated name would become a repeated member of the event's
+            // `data`, a journal line no reader accepts (found by fuzzing).
+            guard !device.properties.contains(where: { $0.name == name }) else { return nil }
             switch name {
             case "ACTION": device.action = value
             case "DEVPATH": device.devpath = value

@@ -109,6 +109,11 @@ public final class UdevSource {
     }
 
     private func publish(_ device: UdevMonitor.Device) {
+        pipeline.publish(Self.draft(device))
+    }
+
+    /// The event a device becomes; public for the uevent fuzz target, which checks it survives the journal.
+    public static func draft(_ device: UdevMonitor.Device) -> EventDraft {
         var data = EventData(capacity: 6 + device.properties.count)
         data.append("subsystem", device.subsystem ?? "")
         data.append("devtype", device.devtype ?? "")
@@ -123,7 +128,7 @@ public final class UdevSource {
             }
             data.append(property.name, property.value)
         }
-        pipeline.publish(EventDraft(source: .udev, type: device.action, key: device.devpath, data: data))
+        return EventDraft(source: .udev, type: device.action, key: device.devpath, data: data)
     }
 }
 
