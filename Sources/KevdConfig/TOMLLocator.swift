@@ -64,6 +64,60 @@ struct TOMLLocator {
         }
     }
 
+    /// The first table header whose key starts with neither a bare-key character nor a quote (`[^x]`, `[ !]`, a
+    /// `[` that ends its line): toml++, inside TOMLKit, asserts on one instead of reporting it, which aborts
+    /// kevd, or is undefined behaviour where assertions are off (found by fuzzing). Lines are followed as
+    /// `init` follows them, so a `[` inside a multi-line string or array is not taken for a header.
+    static func unparsableHeader(in source: String) -> Position? {
+        var inMultilineString: String? = nil
+        var bracketDepth = 0
+        var lineNumber = 0
+        for rawLine in source.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let line = Substring(rawLine)
+            if let delimiter = inMultilineString {
+                if line.contains(delimiter) { inMultilineString = nil }
+                continue
+            }
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            if bracketDepth > 0 {
+                bracketDepth += Self.bracketBalance(trimmed)
+                continue
+            }
+            if trimmed.hasPrefix("[") {
+                // As toml++ reads a header: `[`, blanks, a second `[` only right after the first, blanks, the key.
+                let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+                var rest = trimmed.utf8.dropFirst()
+                let hadBlank = rest.first.map(blank) ?? false
+                rest = rest.drop(while: blank)
+                if !hadBlank, rest.first == UInt8(ascii: "[") { rest = rest.dropFirst().drop(while: blank) }
+                if !Self.startsKey(rest.first) {
+                    return Position(line: lineNumber, column: line.utf8.count - rest.count + 1)
+                }
+                continue
+            }
+            guard let equals = trimmed.firstIndex(of: "=") else { continue }
+            let value = trimmed[trimmed.index(after: equals)...].drop { $0 == " " || $0 == "\t" }
+            for delimiter in ["\"\"\"", "'''"] where value.hasPrefix(delimiter) {
+                if !value.dropFirst(3).contains(delimiter) { inMultilineString = delimiter }
+            }
+            if value.hasPrefix("[") { bracketDepth = Self.bracketBalance(value) }
+        }
+        return nil
+    }
+
+    /// Whether a header's key may start with `byte` (nil: the line ended): a bare key's letter, digit, `_` or
+    /// `-`, a quote, or the `]` of an empty key, which toml++ reports properly.
+    private static func startsKey(_ byte: UInt8?) -> Bool {
+        guard let byte else { return false }
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return [UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "\""), UInt8(ascii: "'"), UInt8(ascii: "]")].contains(byte)
+        }
+    }
+
     /// Where `key` of the `index`-th `table` is, else (a key written as a header, like an unknown `[extra]`)
     /// the first header of that name, else where the table starts, else the top of the file.
     func position(table: String, index: Int = 0, key: String? = nil) -> Position {

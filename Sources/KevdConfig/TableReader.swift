@@ -18,6 +18,11 @@ struct TableReader {
 
     /// Parses `source`, turning TOMLKit's syntax error into a located `ConfigError`.
     static func parse(source: String, file: String) throws -> TOMLTable {
+        if let at = TOMLLocator.unparsableHeader(in: source) {
+            throw ConfigError(
+                file: file, line: at.line, column: at.column,
+                message: "a table header needs a key after '[' (a letter, digit, '_', '-' or a quoted key)")
+        }
         do {
             return try TOMLTable(string: source)
         } catch let error as TOMLParseError {

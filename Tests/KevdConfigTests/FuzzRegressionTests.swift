@@ -1,0 +1,52 @@
+import Testing
+
+@testable import KevdConfig
+
+/// Inputs `scripts/fuzz` found (Fuzz/), kept as regression cases: each must be a located error, not an abort.
+@Suite("Reliability: fuzz regressions (TOML)")
+struct ReliabilityFuzzTOMLRegressionTests: ConfigText {
+    /// The rules fuzz target's input (trimmed to where it goes wrong): toml++ asserted on the `^` after `[`,
+    /// aborting `kevctl rules check`, or kevd itself when it read or reloaded the file.
+    static let caretHeader = """
+        [^[rule]]
+        name = "sh-array"
+        match = []
+        shell = true
+        run = ["cp \\"$1\\" \\"${HOME}/backup\\" && { echo done; }", "{key}", "--"]
+        """
+
+    @Test("a table header without a key is an error at its place", arguments: [
+        (caretHeader, 1, 2), ("[@]", 1, 2), ("[ !x]", 1, 3), ("[[ ^]]", 1, 4), ("a = 1\n  [", 2, 4),
+        ("[daemon]\n[\u{e9}]", 2, 2),
+    ] as [(String, Int, Int)])
+    func headerWithoutKey(_ text: String, _ line: Int, _ column: Int) throws {
+        let found = try #require(self.error(text))
+        #expect(found.line == line && found.column == column, "\(found)")
+        #expect(found.message.hasPrefix("a table header needs a key after '['"), "\(found)")
+    }
+
+    @Test("a '[' inside a multi-line string or array is not a header")
+    func bracketsInValues() throws {
+        let source = """
+            [[rule]]
+            name = "shell"
+            match = []
+            shell = true
+            run = \"\"\"
+            [ ! -e /tmp/x ] && echo missing
+            [^ this is text
+            \"\"\"
+
+            [[rule]]
+            name = "nested"
+            match = [
+              "key~^/srv/",
+            [
+            ]
+            ]
+            run = ["true"]
+            """
+        #expect(TOMLLocator.unparsableHeader(in: source) == nil)
+        #expect(TOMLLocator.unparsableHeader(in: "[daemon]\n[ \"quoted key\" ]\n[[watch]]\n[ a . b ]\n[]") == nil)
+    }
+}
