@@ -78,7 +78,7 @@ public enum JournalFormat {
         case record(seq: UInt64, time: Int64, payload: Range<Int>, next: Int)
         /// Not enough bytes for the record the header announces (the tail is being written, or was torn).
         case incomplete
-        /// Damaged: bad magic, impossible length, or a CRC mismatch.
+        /// Damaged: bad magic, impossible length, a CRC mismatch, or an impossible seq (0 or the largest).
         case corrupt(String)
     }
 
@@ -94,6 +94,9 @@ public enum JournalFormat {
         let computed = crc32c(UnsafeRawBufferPointer(rebasing: bytes[(offset + 12)..<end]))
         guard stored == computed else { return .corrupt("CRC mismatch") }
         let seq = load(UInt64.self, from: bytes, at: offset + 16)
+        // Seqs start at 1 and cannot reach the top; every reader computes seq + 1 or seq - 1, which would trap on
+        // such a record (found by fuzzing: damage that kept its CRC right).
+        guard seq > 0, seq < .max else { return .corrupt("impossible seq \(seq)") }
         let time = load(Int64.self, from: bytes, at: offset + 24)
         return .record(seq: seq, time: time, payload: (offset + recordHeaderSize)..<end, next: min(padded(end), bytes.count))
     }
