@@ -15,6 +15,9 @@ let package = Package(
     products: [
         .executable(name: "kevd", targets: ["kevd"]),
         .executable(name: "kevctl", targets: ["kevctl"]),
+        // For the fuzz targets (Fuzz/Package.swift) only: the parsers of untrusted input, as a library a
+        // separate package can link. Nothing installs or ships it.
+        .library(name: "KevdParsers", targets: ["KevdEvent", "KevdConfig", "KevdJournal", "KevdKernel", "KevdLoop"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
