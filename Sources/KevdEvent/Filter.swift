@@ -232,27 +232,14 @@ final class CompiledRegex: @unchecked Sendable {
 
     struct Message: Error { let text: String }
 
-    /// How many atoms a regex may stand for once its repetitions are expanded (`expandedSize`).
-    static let maximumExpandedSize = 2000
+    /// How many atoms a regex may stand for once its repetitions are expanded (see `refusal`).
+    static let maximumExpandedSize = 1000
 
     /// Compiles `pattern`, or returns regerror's explanation.
     static func compile(_ pattern: String) -> Result<CompiledRegex, Message> {
         // A subscriber's filter is compiled and matched on the event loop: patterns glibc takes seconds over are
         // refused before they get there.
-        let shape = analyse(pattern)
-        // POSIX extended regexes have no back-references; glibc's extension matches them by backtracking, and
-        // `(.*)(.*)(.*)(.*)(.*)\5\4\3\2\1x` takes it minutes on a 100-byte key, on the event loop.
-        guard !shape.backReference else {
-            return .failure(Message(text: "back-references (\\1 to \\9) are not supported: they can take exponential time"))
-        }
-        // regcomp expands bounded repetitions and stacked quantifiers before it analyses the pattern:
-        // `a{1,32767}` takes it 45 s and each `+` in `a+++…` doubles its time (found by fuzzing).
-        guard shape.expandedSize <= maximumExpandedSize else {
-            return .failure(
-                Message(
-                    text: "too complex (its repetitions expand to more than \(maximumExpandedSize) atoms; "
-                        + "write fewer or smaller {m,n}, and no quantifier on a quantifier)"))
-        }
+        if let why = refusal(pattern) { return .failure(Message(text: why)) }
         let regex = UnsafeMutablePointer<regex_t>.allocate(capacity: 1)
         regex.initialize(to: regex_t())
         // REG_NOSUB: only whether it matches matters, which lets glibc skip tracking submatches.
@@ -268,31 +255,78 @@ final class CompiledRegex: @unchecked Sendable {
         return .success(CompiledRegex(regex))
     }
 
-    /// An estimate of the size of the automaton regcomp builds: each atom (character, bracket expression,
-    /// escape) counts 1, a group what it holds, and a quantifier multiplies what it applies to, as glibc copies
-    /// it: `{m,n}` by max(m, n) + 1, `*`, `+` and `?` by 2. Saturates rather than overflows; malformed
-    /// syntax is counted loosely (regcomp refuses it anyway).
-    static func expandedSize(_ pattern: String) -> Int { analyse(pattern).expandedSize }
-
-    /// `expandedSize`, and whether the pattern has a back-reference (`\1` to `\9` outside brackets).
-    static func analyse(_ pattern: String) -> (expandedSize: Int, backReference: Bool) {
-        var backReference = false
+    /// Why `pattern` is refused before regcomp sees it, or nil. glibc's regcomp expands every bounded repetition
+    /// and computes epsilon closures over the copies, which explodes on some small patterns (found by
+    /// fuzzing; times are glibc's, without sanitizers):
+    /// - a repetition expanding past `maximumExpandedSize` atoms: `a{1,32767}` takes 45 s;
+    /// - a quantifier on a piece that can match empty and repeats already: each `+` in `^A*+++++` or
+    ///   `(((((^A*)+)+)+)+)+` multiplies the time (8 s and 13 s), `^((a|b|)+){1,63}$` takes over 5 s. POSIX leaves
+    ///   adjacent quantifiers undefined anyway, and `(a*)+` matches what `a*` does;
+    /// - an anchor (`^`, `$`, `\b`, `\B`, `\<`, `\>`) inside a repetition: `((((\b)+)+)+)+` takes 2 minutes, and
+    ///   repeating an anchor means nothing;
+    /// - a back-reference: POSIX extended regexes have none; glibc's extension matches by backtracking, and
+    ///   `(.*)(.*)(.*)(.*)(.*)\5\4\3\2\1x` held regexec for minutes on a 100-byte key.
+    /// Malformed syntax is passed on to regcomp, which says what is wrong.
+    static func refusal(_ pattern: String) -> String? {
         let b = Array(pattern.utf8)
         let cap = Int(Int32.max)
         func times(_ x: Int, _ y: Int) -> Int {
             let (product, overflow) = x.multipliedReportingOverflow(by: y)
             return overflow ? cap : min(product, cap)
         }
-        // Per open group: the size so far and the size of the last piece (what a quantifier applies to).
-        var groups: [(size: Int, last: Int)] = [(0, 0)]
-        func atom(_ size: Int) {
-            groups[groups.count - 1].size = min(groups[groups.count - 1].size + size, cap)
-            groups[groups.count - 1].last = size
+        /// A piece: an atom, a group or a repetition of one.
+        struct Piece {
+            var size: Int
+            var nullable: Bool
+            var repeats: Bool
+            var anchored: Bool
         }
-        func quantify(_ factor: Int) {
-            let last = groups[groups.count - 1].last
-            groups[groups.count - 1].size = min(groups[groups.count - 1].size + times(last, factor - 1), cap)
-            groups[groups.count - 1].last = times(last, factor)
+        /// An open group: its size so far, what it holds, whether an alternative ended that can match empty,
+        /// whether the pieces of the current alternative before `last` all can.
+        struct Group {
+            var size = 0
+            var repeats = false
+            var anchored = false
+            var emptyAlternative = false
+            var emptySoFar = true
+            var last: Piece? = nil
+        }
+        var groups = [Group()]
+        func add(_ piece: Piece) {
+            var g = groups[groups.count - 1]
+            if let last = g.last { g.emptySoFar = g.emptySoFar && last.nullable }
+            g.size = min(g.size + piece.size, cap)
+            g.repeats = g.repeats || piece.repeats
+            g.anchored = g.anchored || piece.anchored
+            g.last = piece
+            groups[groups.count - 1] = g
+        }
+        func close(_ g: Group) -> Piece {
+            let nullable = g.emptyAlternative || (g.emptySoFar && (g.last?.nullable ?? true))
+            return Piece(size: max(g.size, 1), nullable: nullable, repeats: g.repeats, anchored: g.anchored)
+        }
+        let atom = Piece(size: 1, nullable: false, repeats: false, anchored: false)
+        let anchor = Piece(size: 1, nullable: true, repeats: false, anchored: true)
+        /// Applies a quantifier to the last piece; the refusal, if any.
+        func quantify(factor: Int, allowsNone: Bool) -> String? {
+            var g = groups[groups.count - 1]
+            guard var piece = g.last else {
+                add(atom)  // Nothing to repeat: regcomp takes it literally or refuses it.
+                return nil
+            }
+            if piece.anchored { return "an anchor (^, $, \\b, \\B, \\<, \\>) cannot be repeated" }
+            if piece.nullable && piece.repeats {
+                return "a repetition of something that can match empty and repeats already (like a*+ or (a*)+) "
+                    + "is not supported: it can take glibc minutes to compile"
+            }
+            g.size = min(g.size + times(piece.size, factor - 1), cap)
+            piece.size = times(piece.size, factor)
+            piece.nullable = piece.nullable || allowsNone
+            piece.repeats = true
+            g.repeats = true
+            g.last = piece
+            groups[groups.count - 1] = g
+            return nil
         }
         func number(_ k: inout Int) -> Int? {
             var n: Int? = nil
@@ -306,9 +340,16 @@ final class CompiledRegex: @unchecked Sendable {
         while i < b.count {
             switch b[i] {
             case UInt8(ascii: "\\"):
-                if i + 1 < b.count, b[i + 1] >= UInt8(ascii: "1"), b[i + 1] <= UInt8(ascii: "9") { backReference = true }
+                let next = i + 1 < b.count ? b[i + 1] : 0
+                if next >= UInt8(ascii: "1") && next <= UInt8(ascii: "9") {
+                    return "back-references (\\1 to \\9) are not supported: they can take exponential time"
+                }
+                let anchors: [UInt8] = [UInt8(ascii: "b"), UInt8(ascii: "B"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "`"), UInt8(ascii: "'")]
+                add(anchors.contains(next) ? anchor : atom)
                 i += 2
-                atom(1)
+            case UInt8(ascii: "^"), UInt8(ascii: "$"):
+                add(anchor)
+                i += 1
             case UInt8(ascii: "["):
                 // A bracket expression is one atom: `]` first (after an optional `^`) is literal, and `[:`,
                 // `[.`, `[=` open classes that end at `:]`, `.]`, `=]`.
@@ -325,23 +366,26 @@ final class CompiledRegex: @unchecked Sendable {
                         k += 1
                     }
                 }
+                add(atom)
                 i = k + 1
-                atom(1)
             case UInt8(ascii: "("):
-                groups.append((0, 0))
+                groups.append(Group())
                 i += 1
             case UInt8(ascii: ")"):
-                if groups.count > 1 {
-                    atom(max(groups.removeLast().size, 1))
-                } else {
-                    atom(1)
-                }
+                add(groups.count > 1 ? close(groups.removeLast()) : atom)
                 i += 1
             case UInt8(ascii: "|"):
-                groups[groups.count - 1].last = 0
+                var g = groups[groups.count - 1]
+                g.emptyAlternative = g.emptyAlternative || (g.emptySoFar && (g.last?.nullable ?? true))
+                g.emptySoFar = true
+                g.last = nil
+                groups[groups.count - 1] = g
                 i += 1
-            case UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "?"):
-                quantify(2)
+            case UInt8(ascii: "*"), UInt8(ascii: "?"):
+                if let why = quantify(factor: 2, allowsNone: true) { return why }
+                i += 1
+            case UInt8(ascii: "+"):
+                if let why = quantify(factor: 2, allowsNone: false) { return why }
                 i += 1
             case UInt8(ascii: "{"):
                 var k = i + 1
@@ -352,19 +396,22 @@ final class CompiledRegex: @unchecked Sendable {
                     high = number(&k) ?? low
                 }
                 if let low, k < b.count, b[k] == UInt8(ascii: "}") {
-                    quantify(max(low, high ?? low) + 1)
+                    if let why = quantify(factor: max(low, high ?? low) + 1, allowsNone: low == 0) { return why }
                     i = k + 1
                 } else {
-                    atom(1)
+                    add(atom)
                     i += 1
                 }
             default:
-                atom(1)
+                add(atom)
                 i += 1
             }
         }
-        while groups.count > 1 { atom(max(groups.removeLast().size, 1)) }
-        return (groups[0].size, backReference)
+        while groups.count > 1 { add(close(groups.removeLast())) }
+        guard groups[0].size <= maximumExpandedSize else {
+            return "too complex: its repetitions expand to more than \(maximumExpandedSize) atoms (write smaller {m,n})"
+        }
+        return nil
     }
 
     /// Whether `subject` contains a match anywhere. REG_STARTEND passes the length, so text after an embedded
