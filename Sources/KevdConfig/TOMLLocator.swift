@@ -106,6 +106,98 @@ struct TOMLLocator {
         return nil
     }
 
+    /// The first `}` where an array expects an element (`[}]`, `[1, }]`): toml++ asserts on it too, instead of
+    /// reporting it (found by fuzzing). Scans characters, skipping strings and comments, and follows the
+    /// nesting of arrays and inline tables in values; a `[` first on a line outside any value opens a header.
+    static func unparsableArrayElement(in source: String) -> Position? {
+        let b = Array(source.utf8)
+        var stack: [UInt8] = []  // `[` or `{` of the open values
+        var expectElement = false
+        var line = 1
+        var lineStart = 0
+        var blankSoFar = true  // nothing but blanks yet on this line
+        var i = 0
+        func skipString() {
+            let quote = b[i]
+            let triple = i + 2 < b.count && b[i + 1] == quote && b[i + 2] == quote
+            i += triple ? 3 : 1
+            while i < b.count {
+                if b[i] == UInt8(ascii: "\\") && quote == UInt8(ascii: "\"") {
+                    i += 2
+                    continue
+                }
+                if b[i] == UInt8(ascii: "\n") {
+                    guard triple else { return }  // An unterminated string: toml++ reports it.
+                    line += 1
+                    lineStart = i + 1
+                }
+                if b[i] == quote {
+                    if !triple {
+                        i += 1
+                        return
+                    }
+                    if i + 2 < b.count && b[i + 1] == quote && b[i + 2] == quote {
+                        i += 3
+                        while i < b.count && b[i] == quote { i += 1 }  // `""""` ends with a quote in the text
+                        return
+                    }
+                }
+                i += 1
+            }
+        }
+        while i < b.count {
+            let c = b[i]
+            switch c {
+            case UInt8(ascii: "\n"):
+                line += 1
+                i += 1
+                lineStart = i
+                blankSoFar = true
+                continue
+            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\r"):
+                i += 1
+                continue
+            case UInt8(ascii: "#"):
+                while i < b.count && b[i] != UInt8(ascii: "\n") { i += 1 }
+                continue
+            case UInt8(ascii: "\""), UInt8(ascii: "'"):
+                skipString()
+                expectElement = false
+            case UInt8(ascii: "["):
+                if stack.isEmpty && blankSoFar {
+                    // A table header: its keys may be quoted, and a comment may follow.
+                    while i < b.count && b[i] != UInt8(ascii: "\n") && b[i] != UInt8(ascii: "#") {
+                        if b[i] == UInt8(ascii: "\"") || b[i] == UInt8(ascii: "'") { skipString() } else { i += 1 }
+                    }
+                    blankSoFar = false
+                    continue
+                }
+                stack.append(c)
+                expectElement = true
+                i += 1
+            case UInt8(ascii: "{"):
+                stack.append(c)
+                expectElement = false
+                i += 1
+            case UInt8(ascii: ","):
+                expectElement = stack.last == UInt8(ascii: "[")
+                i += 1
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                if c == UInt8(ascii: "}") && expectElement && stack.last == UInt8(ascii: "[") {
+                    return Position(line: line, column: i - lineStart + 1)
+                }
+                if !stack.isEmpty { stack.removeLast() }
+                expectElement = false
+                i += 1
+            default:
+                expectElement = false
+                i += 1
+            }
+            blankSoFar = false
+        }
+        return nil
+    }
+
     /// Whether a header's key may start with `byte` (nil: the line ended): a bare key's letter, digit, `_` or
     /// `-`, a quote, or the `]` of an empty key, which toml++ reports properly.
     private static func startsKey(_ byte: UInt8?) -> Bool {

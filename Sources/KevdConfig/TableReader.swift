@@ -23,6 +23,9 @@ struct TableReader {
                 file: file, line: at.line, column: at.column,
                 message: "a table header needs a key after '[' (a letter, digit, '_', '-' or a quoted key)")
         }
+        if let at = TOMLLocator.unparsableArrayElement(in: source) {
+            throw ConfigError(file: file, line: at.line, column: at.column, message: "expected an array element or ']', found '}'")
+        }
         do {
             return try TOMLTable(string: source)
         } catch let error as TOMLParseError {

@@ -50,3 +50,33 @@ struct ReliabilityFuzzTOMLRegressionTests: ConfigText {
         #expect(TOMLLocator.unparsableHeader(in: "[daemon]\n[ \"quoted key\" ]\n[[watch]]\n[ a . b ]\n[]") == nil)
     }
 }
+
+@Suite("Reliability: fuzz regressions (TOML arrays)")
+struct ReliabilityFuzzTOMLArrayRegressionTests: ConfigText {
+    /// The rules fuzz target's second finding: a `}` where an array expects an element made toml++ assert.
+    @Test("a '}' as an array element is an error at its place", arguments: [
+        ("a = [1, }]", 1, 9), ("a = [[}]]", 1, 7), ("[daemon]\nx = {b = [}]}", 2, 11), ("a = [\n  # c\n  }\n]", 3, 3),
+    ] as [(String, Int, Int)])
+    func braceInArray(_ text: String, _ line: Int, _ column: Int) throws {
+        let found = try #require(self.error(text))
+        #expect(found.line == line && found.column == column, "\(found)")
+        #expect(found.message == "expected an array element or ']', found '}'", "\(found)")
+    }
+
+    @Test("braces in strings, comments, headers and inline tables are not array elements")
+    func bracesElsewhere() {
+        let source = """
+            [[rule]]  # [}
+            name = "a}"
+            match = ["key=}", 'x}', \"\"\"
+            }\"\"\", { a = 1 }]
+            run = [
+              # }
+              "{key}",
+            ]
+            ["quoted}key"]
+            t = { a = [1, 2], b = { c = [] } }
+            """
+        #expect(TOMLLocator.unparsableArrayElement(in: source) == nil)
+    }
+}
