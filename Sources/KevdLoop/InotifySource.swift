@@ -73,6 +73,14 @@ public final class InotifySource {
     private var pendingMoveOrder: [UInt32] = []
     private let moveTimer: TimerFD
     private var moveTimerArmed = false
+    /// Paces reads under sustained load (see `readable`).
+    private let paceTimer: TimerFD
+    private var paused = false
+    private var lastRead: UInt64 = 0
+    /// Bytes of records read since `windowStart`: the load that turns pacing on (`busy`).
+    private var windowBytes = 0
+    private var windowStart: UInt64 = 0
+    private var busy = false
     /// Paths a listing reported as synthetic creates since the queue was last empty: their real IN_CREATE, if
     /// any, is a duplicate.
     private var synthesized: Set<String> = []
@@ -88,9 +96,12 @@ public final class InotifySource {
         self.logger = logger
         inotify = try Inotify()
         moveTimer = try TimerFD(clock: .monotonic)
+        paceTimer = try TimerFD(clock: .monotonic)
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
-        try loop.register(fd: inotify.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
-            self.drain()
+        try watchInotifyFD()
+        try loop.register(fd: paceTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
+            _ = try? self.paceTimer.read()
+            self.resume()
         }
         try loop.register(fd: moveTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             _ = try? self.moveTimer.read()  // EAGAIN-only; the flush below is what matters.
@@ -104,6 +115,7 @@ public final class InotifySource {
     deinit {
         loop.unregister(fd: inotify.fd.rawValue)
         loop.unregister(fd: moveTimer.fd.rawValue)
+        loop.unregister(fd: paceTimer.fd.rawValue)
         readBuffer.deallocate()
     }
 
@@ -135,6 +147,55 @@ public final class InotifySource {
     /// `struct inotify_event` with the longest name (NAME_MAX 255, NUL, padding).
     static let largestRecord = 16 + 256 + 16
 
+    /// At most one read per this many nanoseconds while the tree is busy: see `readable`.
+    static let readIntervalNanoseconds: UInt64 = 1_000_000
+    /// Busy: more than this many bytes of records in a 10 ms window (16 KiB: about 50,000 events/s with short
+    /// names). Below it, every event is read at once.
+    static let busyWindowNanoseconds: UInt64 = 10_000_000
+    static let busyWindowBytes = 16 * 1024
+
+    private func watchInotifyFD() throws {
+        try loop.register(fd: inotify.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
+            self.readable()
+        }
+    }
+
+    /// The inotify fd has events. A tree that is busy for a while (a build, an rsync, a generator) wakes the loop
+    /// for every few events, and each wakeup costs more than the events it brings: a context switch,
+    /// `epoll_wait`, the read, and the journal's and stdout's `write`s at the end of the turn. So while the tree
+    /// is busy, a wakeup that comes less than `readIntervalNanoseconds` after the previous read takes the fd
+    /// out of the wait set until that time is up, and the next read takes everything queued meanwhile (at
+    /// 250,000 events/s, ~250 records: far from the kernel's 16,384). Out of the set, not masked: a masked fd's
+    /// new events still wake `epoll_wait` for nothing. In the inotify benchmark this took kevd's CPU per event
+    /// from 3.5 to 2.0 µs. Interactive rates (a few thousand events a second) are never held back.
+    private func readable() {
+        let now = Clock.monotonicNanoseconds()
+        if now &- windowStart >= Self.busyWindowNanoseconds {
+            busy = windowBytes >= Self.busyWindowBytes
+            windowBytes = 0
+            windowStart = now
+        }
+        let due = lastRead &+ Self.readIntervalNanoseconds
+        if busy, now < due, !paused, (try? paceTimer.arm(delay: Int64(due - now), interval: 0)) != nil {
+            loop.unregister(fd: inotify.fd.rawValue)
+            paused = true
+            return
+        }
+        lastRead = now
+        drain()
+    }
+
+    /// The pace timer: back in the wait set, and read what came meanwhile.
+    private func resume() {
+        if paused {
+            // Should re-registering fail (epoll out of memory), the timer tries again: the source is never lost.
+            paused = (try? watchInotifyFD()) == nil
+            if paused { _ = try? paceTimer.arm(delay: Int64(Self.readIntervalNanoseconds), interval: 0) }
+        }
+        lastRead = Clock.monotonicNanoseconds()
+        drain()
+    }
+
     /// Reads and handles what is queued (up to `readsPerWakeup` reads). When the queue was emptied, the
     /// listing's duplicate filter is reset and unpaired moves get a short wait for their partner.
     @discardableResult
@@ -152,6 +213,7 @@ public final class InotifySource {
                 emptied = true
                 break
             }
+            windowBytes += count
             var decoder = InotifyRecordDecoder(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
             while let record = decoder.next() { handle(record) }
             // The kernel returns every queued event that fits: a read with room to spare emptied the queue, and
