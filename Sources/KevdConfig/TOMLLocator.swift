@@ -22,6 +22,32 @@ struct TOMLLocator {
     init(source: String) {
         var scope = Scope(table: "", index: 0)
         var arrayCounts: [String: Int] = [:]
+        _ = Self.forEachStatementLine(in: source) { lineNumber, line, trimmed in
+            let column = line.count - trimmed.count + 1
+            if trimmed.hasPrefix("[[") {
+                let name = Self.headerName(trimmed.dropFirst(2))
+                let index = arrayCounts[name, default: 0]
+                arrayCounts[name] = index + 1
+                scope = Scope(table: name, index: index)
+                headers[scope] = Position(line: lineNumber, column: column)
+            } else if trimmed.hasPrefix("[") {
+                scope = Scope(table: Self.headerName(trimmed.dropFirst()), index: 0)
+                headers[scope] = Position(line: lineNumber, column: column)
+            } else if let equals = trimmed.firstIndex(of: "=") {
+                var key = String(trimmed[..<equals]).trimmingSpaces()
+                if key.count >= 2, key.first == "\"" || key.first == "'" { key = String(key.dropFirst().dropLast()) }
+                keys[scope, default: [:]][key] = Position(line: lineNumber, column: column)
+            }
+            return nil
+        }
+    }
+
+    /// Calls `body` with each line that starts a header or a key (its number, the line, the line without leading
+    /// blanks), skipping blank and comment lines and the continuation lines of multi-line strings and arrays,
+    /// until `body` returns a position, which it returns.
+    private static func forEachStatementLine(
+        in source: String, _ body: (Int, Substring, Substring) -> Position?
+    ) -> Position? {
         var inMultilineString: String? = nil
         var bracketDepth = 0
         var lineNumber = 0
@@ -33,35 +59,20 @@ struct TOMLLocator {
                 continue
             }
             let trimmed = line.drop { $0 == " " || $0 == "\t" }
-            let column = line.count - trimmed.count + 1
             if bracketDepth > 0 {
-                bracketDepth += Self.bracketBalance(trimmed)
+                bracketDepth += bracketBalance(trimmed)
                 continue
             }
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-            if trimmed.hasPrefix("[[") {
-                let name = Self.headerName(trimmed.dropFirst(2))
-                let index = arrayCounts[name, default: 0]
-                arrayCounts[name] = index + 1
-                scope = Scope(table: name, index: index)
-                headers[scope] = Position(line: lineNumber, column: column)
-                continue
-            }
-            if trimmed.hasPrefix("[") {
-                scope = Scope(table: Self.headerName(trimmed.dropFirst()), index: 0)
-                headers[scope] = Position(line: lineNumber, column: column)
-                continue
-            }
-            guard let equals = trimmed.firstIndex(of: "=") else { continue }
-            var key = String(trimmed[..<equals]).trimmingSpaces()
-            if key.count >= 2, key.first == "\"" || key.first == "'" { key = String(key.dropFirst().dropLast()) }
-            keys[scope, default: [:]][key] = Position(line: lineNumber, column: column)
+            if let found = body(lineNumber, line, trimmed) { return found }
+            guard !trimmed.hasPrefix("["), let equals = trimmed.firstIndex(of: "=") else { continue }
             let value = trimmed[trimmed.index(after: equals)...].drop { $0 == " " || $0 == "\t" }
             for delimiter in ["\"\"\"", "'''"] where value.hasPrefix(delimiter) {
                 if !value.dropFirst(3).contains(delimiter) { inMultilineString = delimiter }
             }
-            if value.hasPrefix("[") { bracketDepth = Self.bracketBalance(value) }
+            if value.hasPrefix("[") { bracketDepth = bracketBalance(value) }
         }
+        return nil
     }
 
     /// The first table header whose key starts with neither a bare-key character nor a quote (`[^x]`, `[ !]`, a
@@ -69,41 +80,16 @@ struct TOMLLocator {
     /// kevd, or is undefined behaviour where assertions are off (found by fuzzing). Lines are followed as
     /// `init` follows them, so a `[` inside a multi-line string or array is not taken for a header.
     static func unparsableHeader(in source: String) -> Position? {
-        var inMultilineString: String? = nil
-        var bracketDepth = 0
-        var lineNumber = 0
-        for rawLine in source.split(separator: "\n", omittingEmptySubsequences: false) {
-            lineNumber += 1
-            let line = Substring(rawLine)
-            if let delimiter = inMultilineString {
-                if line.contains(delimiter) { inMultilineString = nil }
-                continue
-            }
-            let trimmed = line.drop { $0 == " " || $0 == "\t" }
-            if bracketDepth > 0 {
-                bracketDepth += Self.bracketBalance(trimmed)
-                continue
-            }
-            if trimmed.hasPrefix("[") {
-                // As toml++ reads a header: `[`, blanks, a second `[` only right after the first, blanks, the key.
-                let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-                var rest = trimmed.utf8.dropFirst()
-                let hadBlank = rest.first.map(blank) ?? false
-                rest = rest.drop(while: blank)
-                if !hadBlank, rest.first == UInt8(ascii: "[") { rest = rest.dropFirst().drop(while: blank) }
-                if !Self.startsKey(rest.first) {
-                    return Position(line: lineNumber, column: line.utf8.count - rest.count + 1)
-                }
-                continue
-            }
-            guard let equals = trimmed.firstIndex(of: "=") else { continue }
-            let value = trimmed[trimmed.index(after: equals)...].drop { $0 == " " || $0 == "\t" }
-            for delimiter in ["\"\"\"", "'''"] where value.hasPrefix(delimiter) {
-                if !value.dropFirst(3).contains(delimiter) { inMultilineString = delimiter }
-            }
-            if value.hasPrefix("[") { bracketDepth = Self.bracketBalance(value) }
+        forEachStatementLine(in: source) { lineNumber, line, trimmed in
+            guard trimmed.hasPrefix("[") else { return nil }
+            // As toml++ reads a header: `[`, blanks, a second `[` only right after the first, blanks, the key.
+            let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+            var rest = trimmed.utf8.dropFirst()
+            let hadBlank = rest.first.map(blank) ?? false
+            rest = rest.drop(while: blank)
+            if !hadBlank, rest.first == UInt8(ascii: "[") { rest = rest.dropFirst().drop(while: blank) }
+            return startsKey(rest.first) ? nil : Position(line: lineNumber, column: line.utf8.count - rest.count + 1)
         }
-        return nil
     }
 
     /// The first `}` where an array expects an element (`[}]`, `[1, }]`): toml++ asserts on it too, instead of
