@@ -48,7 +48,7 @@ final class DaemonProcess: @unchecked Sendable {
         let stdoutPipe = Pipe()
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe
-        try process.run()
+        try process.runAlone()
         LeftoverDaemons.register(process.processIdentifier)
         let readFD = stdoutPipe.fileHandleForReading.fileDescriptor
         let thread = Thread { [self] in self.readLines(fd: readFD) }
@@ -236,6 +236,20 @@ enum TestBinaries {
     static var kevctl: String { directory + "/kevctl" }
 }
 
+extension Process {
+    /// `run()`, one at a time across the test process. Foundation learns that a child exited when a socket it
+    /// hands the child closes (swift-corelibs-foundation issue 4795); a process started by another test at the
+    /// same moment can inherit that socket, and then the exit goes unnoticed for as long as that process (often
+    /// a kevd) lives: a `waitUntilExit` hung a whole CI run. Serialized, no spawn overlaps another one's window.
+    func runAlone() throws {
+        processSpawnLock.lock()
+        defer { processSpawnLock.unlock() }
+        try run()
+    }
+}
+
+private let processSpawnLock = NSLock()
+
 /// Kills, when the test process exits, every kevd a test started and left running. A `DaemonProcess` is kept
 /// alive by its own reader threads, so its `deinit` (which kills kevd) does not run when a test simply drops it.
 enum LeftoverDaemons {
@@ -289,7 +303,7 @@ func run(_ arguments: [String]) throws -> String {
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
-    try process.run()
+    try process.runAlone()
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
     struct CommandFailed: Error, CustomStringConvertible {

@@ -116,7 +116,7 @@ struct ConfigErrorTests {
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = Pipe()
-        try process.run()
+        try process.runAlone()
         let stderr = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, stderr.replacingOccurrences(of: path, with: "FILE"))

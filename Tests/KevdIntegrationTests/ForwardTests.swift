@@ -291,7 +291,7 @@ final class NatsServer: @unchecked Sendable {
                 ? FileHandle(forWritingAtPath: store + "/../nats-\(name).log") : nil)
         log?.seekToEndOfFile()
         process.standardError = log ?? FileHandle.nullDevice
-        try process.run()
+        try process.runAlone()
         LeftoverDaemons.register(process.processIdentifier)
         self.process = process
         _ = try waitUntil("nats-server \(name) to listen on \(port)", timeout: 20) { () -> Bool? in

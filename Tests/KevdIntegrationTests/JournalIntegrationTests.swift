@@ -14,7 +14,7 @@ func kevctl(_ arguments: [String], environment: [String: String] = [:]) throws -
     let err = Pipe()
     process.standardOutput = out
     process.standardError = err
-    try process.run()
+    try process.runAlone()
     // Read both before waiting: a full pipe would block the child.
     let errData = LockedData()
     let errThread = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
@@ -140,7 +140,7 @@ struct JournalIntegrationTests {
         follower.arguments = ["journal", "--state-dir", state, "--follow", "key=*late*"]
         let pipe = Pipe()
         follower.standardOutput = pipe
-        try follower.run()
+        try follower.runAlone()
         defer { follower.terminate() }
         try writeFile(dir.file("w/late"))
         let line = try readLine(from: pipe.fileHandleForReading.fileDescriptor, timeout: 10)

@@ -13,7 +13,7 @@ final class KevctlProcess: @unchecked Sendable {
         process.arguments = arguments
         process.standardOutput = out
         process.standardError = err
-        try process.run()
+        try process.runAlone()
     }
 
     var pid: Int32 { process.processIdentifier }
@@ -237,7 +237,7 @@ struct KevctlClientTests {
             shell.currentDirectoryURL = URL(fileURLWithPath: f.dir.path)
             let out = Pipe()
             shell.standardOutput = out
-            try shell.run()
+            try shell.runAlone()
             let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             shell.waitUntilExit()
             #expect(shell.terminationStatus == 0)
@@ -261,7 +261,7 @@ struct KevctlClientTests {
         ]
         let out = Pipe()
         shell.standardOutput = out
-        try shell.run()
+        try shell.runAlone()
         // head exits after one line; kevctl notices at its next write, so keep events coming until it has.
         let deadline = Date().addingTimeInterval(20)
         var i = 0

@@ -34,7 +34,7 @@ final class ClientAs {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
-        try process.run()
+        try process.runAlone()
     }
 
     /// setpriv execs perl: this is the pid kevd sees.

@@ -81,7 +81,7 @@ final class CrashLoad: @unchecked Sendable {
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try process.runAlone()
         named = process
         let fd = out.fileHandleForReading.fileDescriptor
         spawn { [self] in

@@ -19,7 +19,7 @@ final class SoakDaemon: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        try process.run()
+        try process.runAlone()
         LeftoverDaemons.register(process.processIdentifier)
     }
 

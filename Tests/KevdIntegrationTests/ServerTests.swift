@@ -325,7 +325,7 @@ struct ServerTests {
         slow.arguments = ["subscribe", "--socket", socket, "type=flood"]
         let slowOut = Pipe()
         slow.standardOutput = slowOut
-        try slow.run()
+        try slow.runAlone()
         defer { if slow.isRunning { kill(slow.processIdentifier, SIGCONT); slow.terminate() } }
         let probe = try RawClient(socket)
         let deadline = Date().addingTimeInterval(10)
@@ -462,7 +462,7 @@ func runAs(nobody arguments: [String]) throws -> (status: Int32, output: String)
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
-    try process.run()
+    try process.runAlone()
     let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
     return (process.terminationStatus, out)
