@@ -56,7 +56,9 @@ public final class EventLoop {
         precondition(registrations[fd] == nil, "fd \(fd) registered twice")
         let generation = nextGeneration
         nextGeneration &+= 1
-        try epoll.add(fd, events: paused.contains(priority) ? [] : events, data: Self.tag(generation: generation, fd: fd))
+        try epoll.add(fd, events: events, data: Self.tag(generation: generation, fd: fd))
+        // Added all the same, so that a bad fd fails here; while its priority is paused it stays out of the set.
+        if paused.contains(priority) { try? epoll.remove(fd) }
         registrations[fd] = Registration(generation: generation, priority: priority, handler: handler, events: events)
     }
 
@@ -72,13 +74,18 @@ public final class EventLoop {
     /// Stops (or resumes) watching every fd of `priority`, current and future, without unregistering them. For
     /// back-pressure: while the journal cannot write, kernel input is left in the kernel's own bounded queues
     /// (which overflow visibly, `inotify`/`overflow`) instead of piling up in kevd's memory. Level-triggered,
-    /// so whatever is queued is reported again as soon as it resumes.
+    /// so whatever is queued is reported again as soon as it resumes. Paused fds leave the epoll set rather than
+    /// stay with an empty mask: a masked fd's new input still wakes `epoll_wait`, for nothing, each time.
     public func pause(_ priority: Priority, _ pause: Bool = true) {
         guard paused.contains(priority) != pause else { return }
         if pause { paused.insert(priority) } else { paused.remove(priority) }
         for (fd, registration) in registrations where registration.priority == priority {
             // Fails only for an fd closed without unregistering: the kernel dropped it from the set already.
-            try? epoll.modify(fd, events: pause ? [] : registration.events, data: Self.tag(generation: registration.generation, fd: fd))
+            if pause {
+                try? epoll.remove(fd)
+            } else {
+                try? epoll.add(fd, events: registration.events, data: Self.tag(generation: registration.generation, fd: fd))
+            }
         }
     }
 
@@ -87,7 +94,7 @@ public final class EventLoop {
     /// Stops watching `fd`. Call before closing it.
     public func unregister(fd: Int32) {
         guard registrations.removeValue(forKey: fd) != nil else { return }
-        // ENOENT/EBADF here would mean the fd was already closed: the kernel dropped it from the set anyway.
+        // ENOENT: its priority is paused (out of the set); EBADF: it was already closed, and the kernel dropped it.
         try? epoll.remove(fd)
     }
 
