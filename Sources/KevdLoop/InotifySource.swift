@@ -58,8 +58,9 @@ public final class InotifySource {
         .dontFollow, .excludeUnlinked,
     ]
 
-    /// 256 KiB: about 10,000 short-name events per read, so a burst costs few syscalls.
-    static let readBufferSize = 256 * 1024
+    /// 64 KiB: about 2,000 short-name events per read. Larger reads save few syscalls but make a turn's work
+    /// outgrow the CPU caches (see `drain`).
+    static let readBufferSize = 64 * 1024
     static let moveGraceNanoseconds: Int64 = 2_000_000
 
     let inotify: Inotify
@@ -81,6 +82,8 @@ public final class InotifySource {
     private var windowBytes = 0
     private var windowStart: UInt64 = 0
     private var busy = false
+    /// The last drain stopped at a full read: the queue holds more, so the next read is not paced.
+    private var behind = false
     /// Paths a listing reported as synthetic creates since the queue was last empty: their real IN_CREATE, if
     /// any, is a duplicate.
     private var synthesized: Set<String> = []
@@ -140,15 +143,16 @@ public final class InotifySource {
 
     // MARK: Reading
 
-    /// Reads per wakeup before yielding to the loop: 8 × 256 KiB is ~80,000 events. A generator faster than kevd
-    /// must not keep one handler running forever, or sinks would never flush; epoll is level-triggered, so the
-    /// loop comes straight back.
-    static let readsPerWakeup = 8
+    /// Reads per wakeup at most. Only short reads (the queue was emptied) are repeated, to confirm it empty when
+    /// a listing's names are pending; a full read always ends the turn (see `drain`).
+    static let readsPerWakeup = 4
     /// `struct inotify_event` with the longest name (NAME_MAX 255, NUL, padding).
     static let largestRecord = 16 + 256 + 16
 
-    /// At most one read per this many nanoseconds while the tree is busy: see `readable`.
-    static let readIntervalNanoseconds: UInt64 = 1_000_000
+    /// At most one read per this many nanoseconds while the tree is busy: see `readable`. 4 ms rather than 1:
+    /// a quarter of the turns (each a timer, two `epoll_ctl`s, the journal's and stdout's writes) for ~7 % less
+    /// CPU per event in the 1M-file benchmark; 4 ms at 250,000 events/s is ~1,000 records, half a read.
+    static let readIntervalNanoseconds: UInt64 = 4_000_000
     /// Busy: more than this many bytes of records in a 10 ms window (16 KiB: about 50,000 events/s with short
     /// names). Below it, every event is read at once.
     static let busyWindowNanoseconds: UInt64 = 10_000_000
@@ -165,9 +169,10 @@ public final class InotifySource {
     /// `epoll_wait`, the read, and the journal's and stdout's `write`s at the end of the turn. So while the tree
     /// is busy, a wakeup that comes less than `readIntervalNanoseconds` after the previous read takes the fd
     /// out of the wait set until that time is up, and the next read takes everything queued meanwhile (at
-    /// 250,000 events/s, ~250 records: far from the kernel's 16,384). Out of the set, not masked: a masked fd's
+    /// 250,000 events/s, ~1,000 records: far from the kernel's 16,384). Out of the set, not masked: a masked fd's
     /// new events still wake `epoll_wait` for nothing. In the inotify benchmark this took kevd's CPU per event
-    /// from 3.5 to 2.0 µs. Interactive rates (a few thousand events a second) are never held back.
+    /// from 3.5 to about 2.5 µs. Interactive rates (a few thousand events a second) are never held back, and
+    /// neither is a backlog (`behind`): it is read turn after turn until the queue is empty.
     private func readable() {
         let now = Clock.monotonicNanoseconds()
         if now &- windowStart >= Self.busyWindowNanoseconds {
@@ -176,7 +181,7 @@ public final class InotifySource {
             windowStart = now
         }
         let due = lastRead &+ Self.readIntervalNanoseconds
-        if busy, now < due, !paused, (try? paceTimer.arm(delay: Int64(due - now), interval: 0)) != nil {
+        if busy, !behind, now < due, !paused, (try? paceTimer.arm(delay: Int64(due - now), interval: 0)) != nil {
             loop.unregister(fd: inotify.fd.rawValue)
             paused = true
             return
@@ -196,11 +201,18 @@ public final class InotifySource {
         drain()
     }
 
-    /// Reads and handles what is queued (up to `readsPerWakeup` reads). When the queue was emptied, the
-    /// listing's duplicate filter is reset and unpaired moves get a short wait for their partner.
+    /// Reads and handles what is queued. When the queue was emptied, the listing's duplicate filter is reset and
+    /// unpaired moves get a short wait for their partner.
+    ///
+    /// At most one full buffer per turn: a turn's events are encoded into the journal's and stdout's buffers and
+    /// written at its end, so the records read in one turn set the working set. When a stall (kevd not scheduled
+    /// for a while) left a backlog, reading all of it at once made each turn tens of MB, the encoding ran
+    /// from memory instead of cache at twice the cost per event, the backlog grew instead of shrinking, and the
+    /// kernel queue overflowed (seen in the 1M-file benchmark). Turns of one read stay cache-sized.
     @discardableResult
     func drain() -> Bool {
         var emptied = false
+        var stoppedFull = false
         for _ in 0..<Self.readsPerWakeup {
             let count: Int?
             do {
@@ -220,10 +232,22 @@ public final class InotifySource {
             // another read would only say EAGAIN (epoll wakes us for anything newer). Not after a listing, though:
             // the IN_CREATEs it may duplicate were queued after this read, and must be read before the filter
             // of synthesized names is reset.
-            if count < Self.readBufferSize - Self.largestRecord && synthesized.isEmpty {
-                emptied = true
+            if count < Self.readBufferSize - Self.largestRecord {
+                if synthesized.isEmpty {
+                    emptied = true
+                    break
+                }
+            } else {
+                stoppedFull = true
                 break
             }
+        }
+        behind = stoppedFull
+        if !emptied && !paused {
+            // Level-triggered epoll brings the loop back while records are queued; the timer covers a last read
+            // that happened to take the last of them, so that the queue is still seen empty (and the filter and
+            // moves settled) without waiting for the next event.
+            _ = try? paceTimer.arm(delay: 1, interval: 0)
         }
         guard emptied else {
             if !pendingMoves.isEmpty && !moveTimerArmed { armMoveTimer() }

@@ -211,6 +211,28 @@ struct InotifyTests {
         daemon.stop()
     }
 
+    @Test("a backlog of several reads queued while kevd is stopped arrives whole, in order, without an overflow")
+    func backlogAcrossTurns() throws {
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        let daemon = try DaemonProcess(config: watchConfig("w", extra: #"events = ["create"]"#), in: dir)
+        daemon.signal(SIGSTOP)
+        // 6,000 records of 32 bytes: three full 64 KiB reads and a short one, read one per loop turn; well under
+        // the kernel's 16,384, so nothing may be lost.
+        let count = 6_000
+        for i in 0..<count {
+            close(open(dir.file("w/backlog\(i)"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
+        }
+        daemon.signal(SIGCONT)
+        let creates = try daemon.waitForCount("creates", count: count, timeout: 60) { $0.isEvent("inotify", "create") }
+        #expect(creates.map { $0.key ?? "" } == (0..<count).map { dir.file("w/backlog\($0)") })
+        let seqs = creates.compactMap(\.seq)
+        #expect(seqs.count == count)
+        #expect(zip(seqs, seqs.dropFirst()).allSatisfy { $1 == $0 + 1 })
+        #expect(!daemon.received.contains { $0.type == "overflow" })
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a queue overflow while kevd is stopped is reported, and the rescan watches what appeared meanwhile")
     func overflowAndRescan() throws {
         let dir = try TemporaryDirectory()
