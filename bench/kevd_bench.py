@@ -83,7 +83,7 @@ def log(msg: str) -> None:
 
 REPORT_FIELDS = ("lines", "captured", "overflows", "other", "bytes", "t_first", "t_last", "t_data",
                  "create", "modify", "close_write", "delete", "started", "stopping", "other_kevd", "banner",
-                 "unterminated")
+                 "unterminated", "t_stall_max", "stalls")
 
 
 class Consumer:
@@ -270,6 +270,9 @@ class Row:
     cpu_s_per_m: Optional[float] = None
     gen_s: Optional[float] = None
     gen_events_per_s: Optional[float] = None
+    # The longest a 1 ms sleep overslept during the run (the counter's stall probe, kevd_gen.c): a CPU that
+    # stalls longer than the kernel queue lasts overflows any consumer.
+    stall_ms: Optional[float] = None
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
@@ -286,7 +289,7 @@ def compile_generator(tmp: Path) -> Path:
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         raise SystemExit("bench: gcc (or cc) is needed to build the generator: apt-get install gcc")
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(exe), str(GEN_SOURCE)], check=True)
+    subprocess.run([cc, "-O2", "-Wall", "-pthread", "-o", str(exe), str(GEN_SOURCE)], check=True)
     return exe
 
 
@@ -412,6 +415,8 @@ def measure(consumer: Consumer, row: Row, gen_argv: list[str], expected: int, ar
     if final["unterminated"]:
         row.notes.append("the output ended in the middle of a line")
     row.details["bytes"] = final["bytes"]
+    row.stall_ms = final["t_stall_max"] * 1000
+    row.details["stalls_10ms"] = final["stalls"]
     if reason == "timeout":
         row.notes.append(f"stopped by --timeout {args.timeout}s")
     if reason == "consumer exited":
@@ -735,7 +740,7 @@ def fmt_f(v, digits=2) -> str:
 
 
 COLUMNS = ["part", "consumer", "N", "generated", "captured", "capt %", "overflows", "wall s", "events/s",
-           "CPU s", "CPU s/M ev", "gen events/s", "status"]
+           "CPU s", "CPU s/M ev", "gen events/s", "max stall ms", "status"]
 
 
 def row_cells(r: Row) -> list[str]:
@@ -743,7 +748,8 @@ def row_cells(r: Row) -> list[str]:
             fmt_f(r.captured_pct, 1), fmt_int(r.overflows), fmt_f(r.wall_s, 2),
             fmt_int(None if r.events_per_s is None else round(r.events_per_s)),
             fmt_f(r.cpu_s, 2), fmt_f(r.cpu_s_per_m, 2),
-            fmt_int(None if r.gen_events_per_s is None else round(r.gen_events_per_s)), r.status]
+            fmt_int(None if r.gen_events_per_s is None else round(r.gen_events_per_s)),
+            fmt_f(r.stall_ms, 1), r.status]
 
 
 def print_row_progress(r: Row) -> None:
@@ -763,7 +769,7 @@ def median_rows(rows: list[Row]) -> list[Row]:
             vals = [getattr(r, attr) for r in ok if getattr(r, attr) is not None]
             return statistics.median(vals) if vals else None
         for attr in ("captured", "overflows", "wall_s", "events_per_s", "cpu_s", "cpu_s_per_m", "gen_s",
-                     "gen_events_per_s"):
+                     "gen_events_per_s", "stall_ms"):
             setattr(m, attr, med(attr))
         if m.captured is not None:
             m.captured = round(m.captured)
@@ -783,7 +789,7 @@ def print_table(rows: list[Row], markdown: bool, notes: bool = True) -> None:
     else:
         widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
         for j, c in enumerate(cells):
-            print("  ".join(v.rjust(widths[i]) if 2 <= i <= 11 else v.ljust(widths[i]) for i, v in enumerate(c)).rstrip())
+            print("  ".join(v.rjust(widths[i]) if 2 <= i <= 12 else v.ljust(widths[i]) for i, v in enumerate(c)).rstrip())
             if j == 0:
                 print("  ".join("-" * w for w in widths))
     # Identical notes (same part, consumer and text) are printed once, with the sizes they apply to.

@@ -27,13 +27,15 @@
  *
  *   Report: "R|E lines captured overflows other bytes t_first_event
  *   t_last_event t_last_data n_create n_modify n_close_write n_delete
- *   started stopping other_kevd banner unterminated" (times: CLOCK_MONOTONIC
- *   seconds, 0 if none, the same clock as Python's time.monotonic()).
+ *   started stopping other_kevd banner unterminated max_stall stalls"
+ *   (times: CLOCK_MONOTONIC seconds, 0 if none, the same clock as Python's
+ *   time.monotonic(); max_stall in seconds, see stall_probe).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,11 +167,38 @@ static int classify(enum kind k, const char *p, size_t n, struct counts *c) {
     return 0;
 }
 
+/* The stall probe: a thread of the counter that sleeps 1 ms at a time and
+ * keeps how late it woke.  On a VM a vCPU that went idle can be left
+ * unscheduled by the host for tens of ms (seen here: 30 to 100 ms with the
+ * whole CPU idle, kernel threads included); every process on that CPU,
+ * the consumer among them, stops for as long, while the generator goes on
+ * on the other.  At 250,000 events/s the kernel's 16,384-event inotify queue
+ * lasts 65 ms, so such a stall alone can overflow it.  The report carries the
+ * longest lateness and the number of wakeups late by 10 ms or more, so that
+ * an overflow can be told apart from a consumer too slow to keep up. */
+static long stall_max_ns;   /* written by the probe, read by the counter */
+static long stalls;
+
+static void *stall_probe(void *unused) {
+    (void)unused;
+    for (;;) {
+        double t0 = now();
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        long late = (long)((now() - t0 - 0.001) * 1e9);
+        if (late > __atomic_load_n(&stall_max_ns, __ATOMIC_RELAXED))
+            __atomic_store_n(&stall_max_ns, late, __ATOMIC_RELAXED);
+        if (late >= 10000000) __atomic_add_fetch(&stalls, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
 static void report(char tag, const struct counts *c) {
-    printf("%c %ld %ld %ld %ld %lld %.6f %.6f %.6f %ld %ld %ld %ld %ld %ld %ld %ld %ld\n", tag, c->lines,
+    printf("%c %ld %ld %ld %ld %lld %.6f %.6f %.6f %ld %ld %ld %ld %ld %ld %ld %ld %ld %.6f %ld\n", tag, c->lines,
            c->captured, c->overflows, c->other, c->bytes, c->t_first, c->t_last, c->t_data, c->per_type[0],
            c->per_type[1], c->per_type[2], c->per_type[3], c->started, c->stopping, c->other_kevd, c->banner,
-           c->unterminated);
+           c->unterminated, __atomic_load_n(&stall_max_ns, __ATOMIC_RELAXED) / 1e9,
+           __atomic_load_n(&stalls, __ATOMIC_RELAXED));
     fflush(stdout);
 }
 
@@ -192,6 +221,8 @@ static int count(const char *kindname, const char *headpath, const char *rawpath
     long long headleft = 64 * 1024;
     struct counts c;
     memset(&c, 0, sizeof c);
+    pthread_t probe;
+    if (pthread_create(&probe, NULL, stall_probe, NULL) == 0) pthread_detach(probe);
     int dirty = 0;
     double last_report = 0;
     for (;;) {
