@@ -109,6 +109,12 @@ final class NotifyListener: @unchecked Sendable {
 struct SystemdTests {
     static let socketActivate = "/usr/bin/systemd-socket-activate"
 
+    static func onlyChild(of pid: Int32) -> Int32? {
+        let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)
+        let pids = text?.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        return pids?.count == 1 ? pids?.first : nil
+    }
+
     @Test("READY=1 with a status once started, STATUS refreshes, RELOADING=1 then READY=1 on HUP, STOPPING=1 on TERM")
     func notifyProtocol() throws {
         let directory = try TemporaryDirectory()
@@ -191,9 +197,22 @@ struct SystemdTests {
         let socket = directory.file("state/kevd.sock")
         // Exactly systemd's protocol: it binds and listens, waits for the first connection, then execs kevd
         // (same pid) with the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID=its pid.
+        //
+        // Not as the test's direct child, though: systemd-socket-activate closes every fd it inherited, the
+        // socket through which Foundation's Process learns that a child exited among them. Foundation then
+        // takes the child for dead and waits for it in a blocking `waitpid` on the one thread that notices
+        // every child's exit, so no other test's child is seen to exit until this one does (a whole test run
+        // hung on it). A parent in between keeps that socket and waits with a plain blocking `waitpid`; kevd,
+        // its child, is stopped below by its own pid. (Perl, which Debian always has, rather than a shell: the
+        // test process's blocked signals are inherited, and with SIGCHLD and TERM blocked a shell's `wait`
+        // never returns and it cannot pass a TERM on.)
+        let launcher = [
+            "/usr/bin/perl", "-e", #"my $pid = fork() // die; if ($pid == 0) { exec(@ARGV) or die } "#
+                + #"waitpid($pid, 0); exit($? & 127 ? 128 + ($? & 127) : $? >> 8)"#,
+            Self.socketActivate, "-l", socket,
+        ]
         let daemon = try DaemonProcess(
-            config: serverConfig("[udev]\nenabled = false\n"), in: directory,
-            launcher: [Self.socketActivate, "-l", socket], waitForStart: false)
+            config: serverConfig("[udev]\nenabled = false\n"), in: directory, launcher: launcher, waitForStart: false)
         var before = stat()
         let deadline = Date().addingTimeInterval(10)
         while stat(socket, &before) != 0 && Date() < deadline { usleep(10_000) }
@@ -222,6 +241,8 @@ struct SystemdTests {
         #expect(stat(socket, &during) == 0)
         #expect(during.st_ino == before.st_ino)
         #expect(during.st_mode == before.st_mode)
+        let kevd = try #require(Self.onlyChild(of: daemon.pid), "the launcher's child")
+        kill(kevd, SIGTERM)
         #expect(daemon.stop() == 0)
         var after = stat()
         #expect(stat(socket, &after) == 0, "kevd must not unlink a socket it was given")
