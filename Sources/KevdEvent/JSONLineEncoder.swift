@@ -19,6 +19,12 @@ public struct JSONLineEncoder {
 
     /// Appends `event` as one JSON object followed by `\n`: the hot-path entry point.
     public static func append(_ event: Event, to out: ByteBuffer) {
+        var noCache = RFC3339SecondCache()
+        append(event, to: out, timeCache: &noCache)
+    }
+
+    /// The same, for a writer of many events a second: the date and time of day are formatted once per second.
+    public static func append(_ event: Event, to out: ByteBuffer, timeCache: inout RFC3339SecondCache) {
         let start = out.reserve(maximumLength(of: event))
         var w = JSONWriter(start)
         w.raw("{\"seq\":")
@@ -26,7 +32,7 @@ public struct JSONLineEncoder {
         w.raw(",\"id\":\"")
         w.id(event.id)
         w.raw("\",\"time\":\"")
-        w.time(event.time)
+        w.time(event.time, cache: &timeCache)
         w.raw("\",\"mono\":")
         w.uint(event.mono)
         w.raw(",\"source\":")
@@ -145,25 +151,47 @@ struct JSONWriter {
         position += source.count
     }
 
+    /// "00" through "99": two digits per division (seq and mono have 6 to 14 digits on every line).
+    private static let digitPairs: [UInt8] = {
+        var pairs = [UInt8]()
+        pairs.reserveCapacity(200)
+        for n in 0..<100 {
+            pairs.append(UInt8(ascii: "0") + UInt8(n / 10))
+            pairs.append(UInt8(ascii: "0") + UInt8(n % 10))
+        }
+        return pairs
+    }()
+
     mutating func uint(_ value: UInt64) {
         if value < 10 {
             byte(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value))
             return
         }
-        var digits = 0
-        var v = value
-        while v != 0 {
+        var digits = 1
+        var bound: UInt64 = 10
+        while digits < 20 && value >= bound {
             digits += 1
-            v /= 10
+            bound = bound &* 10
         }
-        v = value
+        var v = value
         var p = position + digits
         position = p
-        while v != 0 {
-            let (q, r) = v.quotientAndRemainder(dividingBy: 10)
-            p -= 1
-            p.pointee = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: r)
-            v = q
+        Self.digitPairs.withUnsafeBufferPointer { pairs in
+            while v >= 100 {
+                let (q, r) = v.quotientAndRemainder(dividingBy: 100)
+                p -= 2
+                p[0] = pairs[Int(r) * 2]
+                p[1] = pairs[Int(r) * 2 + 1]
+                v = q
+            }
+            if v >= 10 {
+                p -= 2
+                p[0] = pairs[Int(v) * 2]
+                p[1] = pairs[Int(v) * 2 + 1]
+            } else {
+                p -= 1
+                p[0] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v)
+            }
         }
     }
 
@@ -208,8 +236,8 @@ struct JSONWriter {
         }
     }
 
-    mutating func time(_ time: WallTime) {
-        time.writeRFC3339(into: UnsafeMutableBufferPointer(start: position, count: WallTime.rfc3339Count))
+    mutating func time(_ time: WallTime, cache: inout RFC3339SecondCache) {
+        time.writeRFC3339(into: UnsafeMutableBufferPointer(start: position, count: WallTime.rfc3339Count), cache: &cache)
         position += WallTime.rfc3339Count
     }
 

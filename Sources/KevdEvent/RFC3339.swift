@@ -33,6 +33,25 @@ extension WallTime {
         text[29] = UInt8(ascii: "Z")
     }
 
+    /// `writeRFC3339`, copying the date and time of day (`YYYY-MM-DDTHH:MM:SS.`) from `cache` when it holds this
+    /// instant's second: a busy loop stamps thousands of events within one second.
+    func writeRFC3339(into text: UnsafeMutableBufferPointer<UInt8>, cache: inout RFC3339SecondCache) {
+        let (seconds, fraction) = Civil.floorDivMod(nanoseconds, 1_000_000_000)
+        guard seconds == cache.second, let base = text.baseAddress else {
+            writeRFC3339(into: text)
+            cache.second = seconds
+            withUnsafeMutableBytes(of: &cache.prefix) {
+                $0.copyMemory(from: UnsafeRawBufferPointer(start: text.baseAddress, count: RFC3339SecondCache.prefixCount))
+            }
+            return
+        }
+        withUnsafeBytes(of: cache.prefix) {
+            UnsafeMutableRawPointer(base).copyMemory(from: $0.baseAddress!, byteCount: RFC3339SecondCache.prefixCount)
+        }
+        Civil.put(fraction, digits: 9, into: text, at: 20)
+        text[29] = UInt8(ascii: "Z")
+    }
+
     /// The `appendRFC3339` form as a String, for places off the hot path (CLI output, logs).
     public var rfc3339: String {
         var bytes = [UInt8]()
@@ -178,4 +197,12 @@ enum Civil {
         guard !overflow, !overflow2 else { return nil }
         return total
     }
+}
+
+/// The first 20 bytes of the RFC 3339 form (`YYYY-MM-DDTHH:MM:SS.`) of the last second a writer formatted.
+public struct RFC3339SecondCache: Sendable {
+    static let prefixCount = 20
+    var second = Int64.min
+    var prefix: (UInt64, UInt64, UInt32) = (0, 0, 0)
+    public init() {}
 }

@@ -153,7 +153,9 @@ import Testing
 
     @Test func integersAtTheirBoundaries() {
         let unsigned: [UInt64] = [0, 1, 9, 10, 11, 99, 100, 101, 999_999, 1_000_000, UInt64(Int64.max), .max - 1, .max]
-        for n in unsigned {
+        // Every digit count's first and last value (the encoder counts digits, then writes two at a time).
+        let powers = (1...19).map { (0..<$0).reduce(UInt64(1)) { n, _ in n * 10 } }
+        for n in unsigned + powers + powers.map({ $0 - 1 }) + powers.map({ $0 + 1 }) {
             var out: [UInt8] = [UInt8(ascii: "x")]
             JSONLineEncoder.appendUInt(n, to: &out)
             #expect(String(decoding: out, as: UTF8.self) == "x" + String(n))
@@ -170,6 +172,23 @@ import Testing
             var out: [UInt8] = []
             JSONLineEncoder.appendInt(n, to: &out)
             #expect(String(decoding: out, as: UTF8.self) == String(n))
+        }
+    }
+
+    @Test func timeFormattedWithTheSecondCacheIsTheSameText() {
+        // Within one second, across seconds, days and years, before 1970, and backwards.
+        let base: Int64 = 1_795_000_000_999_999_999
+        let times: [Int64] = [
+            base, base + 1, base - 1, base - 999_999_999, base + 1, base + 86_400_000_000_000, 0, -1, 1,
+            -1_000_000_000, -999_999_999, 1_704_067_199_999_999_999, 1_704_067_200_000_000_000, base, base,
+        ]
+        var cache = RFC3339SecondCache()
+        for time in times {
+            let event = Self.event(time: time)
+            let plain = ByteBuffer(), cached = ByteBuffer()
+            JSONLineEncoder.append(event, to: plain)
+            JSONLineEncoder.append(event, to: cached, timeCache: &cache)
+            #expect(Array(cached.bytes) == Array(plain.bytes), "time \(time)")
         }
     }
 
