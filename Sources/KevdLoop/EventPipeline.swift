@@ -24,9 +24,9 @@ public final class EventPipeline {
     public private(set) var nextSeq: UInt64
     public let idBase: EventIDBase
     private var sinks: [EventSink] = []
-    /// The same sinks, called without retaining them: `sinks` keeps them alive. Retaining a sink per event is
-    /// not free, and slower still for an object a weak reference was ever taken to (the Swift runtime then
-    /// counts its references in a side table): 2.6 % of kevd's CPU in the inotify benchmark.
+    /// The same sinks, called without retaining them: `sinks` keeps them alive. Retaining every sink for every
+    /// event is not free, and slower for an object a weak reference was ever taken to (the Swift runtime then
+    /// counts its references in a side table, as for the server).
     private var calls: [UnretainedSink] = []
     /// The current event's JSON line; reused, so encoding allocates nothing once it has grown.
     private let line = ByteBuffer(capacity: 4096)
