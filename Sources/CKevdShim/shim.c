@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/netlink.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -220,6 +221,11 @@ int kevd_set_nonblocking(int fd, int on) {
     if (flags < 0) return -1;
     flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
     return fcntl(fd, F_SETFL, flags);
+}
+
+int kevd_bytes_readable(int fd) {
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
 }
 
 // CRC-32C, reflected polynomial 0x82F63B78. The table is built on first use; the hardware path handles 8 bytes

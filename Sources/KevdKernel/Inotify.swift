@@ -45,6 +45,12 @@ public final class Inotify {
         _ = inotify_rm_watch(fd.rawValue, wd)
     }
 
+    /// Bytes of records queued in the kernel right now (`FIONREAD`); nil if the kernel would not say.
+    public var queuedBytes: Int? {
+        let n = kevd_bytes_readable(fd.rawValue)
+        return n >= 0 ? Int(n) : nil
+    }
+
     /// Reads as many whole records as fit; returns the byte count, or nil when the queue is empty.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         try nonBlockingSyscall("inotify read") { Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count) }

@@ -212,7 +212,7 @@ public final class InotifySource {
     @discardableResult
     func drain() -> Bool {
         var emptied = false
-        var stoppedFull = false
+        var full = false
         for _ in 0..<Self.readsPerWakeup {
             let count: Int?
             do {
@@ -231,24 +231,19 @@ public final class InotifySource {
             // The kernel returns every queued event that fits: a read with room to spare emptied the queue, and
             // another read would only say EAGAIN (epoll wakes us for anything newer). Not after a listing, though:
             // the IN_CREATEs it may duplicate were queued after this read, and must be read before the filter
-            // of synthesized names is reset.
-            if count < Self.readBufferSize - Self.largestRecord {
-                if synthesized.isEmpty {
-                    emptied = true
-                    break
-                }
-            } else {
-                stoppedFull = true
+            // of synthesized names is reset. A full read ends the turn whatever follows.
+            full = count >= Self.readBufferSize - Self.largestRecord
+            if full { break }
+            if synthesized.isEmpty {
+                emptied = true
                 break
             }
         }
-        behind = stoppedFull
-        if !emptied && !paused {
-            // Level-triggered epoll brings the loop back while records are queued; the timer covers a last read
-            // that happened to take the last of them, so that the queue is still seen empty (and the filter and
-            // moves settled) without waiting for the next event.
-            _ = try? paceTimer.arm(delay: 1, interval: 0)
-        }
+        // The last read may have taken the last records: the kernel says how many bytes are queued, so the queue
+        // is seen empty now rather than at the next event. If records are left, the level-triggered fd brings
+        // the loop back for them next turn.
+        if !emptied { emptied = inotify.queuedBytes == 0 }
+        behind = full && !emptied
         guard emptied else {
             if !pendingMoves.isEmpty && !moveTimerArmed { armMoveTimer() }
             return false
