@@ -146,26 +146,9 @@ final class NatsPublisher {
         guard spec.createStream else {
             throw Failure(description: "stream \(spec.stream) does not exist (create_stream = false)")
         }
-        var config = jsStreamConfig()
-        jsStreamConfig_Init(&config)
-        let name = strdup(spec.stream)
-        let subject = strdup(spec.subject.streamSubject)
-        defer {
-            free(name)
-            free(subject)
-        }
-        var subjects: [UnsafePointer<CChar>?] = [UnsafePointer(subject)]
-        config.Name = UnsafePointer(name)
-        config.Storage = js_FileStorage
-        config.Replicas = Int64(spec.replicas)
-        config.Duplicates = spec.duplicateWindowNanoseconds
-        status = subjects.withUnsafeMutableBufferPointer { buffer in
-            config.Subjects = buffer.baseAddress
-            config.SubjectsLen = 1
-            var created: UnsafeMutablePointer<jsStreamInfo>? = nil
-            defer { if let created { jsStreamInfo_Destroy(created) } }
-            return js_AddStream(&created, jetStream, &config, nil, &code)
-        }
+        status = JetStreamStreams.add(
+            jetStream, name: spec.stream, subject: spec.subject.streamSubject, replicas: spec.replicas,
+            duplicateWindowNanoseconds: spec.duplicateWindowNanoseconds, code: &code)
         guard status == NATS_OK else {
             throw Failure(description: "cannot create stream \(spec.stream): \(Self.lastError(status))")
         }
@@ -251,5 +234,36 @@ final class NatsPublisher {
 
     private static func check(_ status: natsStatus, _ what: String) throws {
         guard status == NATS_OK else { throw Failure(description: "\(what): \(lastError(status))") }
+    }
+}
+
+/// JetStream streams as kevd creates them.
+public enum JetStreamStreams {
+    /// Creates a file-stored stream of one subject with a duplicate window (`replicas` nil: libnats's
+    /// default). Also the forward benchmark's, so that its bare-libnats ceiling uses the same stream.
+    public static func add(
+        _ jetStream: OpaquePointer?, name: String, subject: String, replicas: Int? = nil,
+        duplicateWindowNanoseconds: Int64, code: inout jsErrCode
+    ) -> natsStatus {
+        var config = jsStreamConfig()
+        jsStreamConfig_Init(&config)
+        let name = strdup(name)
+        let subject = strdup(subject)
+        defer {
+            free(name)
+            free(subject)
+        }
+        var subjects: [UnsafePointer<CChar>?] = [UnsafePointer(subject)]
+        config.Name = UnsafePointer(name)
+        config.Storage = js_FileStorage
+        if let replicas { config.Replicas = Int64(replicas) }
+        config.Duplicates = duplicateWindowNanoseconds
+        return subjects.withUnsafeMutableBufferPointer { buffer in
+            config.Subjects = buffer.baseAddress
+            config.SubjectsLen = 1
+            var created: UnsafeMutablePointer<jsStreamInfo>? = nil
+            defer { if let created { jsStreamInfo_Destroy(created) } }
+            return js_AddStream(&created, jetStream, &config, nil, &code)
+        }
     }
 }

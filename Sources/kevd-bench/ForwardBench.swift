@@ -189,24 +189,9 @@ struct ForwardBench: ParsableCommand {
         var jetStream: OpaquePointer? = nil
         guard natsConnection_JetStream(&jetStream, connection, &jsOptions) == NATS_OK else { throw ValidationError("JetStream context") }
         defer { jsCtx_Destroy(jetStream) }
-        var config = jsStreamConfig()
-        jsStreamConfig_Init(&config)
-        let name = strdup("KEVD")
-        let subject = strdup("kevd.>")
-        defer {
-            free(name)
-            free(subject)
-        }
-        var subjects: [UnsafePointer<CChar>?] = [UnsafePointer(subject)]
-        config.Name = UnsafePointer(name)
-        config.Storage = js_FileStorage
-        config.Duplicates = 120_000_000_000
         var code = jsErrCode(0)
-        let added = subjects.withUnsafeMutableBufferPointer { buffer in
-            config.Subjects = buffer.baseAddress
-            config.SubjectsLen = 1
-            return js_AddStream(nil, jetStream, &config, nil, &code)
-        }
+        let added = JetStreamStreams.add(
+            jetStream, name: "KEVD", subject: "kevd.>", duplicateWindowNanoseconds: 120_000_000_000, code: &code)
         guard added == NATS_OK else { throw ValidationError("cannot create the stream") }
 
         let startCPU = ProcFigures.selfCPUSeconds()
