@@ -35,7 +35,8 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
 
     private let filter: EventFilter?
     private let loop: EventLoop
-    private weak var pipeline: EventPipeline?
+    /// Unowned, as in `StdoutSink`: the pipeline owns this sink, and a weak reference slows every retain of it.
+    private unowned let pipeline: EventPipeline
     private let shared = Mutex(Shared())
     private let wakeup: EventFD
     private var thread: pthread_t? = nil
@@ -83,7 +84,7 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
     }
 
     private func reportDrops() {
-        guard dropped > 0, let pipeline else { return }
+        guard dropped > 0 else { return }
         let now = Clock.monotonicNanoseconds()
         // Within the interval the count grows, and a later turn reports it.
         guard lastReport == 0 || now >= lastReport + Self.reportInterval else { return }

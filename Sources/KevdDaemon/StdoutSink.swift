@@ -15,7 +15,9 @@ final class StdoutSink: EventSink {
 
     private let fd: Int32
     private let loop: EventLoop
-    private weak var pipeline: EventPipeline?
+    /// Unowned: the pipeline owns this sink. (A weak reference would give the pipeline a side table, and every
+    /// retain of it, once per event, would take the runtime's slow path.)
+    private unowned let pipeline: EventPipeline
     private let buffer = ByteBuffer(capacity: 256 * 1024)
     private var dropped = 0
     private var waitingForWritable = false
@@ -63,7 +65,7 @@ final class StdoutSink: EventSink {
             }
         }
         buffer.removeAll()
-        if dropped > 0, let pipeline {
+        if dropped > 0 {
             var data = EventData()
             data.append("message", "stdout reader fell behind; events were not written to stdout")
             data.append("lost", dropped)

@@ -24,9 +24,9 @@ public final class EventPipeline {
     public private(set) var nextSeq: UInt64
     public let idBase: EventIDBase
     private var sinks: [EventSink] = []
-    /// The same sinks, called without retaining them: `sinks` keeps them alive. Retaining every sink for every
-    /// event is not free, and slower for an object a weak reference was ever taken to (the Swift runtime then
-    /// counts its references in a side table, as for the server).
+    /// The same sinks, called without retaining them: `sinks` keeps them alive. Calling through the existential
+    /// retains and releases the sink around every call (even when it is stored `unowned(unsafe)`), and retaining
+    /// an object a weak reference was ever taken to, such as the server, takes the runtime's slow path.
     private var calls: [UnretainedSink] = []
     /// The current event's JSON line; reused, so encoding allocates nothing once it has grown.
     private let line = ByteBuffer(capacity: 4096)
@@ -37,30 +37,38 @@ public final class EventPipeline {
         self.idBase = idBase
     }
 
-    public func add(sink: EventSink) {
+    public func add<Sink: EventSink>(sink: Sink) {
         sinks.append(sink)
-        calls.append(UnretainedSink(sink: sink))
+        calls.append(UnretainedSink(sink))
     }
 
     @discardableResult
     public func publish(_ draft: EventDraft) -> Event {
+        publish(source: draft.source, type: draft.type, key: draft.key, data: draft.data)
+    }
+
+    /// The same, for a source's hot path: the parts are consumed, so they move into the event rather than being
+    /// retained once more for it.
+    @discardableResult
+    public func publish(
+        source: consuming EventSource, type: consuming String, key: consuming String, data: consuming EventData
+    ) -> Event {
         let wall = Clock.realtimeNanoseconds()
         let mono = Clock.monotonicNanoseconds()
         let seq = nextSeq
         nextSeq += 1
         let event = Event(
             seq: seq, id: EventID(unixMilliseconds: UInt64(max(wall, 0) / 1_000_000), seq: seq, base: idBase),
-            time: WallTime(nanoseconds: wall), mono: mono, source: draft.source, type: draft.type, key: draft.key,
-            data: draft.data)
+            time: WallTime(nanoseconds: wall), mono: mono, source: source, type: type, key: key, data: data)
         line.removeAll(shrinkAbove: 1 << 20)
         JSONLineEncoder.append(event, to: line, timeCache: &timeCache)
         let bytes = line.bytes
-        for call in calls { call.sink.consume(event, line: bytes) }
+        for call in calls { call.consume(call.sink, event, bytes) }
         return event
     }
 
     public func endOfTurn() {
-        for call in calls { call.sink.endOfTurn() }
+        for sink in sinks { sink.endOfTurn() }
     }
 
     /// Convenience for kevd's own events (`kevd`/`started`, `error`, `overflow`…).
@@ -70,6 +78,17 @@ public final class EventPipeline {
     }
 }
 
+/// A sink and its per-event call, made through `Unmanaged._withUnsafeGuaranteedRef` so the sink is not
+/// retained: the closure captures nothing (its context is null), and the sink's concrete type is fixed when it
+/// is added.
 private struct UnretainedSink {
-    unowned(unsafe) let sink: EventSink
+    let sink: Unmanaged<AnyObject>
+    let consume: (Unmanaged<AnyObject>, Event, UnsafeRawBufferPointer) -> Void
+
+    init<Sink: EventSink>(_ sink: Sink) {
+        self.sink = Unmanaged.passUnretained(sink)
+        consume = { sink, event, line in
+            sink._withUnsafeGuaranteedRef { unsafeDowncast($0, to: Sink.self).consume(event, line: line) }
+        }
+    }
 }
