@@ -29,25 +29,54 @@ public struct EventID: Sendable, Hashable {
     }
 
     public func appendCanonical(to out: inout [UInt8]) {
-        // Fill a fixed 36-byte tuple and append it once: per-byte appends cost ~18% of encoding an event.
         var text: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
         withUnsafeMutableBytes(of: &text) { raw in
-            let digits: StaticString = "0123456789abcdef"
-            digits.withUTF8Buffer { hex in
-                var position = 0
-                for i in 0..<32 {
-                    if i == 8 || i == 12 || i == 16 || i == 20 {
-                        raw[position] = UInt8(ascii: "-")
-                        position += 1
-                    }
-                    let word = i < 16 ? high : low
-                    let shift = UInt64(60 - (i % 16) * 4)
-                    raw[position] = hex[Int((word >> shift) & 0xF)]
-                    position += 1
-                }
-            }
+            writeCanonical(to: raw.baseAddress!)
             out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[0..<36]))
         }
+    }
+
+    /// Stores the 36-byte canonical form at `p`: four or eight hex digits per word operation rather than one per
+    /// digit (it is written for every event; a digit at a time was a third of the encoder's own time).
+    @inline(__always)
+    public func writeCanonical(to p: UnsafeMutableRawPointer) {
+        let dash = UInt8(ascii: "-")
+        p.storeBytes(of: Self.hex8(UInt32(truncatingIfNeeded: high >> 32)), as: UInt64.self)
+        p.storeBytes(of: dash, toByteOffset: 8, as: UInt8.self)
+        p.storeBytes(of: Self.hex4(UInt16(truncatingIfNeeded: high >> 16)), toByteOffset: 9, as: UInt32.self)
+        p.storeBytes(of: dash, toByteOffset: 13, as: UInt8.self)
+        p.storeBytes(of: Self.hex4(UInt16(truncatingIfNeeded: high)), toByteOffset: 14, as: UInt32.self)
+        p.storeBytes(of: dash, toByteOffset: 18, as: UInt8.self)
+        p.storeBytes(of: Self.hex4(UInt16(truncatingIfNeeded: low >> 48)), toByteOffset: 19, as: UInt32.self)
+        p.storeBytes(of: dash, toByteOffset: 23, as: UInt8.self)
+        p.storeBytes(of: Self.hex4(UInt16(truncatingIfNeeded: low >> 32)), toByteOffset: 24, as: UInt32.self)
+        p.storeBytes(of: Self.hex8(UInt32(truncatingIfNeeded: low)), toByteOffset: 28, as: UInt64.self)
+    }
+
+    /// The eight lower-case hex digits of `value` as the bytes of a word, most significant digit first in memory.
+    @inline(__always)
+    static func hex8(_ value: UInt32) -> UInt64 {
+        // Spread the nibbles one per byte, the least significant in the lowest byte...
+        var x = UInt64(value)
+        x = (x & 0xFFFF_0000) << 16 | (x & 0xFFFF)
+        x = (x & 0x0000_FF00_0000_FF00) << 8 | (x & 0x0000_00FF_0000_00FF)
+        x = (x & 0x00F0_00F0_00F0_00F0) << 4 | (x & 0x000F_000F_000F_000F)
+        // ...make each its digit ('a' is '0' + 10 + 39: add 39 where the nibble is 10 or more)...
+        let letters = ((x &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101
+        x = x &+ 0x3030_3030_3030_3030 &+ letters &* 39
+        // ...and order the bytes so that the most significant digit is stored first, whatever the byte order.
+        return x.byteSwapped.littleEndian
+    }
+
+    /// The four lower-case hex digits of `value`, as `hex8` does it.
+    @inline(__always)
+    static func hex4(_ value: UInt16) -> UInt32 {
+        var x = UInt32(value)
+        x = (x & 0xFF00) << 8 | (x & 0x00FF)
+        x = (x & 0x00F0_00F0) << 4 | (x & 0x000F_000F)
+        let letters = ((x &+ 0x0606_0606) >> 4) & 0x0101_0101
+        x = x &+ 0x3030_3030 &+ letters &* 39
+        return x.byteSwapped.littleEndian
     }
 
     /// Parses the canonical form (case-insensitive); nil when malformed.

@@ -227,13 +227,8 @@ struct JSONWriter {
     }
 
     mutating func id(_ id: EventID) {
-        let hex: StaticString = "0123456789abcdef"
-        let digits = hex.utf8Start
-        for i in 0..<32 {
-            if i == 8 || i == 12 || i == 16 || i == 20 { byte(UInt8(ascii: "-")) }
-            let word = i < 16 ? id.high : id.low
-            byte(digits[Int((word >> UInt64(60 - (i % 16) * 4)) & 0xF)])
-        }
+        id.writeCanonical(to: UnsafeMutableRawPointer(position))
+        position += 36
     }
 
     mutating func time(_ time: WallTime, cache: inout RFC3339SecondCache) {
