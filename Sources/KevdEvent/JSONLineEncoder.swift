@@ -238,8 +238,12 @@ struct JSONWriter {
 
     mutating func string(_ s: String) {
         byte(UInt8(ascii: "\""))
-        var copy = s
-        copy.withUTF8 { escaped($0) }
+        // A native string lends its bytes as they are; `withUTF8` needs a mutable copy, retained and released
+        // for every string of every event.
+        if s.utf8.withContiguousStorageIfAvailable({ escaped($0) }) == nil {
+            var copy = s
+            copy.withUTF8 { escaped($0) }
+        }
         byte(UInt8(ascii: "\""))
     }
 
