@@ -8,11 +8,18 @@ import Synchronization
 /// passed since its previous sync started (so one sync covers every write of that window), syncs, and reports
 /// S through `report`. Retired segments (after a rotation) are synced, closed, and their directory synced so
 /// the new segment's name is durable too.
+///
+/// Once synced, the journal's pages are dropped from the page cache (`POSIX_FADV_DONTNEED`), as PostgreSQL does
+/// for its WAL. The journal is written once and read rarely (replay, a subscriber catching up), so keeping it
+/// cached would fill the machine's page cache with it, and every write would take fresh memory; dropped pages
+/// are reused by the next writes instead. On tmpfs the call does nothing: there the pages are the file.
 final class Flusher: @unchecked Sendable {
     // @unchecked: all mutable state is inside `state` (a Mutex) or owned by the flusher thread.
     private struct State {
         var fd: Int32 = -1
         var upTo: UInt64 = 0
+        /// The size `fd` had when `upTo` was written: what a sync makes durable, and may then drop.
+        var bytes = 0
         var retired: [(fd: OwnedFD, directory: String, upTo: UInt64)] = []
         var stopping = false
         /// True from a request until the flusher takes the work: further requests need no wakeup.
@@ -43,12 +50,13 @@ final class Flusher: @unchecked Sendable {
         self.thread = thread
     }
 
-    func request(fd: Int32, upTo seq: UInt64) {
+    func request(fd: Int32, upTo seq: UInt64, bytes: Int) {
         // One eventfd write per sync window, not per loop turn: a turn that finds the flusher already
         // signalled only records how far it may sync.
         let mustSignal = state.withLock { state in
             state.fd = fd
             state.upTo = max(state.upTo, seq)
+            state.bytes = bytes
             defer { state.signalled = true }
             return !state.signalled
         }
@@ -79,6 +87,9 @@ final class Flusher: @unchecked Sendable {
     private func run() {
         var lastSync: Int64 = 0
         var reported: UInt64 = 0
+        // How much of the active segment was dropped from the page cache already.
+        var droppedFD: Int32 = -1
+        var droppedBytes = 0
         while true {
             _ = try? wakeup.drain()  // Blocks until signalled; an error here can only be EINTR-like noise.
             if interval > 0 {
@@ -89,8 +100,8 @@ final class Flusher: @unchecked Sendable {
                     while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
                 }
             }
-            let (fd, upTo, retired, stopping) = state.withLock { state in
-                let work = (state.fd, state.upTo, state.retired, state.stopping)
+            let (fd, upTo, bytes, retired, stopping) = state.withLock { state in
+                let work = (state.fd, state.upTo, state.bytes, state.retired, state.stopping)
                 state.retired.removeAll()
                 state.signalled = false
                 return work
@@ -99,6 +110,8 @@ final class Flusher: @unchecked Sendable {
             var durable = reported
             for old in retired {
                 timedDataSync(old.fd.rawValue)
+                _ = posix_fadvise(old.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)
+                if droppedFD == old.fd.rawValue { droppedFD = -1 }
                 old.fd.close()
                 Self.syncDirectory(old.directory)
                 durable = max(durable, old.upTo)
@@ -106,6 +119,15 @@ final class Flusher: @unchecked Sendable {
             if fd >= 0 && upTo > durable {
                 timedDataSync(fd)
                 durable = upTo
+                if fd != droppedFD {
+                    droppedFD = fd
+                    droppedBytes = 0
+                }
+                // Whole pages only: the kernel keeps the partly written last page, which the next write fills.
+                if bytes > droppedBytes {
+                    _ = posix_fadvise(fd, off_t(droppedBytes), off_t(bytes - droppedBytes), POSIX_FADV_DONTNEED)
+                    droppedBytes = bytes - bytes % Self.pageSize
+                }
             }
             if durable > reported {
                 reported = durable
@@ -130,6 +152,8 @@ final class Flusher: @unchecked Sendable {
             return figures
         }
     }
+
+    private static let pageSize = max(4096, sysconf(Int32(_SC_PAGESIZE)))
 
     static func syncDirectory(_ path: String) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

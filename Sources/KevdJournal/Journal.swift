@@ -9,7 +9,8 @@ import Logging
 /// `append` encodes a record into a pending buffer (no syscall); `writePending`, called once per loop turn,
 /// hands the whole batch to the kernel with one `write` (page cache: safe across a kevd crash). Making it
 /// durable across a power cut is the `Flusher` thread's job: it `fdatasync`s and reports the durable seq back
-/// through `onDurable`, so the loop never waits for the disk.
+/// through `onDurable`, so the loop never waits for the disk. Synced pages are then dropped from the page cache
+/// (see `Flusher`).
 public final class Journal {
     public struct Options: Sendable, Equatable {
         public enum Sync: String, Sendable { case batch, always, none }
@@ -172,7 +173,7 @@ public final class Journal {
         }
         pending.removeAll()
         if let flusher {
-            flusher.request(fd: segment.rawValue, upTo: writtenSeq)
+            flusher.request(fd: segment.rawValue, upTo: writtenSeq, bytes: segmentSize)
         } else if writtenSeq > durableSeq {
             // Only on progress: the daemon's onDurable posts to the loop's inbox, and a report on every (empty)
             // turn would wake the loop again at once, spinning it.

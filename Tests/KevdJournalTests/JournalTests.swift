@@ -254,6 +254,37 @@ struct JournalTests {
         }
     }
 
+    @Test("synced journal pages leave the page cache, in the active segment and in retired ones; records read back whole")
+    func syncedPagesAreDropped() throws {
+        let f = try JournalFixture()
+        guard PageCache.dropsPages(inDirectoryOf: f.directory) else {
+            // tmpfs: the pages are the file, and POSIX_FADV_DONTNEED leaves them.
+            print("skipped: this file system keeps a file's pages cached whatever kevd advises (tmpfs?)")
+            return
+        }
+        var options = Journal.Options()
+        options.batchIntervalNanoseconds = 1_000_000
+        options.segmentBytes = 256 * 1024
+        let journal = try f.open(options)
+        let durable = LockedMax()
+        journal.onDurable = { durable.update($0) }
+        let count = 6000
+        f.write(journal, count: count, batch: 200)
+        let deadline = Date().addingTimeInterval(10)
+        while durable.value < UInt64(count) && Date() < deadline { usleep(1000) }
+        #expect(durable.value == UInt64(count))
+
+        let segments = f.segments
+        #expect(segments.count >= 3, "rotations expected: \(segments.count) segments")
+        for segment in segments {
+            let (whole, resident) = try PageCache.residentWholePages(segment.path)
+            #expect(whole > 0)
+            #expect(resident == 0, "\(segment.name): \(resident) of \(whole) whole pages still cached")
+        }
+        #expect(try f.readAll().seqs == Array(1...UInt64(count)))
+        journal.close()
+    }
+
     @Test("random bytes as a segment never crash or hang the reader or the verifier")
     func randomSegments() throws {
         let f = try JournalFixture()
@@ -333,5 +364,44 @@ final class LockedMax: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return stored
+    }
+}
+
+/// What the page cache holds of a file (`mincore` on a read-only mapping; mapping it faults nothing in).
+enum PageCache {
+    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// Of the file's whole pages (a partly written last page is left out), how many are cached.
+    static func residentWholePages(_ path: String) throws -> (whole: Int, resident: Int) {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        defer { Glibc.close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        let size = Int(st.st_size)
+        let whole = size / pageSize
+        guard whole > 0 else { return (0, 0) }
+        guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
+            throw POSIXError(.init(rawValue: errno) ?? .EIO)
+        }
+        defer { munmap(map, size) }
+        var vector = [UInt8](repeating: 0, count: (size + pageSize - 1) / pageSize)
+        guard mincore(map, size, &vector) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        return (whole, vector.prefix(whole).filter { $0 & 1 != 0 }.count)
+    }
+
+    /// Whether a synced file's pages can be dropped here: tries it on a scratch file next to `directory`.
+    static func dropsPages(inDirectoryOf directory: String) -> Bool {
+        let path = (directory as NSString).deletingLastPathComponent + "/page-cache-probe"
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        defer {
+            Glibc.close(fd)
+            unlink(path)
+        }
+        let bytes = [UInt8](repeating: 0x61, count: 16 * pageSize)
+        guard write(fd, bytes, bytes.count) == bytes.count, fdatasync(fd) == 0 else { return false }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        return (try? residentWholePages(path))?.resident == 0
     }
 }
