@@ -453,17 +453,31 @@ def toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def write_kevd_config(tmp: Path, body: str) -> Path:
+def write_kevd_config(tmp: Path, body: str, args: argparse.Namespace) -> Path:
     state = tmp / "state"
-    state.mkdir(exist_ok=True)
+    if args.kevd_state_parent is None:
+        state.mkdir(exist_ok=True)
+    else:
+        # Elsewhere (by default on disk, like an installed kevd's /var/lib/kevd); `remove_work_dir` deletes it.
+        state.symlink_to(tempfile.mkdtemp(prefix="kevd-state-", dir=args.kevd_state_parent))
+    journal_max_bytes = args.kevd_journal_max_bytes
     conf = tmp / "kevd.toml"
+    journal = f"\n[journal]\nmax_bytes = {toml_str(journal_max_bytes)}\n" if journal_max_bytes else ""
     conf.write_text(
         "[daemon]\n"
         f"state_dir = {toml_str(str(state))}\n"
         f"socket = {toml_str(str(state / 'kevd.sock'))}\n"
         'log_level = "warning"\n'
-        + body)
+        + body + journal)
     return conf
+
+
+def remove_work_dir(tmp: Path) -> None:
+    """Deletes a consumer's temp dir, and kevd's state dir if it was put elsewhere."""
+    state = tmp / "state"
+    if state.is_symlink():
+        shutil.rmtree(os.readlink(state), ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def validate_kevd_stream(raw: Path, source: str, types: Optional[tuple[str, ...]], expected_per_type: Optional[int]) -> list[str]:
@@ -631,14 +645,14 @@ def bench_inotify(args, gen: Path, base: Path) -> list[Row]:
                         "\n[[watch]]\n"
                         f"path = {toml_str(str(watched))}\n"
                         "recursive = true\n"
-                        'events = ["create", "modify", "close_write", "delete"]\n'))
+                        'events = ["create", "modify", "close_write", "delete"]\n'), args)
                     c = Consumer([args.kevd, "--config", str(conf), "--stdout"],
                                  "kevd-inotify", gen, tmp, kevd_ready, raw)
                 row = measure(c, row, [str(gen), "files", str(watched), str(n)], 4 * n, args, args.ready_timeout)
                 if args.validate and raw and name == "kevd" and row.status == "ok":
                     row.details["validation"] = validate_kevd_stream(raw, "inotify", INOTIFY_TYPES, n)
                 save_raw(args, raw, f"inotify-{name}-{n}-{rep + 1}")
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_work_dir(tmp)
                 rows.append(row)
                 print_row_progress(row)
     return rows
@@ -707,7 +721,7 @@ def bench_udev(args, gen: Path, base: Path) -> list[Row]:
                         rows.append(row)
                         print_row_progress(row)
                         continue
-                    conf = write_kevd_config(tmp, '\n[udev]\nenabled = true\nsource = "kernel"\n')
+                    conf = write_kevd_config(tmp, '\n[udev]\nenabled = true\nsource = "kernel"\n', args)
                     c = Consumer(nsexec + [args.kevd, "--config", str(conf), "--stdout"],
                                  "kevd-udev", gen, tmp, kevd_ready, raw)
                 # udevadm prints its banner after it has bound its netlink
@@ -720,7 +734,7 @@ def bench_udev(args, gen: Path, base: Path) -> list[Row]:
                 if args.validate and raw and name == "kevd" and row.status == "ok":
                     row.details["validation"] = validate_kevd_stream(raw, "udev", None, None)
                 save_raw(args, raw, f"udev-{name}-{n}-{rep + 1}")
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_work_dir(tmp)
                 rows.append(row)
                 print_row_progress(row)
         _netns = None
@@ -846,6 +860,9 @@ def machine_info(args, base: Path) -> dict:
         "python": platform.python_version(),
         "work_dir": str(base), "work_fs": fs_type(base),
         "inotify_max_queued_events": read("/proc/sys/fs/inotify/max_queued_events"),
+        "kevd_journal_max_bytes": args.kevd_journal_max_bytes,
+        "kevd_state_dir": str(args.kevd_state_parent) if args.kevd_state_parent else str(base),
+        "kevd_state_fs": fs_type(args.kevd_state_parent or base),
         "inotifywait": tool_version(["inotifywait", "--help"]) if shutil.which("inotifywait") else None,
         "udevadm": tool_version(["udevadm", "--version"]) if shutil.which("udevadm") else None,
         "kevd": args.kevd,
@@ -895,6 +912,12 @@ def parse_args(argv: list[str]):
                    help="skip the generator-only run (no watcher) before each inotify size")
     p.add_argument("--dir", type=Path, default=None,
                    help="where the temp dirs (watched folder, kevd state) go (default: /dev/shm if tmpfs, else /tmp)")
+    p.add_argument("--kevd-state-dir", default="/var/tmp", metavar="DIR",
+                   help="where kevd's state (its journal) goes, in a temp dir per run (default /var/tmp, on disk "
+                        "as an installed kevd's /var/lib/kevd is; 'work': next to the watched folder, in --dir)")
+    p.add_argument("--kevd-journal-max-bytes", default=None, metavar="SIZE",
+                   help='journal retention for kevd, e.g. "256M" (default: kevd\'s, no limit): old segments are '
+                        "deleted as new ones fill, so the journal reuses memory instead of growing")
     p.add_argument("--max-queued-events", type=int, default=None,
                    help="set fs.inotify.max_queued_events for the run (root; restored at the end)")
     p.add_argument("--quiet", type=float, default=2.0,
@@ -927,6 +950,12 @@ def parse_args(argv: list[str]):
     args.udev_consumers = [("udevadm" if c == "inotifywait" else c) for c in args.consumers]
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.kevd_state_dir == "work":
+        args.kevd_state_parent = None
+    else:
+        args.kevd_state_parent = Path(args.kevd_state_dir)
+        if not (args.kevd_state_parent.is_dir() and os.access(args.kevd_state_parent, os.W_OK)):
+            p.error(f"--kevd-state-dir {args.kevd_state_dir}: not a writable directory")
     return args
 
 
@@ -994,7 +1023,9 @@ def main(argv: list[str]) -> int:
 
     print()
     print(f"kevd benchmark  {started:%Y-%m-%d %H:%M}  kernel {info['kernel']}, {info['cpus']} CPUs ({info['cpu_model']}), "
-          f"work fs {info['work_fs']}, max_queued_events {info['inotify_max_queued_events']}")
+          f"work fs {info['work_fs']}, max_queued_events {info['inotify_max_queued_events']}"
+          + f", kevd state on {info['kevd_state_fs']} ({info['kevd_state_dir']})"
+          + (f", kevd journal max_bytes {args.kevd_journal_max_bytes}" if args.kevd_journal_max_bytes else ""))
     print()
     print_table(rows, args.markdown)
     if args.repeat > 1:
