@@ -123,10 +123,13 @@ final class Flusher: @unchecked Sendable {
                     droppedFD = fd
                     droppedBytes = 0
                 }
-                // Whole pages only: the kernel keeps the partly written last page, which the next write fills.
-                if bytes > droppedBytes {
-                    _ = posix_fadvise(fd, off_t(droppedBytes), off_t(bytes - droppedBytes), POSIX_FADV_DONTNEED)
-                    droppedBytes = bytes - bytes % Self.pageSize
+                // Whole pages only, and never the partly written last one: the next write fills it, and were it
+                // dropped, that write would first wait for it to be read back from the disk. (Given a range that
+                // ends at the end of the file, the kernel drops the last page too.)
+                let whole = bytes - bytes % Self.pageSize
+                if whole > droppedBytes {
+                    _ = posix_fadvise(fd, off_t(droppedBytes), off_t(whole - droppedBytes), POSIX_FADV_DONTNEED)
+                    droppedBytes = whole
                 }
             }
             if durable > reported {
