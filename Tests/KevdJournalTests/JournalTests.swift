@@ -270,7 +270,7 @@ struct JournalTests {
         journal.onDurable = { durable.update($0) }
         let count = 6000
         f.write(journal, count: count, batch: 200)
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(30)
         while durable.value < UInt64(count) && Date() < deadline { usleep(1000) }
         #expect(durable.value == UInt64(count))
 
