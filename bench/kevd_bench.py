@@ -460,9 +460,9 @@ def write_kevd_config(tmp: Path, body: str, args: argparse.Namespace) -> Path:
     else:
         # Elsewhere (by default on disk, like an installed kevd's /var/lib/kevd); `remove_work_dir` deletes it.
         state.symlink_to(tempfile.mkdtemp(prefix="kevd-state-", dir=args.kevd_state_parent))
-    journal_max_bytes = args.kevd_journal_max_bytes
     conf = tmp / "kevd.toml"
-    journal = f"\n[journal]\nmax_bytes = {toml_str(journal_max_bytes)}\n" if journal_max_bytes else ""
+    journal = (f"\n[journal]\nmax_bytes = {toml_str(args.kevd_journal_max_bytes)}\n"
+               if args.kevd_journal_max_bytes else "")
     conf.write_text(
         "[daemon]\n"
         f"state_dir = {toml_str(str(state))}\n"
