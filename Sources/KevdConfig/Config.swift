@@ -155,6 +155,14 @@ public struct ServerSettings: Sendable, Equatable {
     /// The longest request line accepted.
     public var maxRequest = 1024 * 1024
     public var maxClients = 1024
+    /// Per peer uid: connections at once, whatever they do; 0: unlimited. Root and kevd's own uid are not limited.
+    public var maxClientsPerUID = 128
+    /// Of `maxClients`, slots only root and kevd's own uid may take (PostgreSQL's
+    /// `superuser_reserved_connections`): other users together hold at most `maxClients - reservedClients`.
+    public var reservedClients = 8
+    /// A connection that has not sent its first complete request line this long after it was accepted is
+    /// closed (slowloris); 0: never.
+    public var firstRequestTimeoutNanoseconds: Int64 = 10_000_000_000
     /// Per peer uid: connections holding a subscription at once. Root and kevd's own uid are not limited.
     public var maxSubscriptionsPerUID = 64
     /// Per peer uid: emits a second (a token bucket holding `emitBurstPerUID`); 0: unlimited. Root and kevd's

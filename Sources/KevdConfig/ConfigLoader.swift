@@ -130,7 +130,8 @@ extension TableReader {
             t,
             allowed: [
                 "group", "mode", "send_buffer", "max_request", "max_clients", "idempotency_window",
-                "max_subscriptions_per_uid", "emit_rate_per_uid", "emit_burst_per_uid",
+                "max_subscriptions_per_uid", "emit_rate_per_uid", "emit_burst_per_uid", "max_clients_per_uid",
+                "reserved_clients", "first_request_timeout",
             ],
             name: "server")
         var settings = ServerSettings()
@@ -175,6 +176,7 @@ extension TableReader {
             settings.emitBurstPerUID = max(1, 2 * n)  // Two seconds' worth, unless given.
         }
         if let n = try int(t, "emit_burst_per_uid", in: 1...100_000_000, table: "server") { settings.emitBurstPerUID = n }
+        try admissionSettings(t, into: &settings)
         return settings
     }
 
