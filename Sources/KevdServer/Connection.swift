@@ -35,6 +35,11 @@ final class Connection {
         /// The last event queued to it live (not from the journal): its output is held back while the journal
         /// has not written that far (see `Server.endOfTurn`).
         var lastLive: UInt64 = 0
+        /// Journal catch-up (Server+CatchUp.swift): the turn it was last fed in, and how many of its reader's
+        /// problems it has already handled.
+        var lastCatchUpTurn: UInt64 = 0
+        var problemsSeen = 0
+        var problemsReader: ObjectIdentifier? = nil
 
         /// Events published but not yet considered for this subscriber, given the pipeline's next seq.
         func lag(nextSeq: UInt64) -> UInt64 { nextSeq > next ? nextSeq - next : 0 }
@@ -60,6 +65,8 @@ final class Connection {
     /// The client shut down its sending side (EOF): its queued requests are still answered; without a
     /// subscription the connection closes once they are.
     var inputClosed = false
+    /// Set once a complete request line arrived: `[server] first_request_timeout` no longer applies.
+    var sentRequest = false
     /// A reply that must wait: an emit until its event is durable, an ack until its position is stored.
     struct PendingReply {
         var bytes: [UInt8]

@@ -10,6 +10,9 @@ enum Limit: String {
     case maxRequest = "max_request"
     case maxSubscriptionsPerUID = "max_subscriptions_per_uid"
     case emitRatePerUID = "emit_rate_per_uid"
+    case maxClientsPerUID = "max_clients_per_uid"
+    /// `configured` is the timeout in milliseconds, `value` the bytes the client had sent.
+    case firstRequestTimeout = "first_request_timeout"
 }
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`. Starts full, so a user's first burst is

@@ -49,11 +49,11 @@ public final class Server: EventSink {
         }
     }
 
-    private let context: Context
-    private var settings: ServerSettings { context.settings }
+    let context: Context
+    var settings: ServerSettings { context.settings }
     private let listener: OwnedFD
     private let socketGroup: UInt32
-    private var connections: [UInt64: Connection] = [:]
+    var connections: [UInt64: Connection] = [:]
     private var byFD: [Int32: UInt64] = [:]
     private var nextConnectionID: UInt64 = 1
     /// Connections with replies waiting for durability or a stored position.
@@ -63,7 +63,7 @@ public final class Server: EventSink {
     private var names: [String: UInt64] = [:]
     private var idempotency: [String: (seq: UInt64, id: String, expires: UInt64)] = [:]
     private var positions: PositionStore!
-    private var dirty: Set<UInt64> = []
+    var dirty: Set<UInt64> = []
     private var lastWrittenSeq: UInt64 = 0
     /// Live subscribers whose output holds events the journal has not written yet (it cannot: disk full), kept
     /// back until it has.
@@ -77,6 +77,14 @@ public final class Server: EventSink {
     private var acceptPaused = false
     private var acceptPausedAt: UInt64 = 0
     private var fdExhaustionReported = false
+    /// Connections per peer uid, for `[server] max_clients_per_uid` (Server+Admission.swift).
+    var clientsByUID: [UInt32: Int] = [:]
+    /// `[server] first_request_timeout` (Server+Deadlines.swift).
+    var firstRequestDeadlines = FirstRequestDeadlines()
+    /// Journal catch-up (Server+CatchUp.swift): turns that fed a subscriber, for fairness; damage reported.
+    var catchUpTurns: UInt64 = 0
+    var reportedDamage: Set<String> = []
+    var pendingDamageReports: [JournalDamageReport] = []
 
     public init(_ context: Context) throws {
         self.context = context
@@ -100,6 +108,8 @@ public final class Server: EventSink {
             self.acceptAll()
         }
         reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        try firstRequestDeadlines.start(
+            server: self, loop: context.loop, timeoutNanoseconds: context.settings.firstRequestTimeoutNanoseconds)
         Self.makeRoomForClients(context.settings.maxClients, logger: context.logger)
     }
 
@@ -130,6 +140,7 @@ public final class Server: EventSink {
         listener.close()
         if context.listenFD == nil { unlink(context.socketPath) }
         for id in Array(connections.keys) { drop(id) }
+        firstRequestDeadlines.stop(loop: context.loop)
         positions.stop()
         if reserveFD >= 0 { Glibc.close(reserveFD) }
         reserveFD = -1
@@ -184,10 +195,8 @@ public final class Server: EventSink {
             let id = nextConnectionID
             nextConnectionID += 1
             let connection = Connection(id: id, fd: fd, credentials: Connection.credentials(of: fd))
-            if connections.count >= settings.maxClients {
-                refuse(
-                    connection, .maxClients, configured: settings.maxClients, value: connections.count,
-                    "too many clients (limit \(settings.maxClients), [server] max_clients); try again later")
+            if let refusal = admissionRefusal(connection) {
+                refuse(connection, refusal.limit, configured: refusal.configured, value: refusal.value, refusal.message)
                 _ = kevd_write_some(fd, connection.output.bytes.baseAddress, connection.output.count)
                 continue  // `connection` goes out of scope: its fd is closed.
             }
@@ -200,6 +209,7 @@ public final class Server: EventSink {
             }
             connections[id] = connection
             byFD[fd] = id
+            admitted(connection)
         }
     }
 
@@ -319,6 +329,7 @@ public final class Server: EventSink {
             }
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
             handled += 1
+            c.sentRequest = true
             line.withUnsafeBytes { request(c, UnsafeRawBufferPointer($0)) }
         }
         if start > 0 { c.input.removeFirst(start) }
@@ -341,7 +352,7 @@ public final class Server: EventSink {
 
     /// Answers a request refused by one of the `[server]` limits, naming it, and reports it as a `kevd`/`limit`
     /// event (at most one per uid and limit every few seconds: a flood of refusals is counted, not repeated).
-    private func refuse(_ c: Connection, _ limit: Limit, configured: Int, value: Int, _ message: String) {
+    func refuse(_ c: Connection, _ limit: Limit, configured: Int, value: Int, _ message: String) {
         c.reply(.object([("ok", .bool(false)), ("error", .string(message)), ("limit", .string(limit.rawValue))]))
         limitReports.refused(
             limit, uid: c.credentials.uid, pid: c.credentials.pid, configured: configured, value: value,
@@ -352,7 +363,7 @@ public final class Server: EventSink {
     /// Root and kevd's own user are not held to the per-uid limits: they may stop or replace the daemon
     /// anyway, so a limit would protect nothing from them, and the rule scripts and tools they run (which emit
     /// as they do) must not be throttled like an untrusted local user.
-    private func isExemptFromPerUIDLimits(_ uid: UInt32) -> Bool { uid == 0 || uid == geteuid() }
+    func isExemptFromPerUIDLimits(_ uid: UInt32) -> Bool { uid == 0 || uid == geteuid() }
 
     /// `[server] emit_rate_per_uid`: takes a token from the uid's bucket; false when it has none left.
     private func mayEmitNow(_ c: Connection) -> Bool {
@@ -378,9 +389,10 @@ public final class Server: EventSink {
         return held >= settings.maxSubscriptionsPerUID ? held : nil
     }
 
-    private func drop(_ id: UInt64) {
+    func drop(_ id: UInt64) {
         guard let c = connections.removeValue(forKey: id) else { return }
         byFD.removeValue(forKey: c.fd.rawValue)
+        released(c)
         context.loop.unregister(fd: c.fd.rawValue)
         c.fd.close()
         if let name = c.subscription?.name, names[name] == id { names.removeValue(forKey: name) }
@@ -818,7 +830,7 @@ public final class Server: EventSink {
         dirty.insert(c.id)
     }
 
-    private func gap(_ c: Connection, _ sub: Connection.Subscription, to startsAt: UInt64) {
+    func gap(_ c: Connection, _ sub: Connection.Subscription, to startsAt: UInt64) {
         var line: [UInt8] = []
         JSONValue.object([
             ("gap", .object([("from", .uint(sub.next)), ("to", .uint(startsAt - 1))])),
@@ -827,44 +839,6 @@ public final class Server: EventSink {
         line.append(UInt8(ascii: "\n"))
         line.withUnsafeBytes { c.output.append($0) }
         sub.next = startsAt
-    }
-
-    /// Feeds a journal-mode subscriber from the journal until its buffer is half full or the journal is read.
-    private func pump(_ c: Connection, _ sub: Connection.Subscription) {
-        guard let reader = sub.reader else { return }
-        var records = 0
-        while c.output.count < settings.sendBuffer / 2 && records < 8192 {
-            let record: JournalReader.Record?
-            do {
-                record = try reader.next()
-            } catch {
-                c.replyError("cannot read the journal: \(error)")
-                c.closing = true
-                return
-            }
-            guard let record else {
-                sub.drained = true
-                break
-            }
-            records += 1
-            if record.seq < sub.next { continue }
-            if record.seq > sub.next { gap(c, sub, to: record.seq) }
-            sub.next = record.seq + 1
-            if let filter = sub.filter {
-                if let quick = filter.matches(line: record.payload) {
-                    guard quick else { continue }
-                } else {
-                    guard let event = try? Event(jsonLine: record.payload), filter.matches(event) else { continue }
-                }
-            }
-            c.output.append(record.payload)
-        }
-        if sub.drained && sub.next >= context.pipeline.nextSeq {
-            sub.mode = .live
-            sub.reader = nil
-        } else if !sub.drained {
-            dirty.insert(c.id)
-        }
     }
 
     public func endOfTurn() {
@@ -881,9 +855,10 @@ public final class Server: EventSink {
         guard !dirty.isEmpty else { return }
         let ids = dirty
         dirty.removeAll(keepingCapacity: true)
-        for id in ids {
+        var budget = CatchUpBudget(now: Clock.monotonicNanoseconds())
+        for id in catchUpOrder(ids) {
             guard let c = connections[id] else { continue }
-            if let sub = c.subscription, sub.mode == .journal, !c.waitingForWritable { pump(c, sub) }
+            if let sub = c.subscription, sub.mode == .journal, !c.waitingForWritable { pump(c, sub, budget: &budget) }
             if let sub = c.subscription, sub.lastLive > context.journal.writtenSeq {
                 // This turn's events went out live before the journal's write failed: they wait with it.
                 heldForJournal.insert(id)
@@ -891,6 +866,7 @@ public final class Server: EventSink {
             }
             flush(c)
         }
+        publishDamageReports()
         // Catch-up work left for later (a per-turn budget keeps the loop fair), or events published after the
         // journal's write this turn (a sink's own `overflow`): come back next turn. While the journal fails,
         // its retry timer brings the turns.
