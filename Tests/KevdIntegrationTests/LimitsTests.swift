@@ -26,11 +26,12 @@ final class ClientAs {
         }
         """
 
-    init(user: String, group: String, socket: String) throws {
+    /// `groups`: supplementary groups (a comma-separated list for `setpriv --groups`); nil: none.
+    init(user: String, group: String, socket: String, groups: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        process.arguments = [
-            "--reuid", user, "--regid", group, "--clear-groups", "--", "/usr/bin/perl", "-e", Self.bridge, socket,
-        ]
+        let groupArguments = groups.map { ["--groups", $0] } ?? ["--clear-groups"]
+        process.arguments =
+            ["--reuid", user, "--regid", group] + groupArguments + ["--", "/usr/bin/perl", "-e", Self.bridge, socket]
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
