@@ -54,9 +54,12 @@ struct CatchUpTests {
         let subscribed = try subscriber.request(#"{"op":"subscribe","filter":["type=bulk"],"from":"all"}"#)
         try #require(subscribed["ok"] as? Bool == true)
         let received = LockedValue<[Int]>([])
+        let replayStarted = Date()
+        let replaySeconds = LockedValue<Double>(0)
         let reader = Thread {
             var latencies: [Double] = []
             let got = (try? subscriber.seqs(count, sampleEvery: count, latencies: &latencies, timeout: 120)) ?? []
+            replaySeconds.set(Date().timeIntervalSince(replayStarted))
             received.set(got)
         }
         reader.start()
@@ -84,7 +87,10 @@ struct CatchUpTests {
         // records), as before the per-turn budget, it showed 14.
         #expect(progress.count >= 40, "status saw the replay at \(progress.count) points in \(answers) answers")
         #expect(progress == progress.sorted())
-        Reliability.report("catch_up_status", ["events": count, "status_answers": answers, "progress_points": progress.count])
+        Reliability.report(
+            "catch_up_status",
+            ["events": count, "status_answers": answers, "progress_points": progress.count,
+             "replay_s": String(format: "%.2f", replaySeconds.value)])
         #expect(daemon.stop() == 0)
     }
 
