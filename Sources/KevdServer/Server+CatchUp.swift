@@ -96,11 +96,13 @@ extension Server {
                 c.closing = true
                 return
             }
-            let problems = newProblems(reader, sub)
             guard let record else {
                 sub.drained = true
                 break
             }
+            // Taken only with a record: damage just before the end of what is written is told with the record
+            // that follows it, whenever that comes.
+            let problems = newProblems(reader, sub)
             records += 1
             bytes += record.payload.count
             let inBudget = budget.take(record.payload.count)
