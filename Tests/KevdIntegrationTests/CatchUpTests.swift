@@ -94,6 +94,55 @@ struct CatchUpTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("several subscribers replaying at once share the turns: none waits for the others to finish")
+    func replaysShareTheTurns() throws {
+        let count = 6000
+        let subscribers = 6
+        // Six subscribers want 256 KiB a turn each, more than a turn's 1 MiB: each turn serves some of them, those
+        // served least recently first.
+        let daemon = try DaemonProcess(config: serverConfig("[server]\nsend_buffer = \"64MiB\"\n"))
+        let socket = daemon.directory.file("state/kevd.sock")
+        let seqs = try Self.emit(socket, count: count, padding: 1000)
+        let first = try #require(seqs.first)
+        let last = try #require(seqs.last)
+        try Self.dropCache(daemon.directory.file("state/journal"))
+
+        var readers: [Thread] = []
+        var results: [LockedValue<[Int]>] = []
+        for _ in 0..<subscribers {
+            let client = try RawClient(socket)
+            try #require(try client.request(#"{"op":"subscribe","filter":["type=bulk"],"from":"all"}"#)["ok"] as? Bool == true)
+            let result = LockedValue<[Int]>([])
+            let reader = Thread {
+                var latencies: [Double] = []
+                result.set((try? client.seqs(count, sampleEvery: count, latencies: &latencies, timeout: 120)) ?? [])
+            }
+            reader.start()
+            readers.append(reader)
+            results.append(result)
+        }
+        // The first status answer in which one subscriber is past half way: every other one has started too.
+        let status = try RawClient(socket)
+        var snapshot: [Int] = []
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline {
+            let subs = try status.request(#"{"op":"status"}"#)["subscribers"] as? [[String: Any]] ?? []
+            let nexts = subs.compactMap { ($0["next"] as? NSNumber)?.intValue }
+            guard nexts.count == subscribers else { continue }
+            if let furthest = nexts.max(), furthest >= first + count / 2 {
+                snapshot = nexts
+                break
+            }
+        }
+        for reader in readers { reader.join(timeout: 120) }
+        for result in results { #expect(result.value == seqs) }
+        try #require(snapshot.count == subscribers, "status never saw a subscriber past half way")
+        #expect(snapshot.allSatisfy { $0 > first + count / 10 }, "when one subscriber was half way, the others were at \(snapshot)")
+        #expect(snapshot.allSatisfy { $0 <= last + 1 })
+        Reliability.report("catch_up_shared", ["subscribers": subscribers, "events": count, "at_half_way": "\(snapshot)"])
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("records that cannot be decoded or fail their CRC: a gap line, a kevd/error with the seqs, the rest delivered")
     func undecodableRecords() throws {
         let dir = try TemporaryDirectory()
