@@ -24,7 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
-        // `kevctl metrics` only (the Prometheus text format); the daemon links neither.
+        // `kevctl metrics` only (the Prometheus text format); the daemon's code uses neither (its binary holds them
+        // as the multi-call kevctl).
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
@@ -123,19 +124,26 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // One binary for both commands: kevd runs kevctl's commands when called by that name (a link to it), so
+        // the installed pair carries one static Swift runtime, not two (scripts/install; NOTES-FOR-README.md).
         .executableTarget(
             name: "kevd",
-            dependencies: ["KevdDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "KevdDaemon", "KevctlCommands", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
-        .executableTarget(
-            name: "kevctl",
+        // kevctl's commands (Sources/kevctl), for the `kevctl` executable (builds, tests) and the multi-call kevd.
+        .target(
+            name: "KevctlCommands",
             dependencies: [
                 "KevdConfig", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule", "KevdClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            path: "Sources/kevctl"
         ),
+        .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main"),
         // Benchmarks (`kevd-bench journal`): not shipped, measures the journal against a ceiling it measures too.
         .executableTarget(
             name: "kevd-bench",
