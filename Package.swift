@@ -24,8 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
-        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
-        // `kevctl metrics` only (the Prometheus text format); the daemon links neither.
+        // `kevctl metrics` only (the Prometheus text format); the daemon's code uses neither (its binary holds them
+        // as the multi-call kevctl).
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
@@ -38,6 +38,16 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // The NATS C client, for `[[forward]]` to JetStream (and the forwarding tests and benchmark).
         .systemLibrary(name: "CNats", pkgConfig: "libnats", providers: [.apt(["libnats-dev"])]),
+        // The TOML parser: toml++ from Debian's libtomlplusplus-dev (headers at /usr/include/toml++), compiled here
+        // header-only behind a C interface, so neither Foundation (TOMLKit's) nor libtomlplusplus3 is linked.
+        // Parse errors are values (no exceptions); the formatters, which nothing here uses, are left out.
+        .target(
+            name: "CKevdTOML",
+            cxxSettings: [
+                .define("TOML_HEADER_ONLY", to: "1"), .define("TOML_EXCEPTIONS", to: "0"),
+                .define("TOML_ENABLE_FORMATTERS", to: "0"),
+            ]
+        ),
 
         // The immutable event and its JSON line form. Imports nothing of ours.
         .target(name: "KevdEvent", swiftSettings: hotPath),
@@ -52,7 +62,7 @@ let package = Package(
         // The configuration file: TOML in, validated values out, errors with file:line:col.
         .target(
             name: "KevdConfig",
-            dependencies: ["KevdSchedule", "KevdKernel", "KevdEvent", .product(name: "TOMLKit", package: "TOMLKit")]
+            dependencies: ["KevdSchedule", "KevdKernel", "KevdEvent", "CKevdTOML"]
         ),
         // The durable journal: segments, framing, CRC-32C, recovery, readers, the flusher thread.
         .target(
@@ -114,19 +124,26 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // One binary for both commands: kevd runs kevctl's commands when called by that name (a link to it), so
+        // the installed pair carries one static Swift runtime, not two (scripts/install; NOTES-FOR-README.md).
         .executableTarget(
             name: "kevd",
-            dependencies: ["KevdDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "KevdDaemon", "KevctlCommands", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
-        .executableTarget(
-            name: "kevctl",
+        // kevctl's commands (Sources/kevctl), for the `kevctl` executable (builds, tests) and the multi-call kevd.
+        .target(
+            name: "KevctlCommands",
             dependencies: [
                 "KevdConfig", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule", "KevdClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            path: "Sources/kevctl"
         ),
+        .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main"),
         // Benchmarks (`kevd-bench journal`): not shipped, measures the journal against a ceiling it measures too.
         .executableTarget(
             name: "kevd-bench",
@@ -152,5 +169,6 @@ let package = Package(
         .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
         .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v5],
+    cxxLanguageStandard: .cxx17  // toml++'s minimum
 )

@@ -1,5 +1,4 @@
 import KevdKernel
-import TOMLKit
 
 /// Reads and validates a kevd configuration file.
 ///

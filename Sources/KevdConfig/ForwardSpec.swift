@@ -1,5 +1,4 @@
 import KevdEvent
-import TOMLKit
 
 /// A `[[forward]]` table: a durable, exactly-once copy of the journal into a NATS JetStream stream.
 public struct ForwardSpec: Sendable, Equatable {

@@ -1,5 +1,4 @@
 import KevdEvent
-import TOMLKit
 
 /// The `[journald]` table: an optional copy of kevd's events in the systemd journal (read at start).
 public struct JournaldSettings: Sendable, Equatable {

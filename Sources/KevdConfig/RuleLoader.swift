@@ -1,6 +1,5 @@
 import Glibc
 import KevdEvent
-import TOMLKit
 
 /// Reads the rule files: every `*.toml` in the rule directories, each declaring `[[rule]]`s and, like the
 /// configuration file, `[[watch]]`es and `[[timer]]`s.

@@ -1,9 +1,9 @@
 /// Finds where tables and keys stand in TOML source text.
 ///
-/// TOMLKit reports positions for syntax errors only; a semantic error ("unknown key", "bad duration") still has
-/// to name file:line:col. This scanner indexes the headers (`[daemon]`, the n-th `[[watch]]`) and the keys
+/// toml++ locates syntax errors; a semantic error ("unknown key", "bad duration") must name the file:line:col
+/// of its key or table too. This scanner indexes the headers (`[daemon]`, the n-th `[[watch]]`) and the keys
 /// under them. It understands what valid TOML needs for that (comments, quoted keys, multi-line strings and
-/// arrays); it runs only on text TOMLKit already accepted.
+/// arrays); it runs only on text toml++ already accepted.
 struct TOMLLocator {
     struct Position: Equatable {
         let line: Int
@@ -76,7 +76,7 @@ struct TOMLLocator {
     }
 
     /// The first table header whose key starts with neither a bare-key character nor a quote (`[^x]`, `[ !]`, a
-    /// `[` that ends its line): toml++, inside TOMLKit, asserts on one instead of reporting it, which aborts
+    /// `[` that ends its line): toml++ (3.3 and 3.4) asserts on one instead of reporting it, which aborts
     /// kevd, or is undefined behaviour where assertions are off (found by fuzzing). Lines are followed as
     /// `init` follows them, so a `[` inside a multi-line string or array is not taken for a header.
     static func unparsableHeader(in source: String) -> Position? {

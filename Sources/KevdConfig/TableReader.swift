@@ -1,5 +1,4 @@
 import KevdSchedule
-import TOMLKit
 
 /// Walks parsed TOML tables, checking names and types as it goes; every problem is a `ConfigError` located by
 /// the `TOMLLocator`. Shared by the configuration file and the rule files, which declare `[[watch]]` and
@@ -16,7 +15,7 @@ struct TableReader {
         baseDir = PathText.directory(of: file)
     }
 
-    /// Parses `source`, turning TOMLKit's syntax error into a located `ConfigError`.
+    /// Parses `source`, turning toml++'s syntax error into a located `ConfigError`.
     static func parse(source: String, file: String) throws -> TOMLTable {
         if let at = TOMLLocator.unparsableHeader(in: source) {
             throw ConfigError(
@@ -27,11 +26,9 @@ struct TableReader {
             throw ConfigError(file: file, line: at.line, column: at.column, message: "expected an array element or ']', found '}'")
         }
         do {
-            return try TOMLTable(string: source)
-        } catch let error as TOMLParseError {
-            throw ConfigError(
-                file: file, line: error.source.begin.line, column: error.source.begin.column,
-                message: error.description)
+            return try TOMLTable(parsing: source)
+        } catch {
+            throw ConfigError(file: file, line: error.line, column: error.column, message: error.message)
         }
     }
 
@@ -53,12 +50,12 @@ struct TableReader {
         if let first = unknownKeys(table, allowed: allowed, name: name, index: index).first { throw first }
     }
 
-    func table(_ value: TOMLValueConvertible, _ name: String) throws -> TOMLTable {
+    func table(_ value: TOMLValue, _ name: String) throws -> TOMLTable {
         guard let t = value.table else { throw problem("'\(name)' must be a table: [\(name)]", table: "", key: name) }
         return t
     }
 
-    func arrayOfTables(_ value: TOMLValueConvertible?, _ name: String) throws -> [TOMLTable] {
+    func arrayOfTables(_ value: TOMLValue?, _ name: String) throws -> [TOMLTable] {
         guard let value else { return [] }
         guard let array = value.array else {
             throw problem("'\(name)' must be an array of tables: [[\(name)]]", table: name)
@@ -114,7 +111,7 @@ struct TableReader {
         return PathText.resolve(text, against: baseDir)
     }
 
-    func size(_ value: TOMLValueConvertible, key: String, table name: String, index: Int = 0) throws -> Int64 {
+    func size(_ value: TOMLValue, key: String, table name: String, index: Int = 0) throws -> Int64 {
         if let n = value.int { return Int64(n) }
         guard let text = value.string else {
             throw problem("'\(key)' must be a size like \"16M\" or a number of bytes", table: name, index: index, key: key)

@@ -1,6 +1,5 @@
 import ArgumentParser
 
-@main
 struct Kevctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kevctl",

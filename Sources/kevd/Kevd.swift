@@ -4,7 +4,6 @@ import KevdConfig
 import KevdDaemon
 import Logging
 
-@main
 struct Kevd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kevd",

@@ -100,7 +100,7 @@ struct ConfigLoaderTests: ConfigText {
             == "/etc/kevd/kevd.toml:2:1: unknown key 'rulez' at the top level; expected one of: daemon, watch, timer, udev, journal, server, access, rules, forward, journald")
     }
 
-    @Test("TOML syntax errors keep TOMLKit's position")
+    @Test("TOML syntax errors keep toml++'s position")
     func syntax() {
         let e = error("[daemon]\nstate_dir = = \"x\"\n")
         #expect(e?.line == 2)
