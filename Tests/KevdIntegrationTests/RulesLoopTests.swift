@@ -138,4 +138,30 @@ struct RulesLoopTests {
         #expect(children.isEmpty, "kevd's children left: \(children)")
         #expect(daemon.stop() == 0)
     }
+
+    @Test("timeouts that come due before the spawner has reported the pid: each run is still ended and reported timed out")
+    func timeoutBeforeThePidArrives() throws {
+        let dir = try TemporaryDirectory()
+        let marker = "3021.\(getpid())"
+        // A timeout of 1 µs comes due before the spawner thread can report the pid, nearly always: the signal
+        // must wait for the pid and then reach the run's process group.
+        try writeRuleFile(dir, "10-quick.toml", """
+            [[rule]]
+            name = "quick"
+            match = ["source=emit", "type=quick"]
+            run = ["/bin/sleep", "\(marker)"]
+            concurrency = 8
+            timeout = "1us"
+            kill_grace = "5s"
+            retries = 0
+            """)
+        let daemon = try DaemonProcess(config: Self.config, in: dir)
+        let count = 40
+        try pipelinedEmits(try RawClient(dir.file("state/kevd.sock")), count: count) { #"{"op":"emit","type":"quick","key":"k\#($0)"}"# }
+        let failed = try daemon.waitForCount("every run ends", count: count, timeout: 60) { $0.isRule("failed", "quick") }
+        #expect(failed.allSatisfy { $0.data["timed_out"] as? Bool == true }, "\(failed.first { $0.data["timed_out"] as? Bool != true } ?? [:])")
+        #expect(failed.allSatisfy { $0.string("signal") == "term" }, "\(failed.map { $0.string("signal") ?? "-" })")
+        #expect(try waitUntilNone(marker), "sleeps outlived their runs")
+        #expect(daemon.stop() == 0)
+    }
 }
