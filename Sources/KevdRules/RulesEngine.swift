@@ -9,12 +9,13 @@ import Logging
 
 /// Runs rules' scripts for the events they match, on the loop thread, without ever blocking it.
 ///
-/// Events arrive as a sink (after the journal, so every event a rule sees is journaled). A match becomes a
-/// job on the rule's per-key queue; jobs start in `dispatch()`, at the end of each loop turn, once the journal has
-/// written their event: the loop prepares each run and a spawner thread starts it (a vfork child, so the loop
-/// never waits for an exec), with its output read through non-blocking pipes. `SIGCHLD` (through the daemon's
-/// signalfd) reaps them; one timerfd serves every timeout, kill grace, debounce and retry. Each run is journaled
-/// as `kevd` events `rule.started`, then `rule.succeeded` or `rule.failed` (and `rule.dead` when it gives up).
+/// Events arrive as a sink, after the journal's, which appends them. A match becomes a job on the rule's per-key
+/// queue; jobs start in `dispatch()`, at the end of each loop turn, once the journal has written their event
+/// (`RuleRuntime.nextStartable(writtenThrough:)`). The loop prepares each run and a spawner thread starts it (a
+/// vfork child, so the loop never waits for an exec); output is read through non-blocking pipes. `SIGCHLD`
+/// (through the daemon's signalfd) reaps them; one timerfd serves every timeout, kill grace, debounce and retry.
+/// Each run is journaled as `kevd` events `rule.started`, then `rule.succeeded` or `rule.failed` (and
+/// `rule.dead` when it gives up).
 ///
 /// At least once: a rule's position (everything matched through it has run) is stored; after a restart the
 /// rule reads the journal on from there, so interrupted and queued runs happen again with the same event ids.
