@@ -12,7 +12,10 @@ struct ReliabilityRulesJournalTests {
         try makeDirectory(dir.file("w"))
         let runs = dir.file("runs.log")
         // Each run checks, as it runs, whether its own event is in the journal's files (the script runs in kevd's
-        // mount namespace, where the state directory is the small tmpfs). The log is outside the tmpfs.
+        // mount namespace, where the state directory is the small tmpfs). The log is outside the tmpfs. That check
+        // is what a user would look at, but a run started too early may still reach its grep after the disk has
+        // room again: the status and `rule.started` checks below are the ones that catch an early start every
+        // time (with the engine ignoring the journal, the status check fails).
         let script = try writeScript(dir, "check.sh", """
             if grep -qrF "$KEVD_EVENT_ID" '\(dir.file("state/journal"))'; then found=journaled; else found=MISSING; fi
             printf '%s %s\\n' "${KEVD_KEY##*/}" "$found" >> '\(runs)'
