@@ -349,7 +349,9 @@ int kevd_peergroups(int fd, uint32_t *groups, int max) {
 int kevd_pipe(int *read_end, int *write_end) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) return -1;
-    if (kevd_set_nonblocking(fds[0], 1) != 0) {
+    // A fresh pipe's file status flags are O_RDONLY alone (pipe2 put O_CLOEXEC on the fd, not the file): one
+    // F_SETFL sets O_NONBLOCK without the F_GETFL a general helper needs. Two system calls fewer per rule run.
+    if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0) {
         int e = errno;
         close(fds[0]);
         close(fds[1]);

@@ -90,7 +90,8 @@ public enum Spawn {
     /// `Children.signalGroup(pid, …)` reaches everything it starts.
     ///
     /// The child gets default signal dispositions and an empty signal mask whatever kevd's, only fds 0-2, and
-    /// SIGTERM when kevd dies (`PR_SET_PDEATHSIG`; it follows the calling thread: call from the loop's). Returns
+    /// SIGTERM when kevd dies (`PR_SET_PDEATHSIG`; it follows the calling thread: call from a thread that lives as
+    /// long as the children should, as the rules engine's spawner thread does). Returns
     /// once the child has exec'd: every failure up to and including execve is thrown, and such a child is already
     /// reaped. Allocates nothing on the heap for typical sizes: all strings and pointer arrays share one
     /// temporary block, on the stack when it fits.

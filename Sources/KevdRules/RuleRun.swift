@@ -1,10 +1,16 @@
 import KevdKernel
 
 /// One started process of a rule: its pid (also its process group), its output pipes, and how it ends.
+///
+/// A run exists from the moment the loop hands it to the spawner thread: its pid is 0 until the spawner reports
+/// it (`RulesEngine+Spawner.swift`), and a timeout or kill due before then is sent when it arrives.
 final class RuleRun {
     let rule: RuleRuntime
     let job: Job
-    let pid: Int32
+    /// Which spawn order started it.
+    let token: UInt64
+    /// 0 while the spawner has not reported it.
+    var pid: Int32 = 0
     let started: Int64
     /// The depth of the events this run causes (its trigger's depth + 1).
     let depth: Int
@@ -13,12 +19,14 @@ final class RuleRun {
     var stdoutTail: OutputTail
     var stderrTail: OutputTail
     var timedOut = false
+    /// The kill grace ran out: SIGKILL, at once if the pid is known, else when it arrives.
+    var killDue = false
     var finished = false
 
-    init(rule: RuleRuntime, job: Job, pid: Int32, started: Int64, depth: Int, stdout: OwnedFD, stderr: OwnedFD, tail: Int) {
+    init(rule: RuleRuntime, job: Job, token: UInt64, started: Int64, depth: Int, stdout: OwnedFD, stderr: OwnedFD, tail: Int) {
         self.rule = rule
         self.job = job
-        self.pid = pid
+        self.token = token
         self.started = started
         self.depth = depth
         self.stdout = stdout

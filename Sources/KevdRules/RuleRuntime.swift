@@ -113,6 +113,25 @@ final class RuleRuntime {
     /// Whether `nextStartable()` would return a job.
     var hasStartable: Bool { running < spec.concurrency && !ready.isEmpty }
 
+    /// Whether `nextStartable(writtenThrough:)` would return a job.
+    func hasStartable(writtenThrough written: UInt64) -> Bool {
+        hasStartable && nextReadySeq.map { $0 <= written } ?? true
+    }
+
+    /// The next job that may start now if its event is in the journal (its seq at most `written`), else nil: a
+    /// rule never runs for an event the journal has not written. The first ready key waits, and the keys behind
+    /// it with it: they became ready later, so their events are as new or newer (a retry, of an event written
+    /// long ago, may wait behind a new one until the journal writes again).
+    func nextStartable(writtenThrough written: UInt64) -> Job? {
+        if let seq = nextReadySeq, seq > written { return nil }
+        return nextStartable()
+    }
+
+    private var nextReadySeq: UInt64? {
+        guard let key = ready.first else { return nil }
+        return queues[key]?.first?.event.seq
+    }
+
     /// The next job that may start now, its key marked busy.
     func nextStartable() -> Job? {
         guard running < spec.concurrency, let key = ready.popFirst() else { return nil }

@@ -9,11 +9,13 @@ import Logging
 
 /// Runs rules' scripts for the events they match, on the loop thread, without ever blocking it.
 ///
-/// Events arrive as a sink (after the journal, so every event a rule sees is journaled). A match becomes a
-/// job on the rule's per-key queue; jobs start in `dispatch()`, at the end of each loop turn, as `posix_spawn`-
-/// like vfork children with their output read through non-blocking pipes. `SIGCHLD` (through the daemon's
-/// signalfd) reaps them; one timerfd serves every timeout, kill grace, debounce and retry. Each run is journaled
-/// as `kevd` events `rule.started`, then `rule.succeeded` or `rule.failed` (and `rule.dead` when it gives up).
+/// Events arrive as a sink, after the journal's, which appends them. A match becomes a job on the rule's per-key
+/// queue; jobs start in `dispatch()`, at the end of each loop turn, once the journal has written their event
+/// (`RuleRuntime.nextStartable(writtenThrough:)`). The loop prepares each run and a spawner thread starts it (a
+/// vfork child, so the loop never waits for an exec); output is read through non-blocking pipes. `SIGCHLD`
+/// (through the daemon's signalfd) reaps them; one timerfd serves every timeout, kill grace, debounce and retry.
+/// Each run is journaled as `kevd` events `rule.started`, then `rule.succeeded` or `rule.failed` (and
+/// `rule.dead` when it gives up).
 ///
 /// At least once: a rule's position (everything matched through it has run) is stored; after a restart the
 /// rule reads the journal on from there, so interrupted and queued runs happen again with the same event ids.
@@ -44,16 +46,17 @@ public final class RulesEngine: EventSink {
 
     /// Jobs a rule holds in memory before it reads its matches from the journal instead.
     static let maxBacklog = 4096
-    /// Runs started per loop turn, across rules.
-    static let startsPerTurn = 1
-    /// Journal records a catching-up rule reads per loop turn, so a long catch-up never starves the loop.
-    static let catchUpRecordsPerTurn = 8192
+    /// Runs started per loop turn, across rules (handed to the spawner thread: see `RulesEngine+Spawner.swift`).
+    static let startsPerTurn = 4
     static let positionSaveInterval: Int64 = 1_000_000_000
 
     let context: Context
     var settings: RulesSettings
     private var rules: [RuleRuntime] = []
-    private var runs: [Int32: RuleRun] = [:]
+    var runs: [Int32: RuleRun] = [:]
+    /// Runs handed to the spawner thread whose pid has not come back yet (`RulesEngine+Spawner.swift`).
+    var spawning = Spawning()
+    var spawner: RuleSpawner!
     private var deadlines = Heap<Deadline>()
     private var deadlineOrder: UInt64 = 0
     private let timer: TimerFD
@@ -79,6 +82,7 @@ public final class RulesEngine: EventSink {
             logger.error("rule positions not saved", metadata: ["error": "\(message)"])
         }
         storedPositions = positions.load()
+        spawner = try RuleSpawner.forEngine(self)
         do {
             try Children.becomeSubreaper()
         } catch {
@@ -93,6 +97,7 @@ public final class RulesEngine: EventSink {
     }
 
     deinit {
+        spawner?.stop()
         context.loop.unregister(fd: timer.fd.rawValue)
         scratch.deallocate()
     }
@@ -216,7 +221,7 @@ public final class RulesEngine: EventSink {
             reader.onProblem = { [logger = context.logger, name = rule.spec.name] problem in
                 logger.error("damaged journal record skipped", metadata: ["rule": "\(name)", "problem": "\(problem)"])
             }
-            try reader.seek(.seq(seq))
+            try reader.seek(.seq(CatchUpSlice.seekTarget(for: seq, in: context.journal.directory)))
             rule.catchUp = reader
             rule.catchUpNext = seq
             if let startsAt = reader.startsAt { reportRetentionGap(rule, from: seq, to: startsAt) }
@@ -239,11 +244,14 @@ public final class RulesEngine: EventSink {
     /// Reads on for catching-up rules while they have room; a rule that reaches the journal's end takes events
     /// live again.
     private func catchUp() {
-        for rule in rules {
+        // One slice of reading per turn, shared by the rules (the one after last turn's first goes first): a long
+        // catch-up, or a cold disk under it, never holds the loop longer than that.
+        var slice = CatchUpSlice(now: Self.monotonicNow())
+        for i in rules.indices {
+            let rule = rules[(firstRule + 1 + i) % rules.count]
             guard let reader = rule.catchUp else { continue }
-            var records = 0
             var drained = false
-            while rule.backlog < Self.maxBacklog / 2 && records < Self.catchUpRecordsPerTurn {
+            while rule.backlog < Self.maxBacklog / 2 && slice.hasRoom {
                 let record: JournalReader.Record?
                 do {
                     record = try reader.next()
@@ -256,7 +264,7 @@ public final class RulesEngine: EventSink {
                     drained = true
                     break
                 }
-                records += 1
+                slice.spend(recordBytes: record.payload.count)
                 guard record.seq >= rule.catchUpNext else { continue }
                 if record.seq > rule.catchUpNext { reportRetentionGap(rule, from: rule.catchUpNext, to: record.seq) }
                 rule.catchUpNext = record.seq + 1
@@ -274,6 +282,9 @@ public final class RulesEngine: EventSink {
             if drained && rule.catchUpNext >= context.pipeline.nextSeq {
                 rule.catchUp = nil
                 context.logger.info("rule caught up", metadata: ["rule": "\(rule.spec.name)", "seq": "\(rule.seen)"])
+            } else if drained && context.journal.lastError != nil && rule.catchUpNext > context.journal.writtenSeq {
+                // The journal cannot write what the rule needs next: nothing to read until it can, and the turn
+                // whose write succeeds dispatches (asking for turns now would spin the loop for the whole failure).
             } else if rule.backlog < Self.maxBacklog / 2 {
                 // More to read (or events of this turn not yet written): come back next turn, even if idle.
                 requestTurn()
@@ -296,81 +307,32 @@ public final class RulesEngine: EventSink {
         turnRequested = false
         let before = context.pipeline.nextSeq
         catchUp()
-        // A spawn holds the loop for a few hundred µs (vfork waits for the exec); a burst of them in one turn
-        // would hold every subscriber's next event that long. A few per turn, then the loop looks at its fds
-        // again and comes back for the rest.
+        // A start costs the loop only its pipes, strings and bookkeeping (the spawner thread waits in vfork), but
+        // a burst of them would still hold every subscriber's next event: a few per turn, then the loop looks at
+        // its fds again and comes back for the rest.
         var starts = 0
+        // Only events the journal has written start runs (docs/RULES.md): while it cannot write (disk full), the
+        // runs wait in their queues, and the turn that writes their events starts them.
+        let written = context.journal.writtenSeq
         // Rules take turns at going first, so a busy rule cannot keep the others from ever starting.
         firstRule = rules.isEmpty ? 0 : (firstRule + 1) % rules.count
         for i in rules.indices {
             let rule = rules[(firstRule + i) % rules.count]
             guard rule.active else { continue }
-            while starts < Self.startsPerTurn, let job = rule.nextStartable() {
+            while starts < Self.startsPerTurn, let job = rule.nextStartable(writtenThrough: written) {
                 start(rule, job)
                 starts += 1
             }
         }
-        if starts == Self.startsPerTurn && rules.contains(where: { $0.active && $0.hasStartable }) { requestTurn() }
+        if starts == Self.startsPerTurn && rules.contains(where: { $0.active && $0.hasStartable(writtenThrough: written) }) {
+            requestTurn()
+        }
         if !rules.isEmpty { schedulePositionSave() }
         armTimer()
         return context.pipeline.nextSeq != before
     }
 
-    private func start(_ rule: RuleRuntime, _ job: Job) {
-        let spec = rule.spec
-        let depth = Self.depth(of: job.event) + 1
-        let arguments: [String]
-        do {
-            arguments = try RunCommand.arguments(spec, for: job.event)
-        } catch {
-            // No attempt can fill it: fail for good.
-            var data = EventData()
-            data.append("error", error.description)
-            return attemptFailed(rule, job, depth: depth, data, retryable: false)
-        }
-        let environment = RunCommand.environment(
-            spec, for: job.event, socket: context.socketPath, depth: depth, attempt: job.attempt)
-        var request = SpawnRequest(path: spec.program, arguments: arguments, environment: environment)
-        if spec.user != nil || spec.group != nil, geteuid() == 0 {
-            request.credentials = .init(uid: spec.user ?? 0, gid: spec.group ?? 0, groups: spec.groups)
-        }
-        request.noNewPrivileges = spec.noNewPrivileges
-        let pid: Int32
-        let output: (read: OwnedFD, write: OwnedFD)
-        let errors: (read: OwnedFD, write: OwnedFD)
-        do {
-            let stdin = try job.line.withUnsafeBytes { try MemoryFile.make(name: "kevd-event", contents: $0) }
-            output = try Pipes.make()
-            errors = try Pipes.make()
-            request.stdin = stdin.rawValue
-            request.stdout = output.write.rawValue
-            request.stderr = errors.write.rawValue
-            pid = try Spawn.start(request)
-            // The child has its copies; ours would keep its pipes from ever reaching end of file.
-            stdin.close()
-            output.write.close()
-            errors.write.close()
-        } catch {
-            var data = EventData()
-            data.append("error", "\(error)")
-            return attemptFailed(rule, job, depth: depth, data, retryable: true)
-        }
-        let now = Self.monotonicNow()
-        let run = RuleRun(
-            rule: rule, job: job, pid: pid, started: now, depth: depth, stdout: output.read, stderr: errors.read,
-            tail: settings.outputTail)
-        runs[pid] = run
-        rule.running += 1
-        rule.counters.runs += 1
-        watchOutput(run, output.read, isStderr: false)
-        watchOutput(run, errors.read, isStderr: true)
-        schedule(at: now + spec.timeoutNanoseconds, .timeout(run))
-        var data = EventData()
-        data.append("pid", Int(pid))
-        publish("started", rule, job, depth: depth, data)
-    }
-
-    private func watchOutput(_ run: RuleRun, _ fd: OwnedFD, isStderr: Bool) {
+    func watchOutput(_ run: RuleRun, _ fd: OwnedFD, isStderr: Bool) {
         do {
             try context.loop.register(fd: fd.rawValue, events: .readable, priority: .clients) { [unowned self] _ in
                 self.readOutput(run, isStderr: isStderr, toEnd: false)
@@ -406,7 +368,7 @@ public final class RulesEngine: EventSink {
         if toEnd { closeOutput(run, isStderr: isStderr) }
     }
 
-    private func closeOutput(_ run: RuleRun, isStderr: Bool) {
+    func closeOutput(_ run: RuleRun, isStderr: Bool) {
         guard let fd = isStderr ? run.stderr : run.stdout else { return }
         context.loop.unregister(fd: fd.rawValue)
         fd.close()
@@ -420,6 +382,8 @@ public final class RulesEngine: EventSink {
     /// number.
     public func childrenExited() {
         while let (pid, status) = Children.nextExited() {
+            // An exit no run claims may be a run whose pid is still on its way from the spawner: reaped later.
+            if runs[pid] == nil && !mayReapUnclaimed(pid) { return }
             if let run = runs[pid] {
                 // A run that timed out was already sent SIGTERM, group and all: what is left ignored it, and the
                 // kill grace would never come for it once the leader is gone.
@@ -429,6 +393,7 @@ public final class RulesEngine: EventSink {
             guard let run = runs.removeValue(forKey: pid) else { continue }
             finish(run, status)
         }
+        spawning.unclaimed = nil
     }
 
     private func finish(_ run: RuleRun, _ status: ChildStatus) {
@@ -465,7 +430,7 @@ public final class RulesEngine: EventSink {
 
     /// A failed attempt: retry after a backoff while retries remain (the key stays busy, so later events for
     /// it wait), else a dead letter.
-    private func attemptFailed(_ rule: RuleRuntime, _ job: Job, depth: Int, _ report: EventData, retryable: Bool) {
+    func attemptFailed(_ rule: RuleRuntime, _ job: Job, depth: Int, _ report: EventData, retryable: Bool) {
         rule.counters.failed += 1
         var data = report
         let willRetry = retryable && rule.active && job.attempt <= rule.spec.retries
@@ -499,7 +464,7 @@ public final class RulesEngine: EventSink {
     }
 
     /// `rule.<type>`, key the rule's name, with what ties it to its trigger first.
-    private func publish(_ type: String, _ rule: RuleRuntime, _ job: Job, depth: Int, _ extra: EventData) {
+    func publish(_ type: String, _ rule: RuleRuntime, _ job: Job, depth: Int, _ extra: EventData) {
         var data = EventData(capacity: 8 + extra.count)
         data.append("rule", rule.spec.name)
         data.append("cause", job.event.id.string)
@@ -541,7 +506,7 @@ public final class RulesEngine: EventSink {
         static func == (a: Deadline, b: Deadline) -> Bool { a.at == b.at && a.order == b.order }
     }
 
-    private func schedule(at time: Int64, _ action: Deadline.Action) {
+    func schedule(at time: Int64, _ action: Deadline.Action) {
         deadlineOrder += 1
         deadlines.insert(Deadline(at: time, order: deadlineOrder, action: action))
     }
@@ -564,10 +529,13 @@ public final class RulesEngine: EventSink {
             case .timeout(let run):
                 guard !run.finished else { continue }
                 run.timedOut = true
-                Children.signalGroup(run.pid, SIGTERM)
+                // A run still starting (pid 0) gets the signal as soon as its pid arrives.
+                if run.pid > 0 { Children.signalGroup(run.pid, SIGTERM) }
                 schedule(at: now + run.rule.spec.killGraceNanoseconds, .kill(run))
             case .kill(let run):
-                if !run.finished { Children.signalGroup(run.pid, SIGKILL) }
+                guard !run.finished else { continue }
+                run.killDue = true
+                if run.pid > 0 { Children.signalGroup(run.pid, SIGKILL) }
             case .debounce(let rule, let key):
                 guard let entry = rule.debouncing[key] else { continue }
                 if entry.due > now {
@@ -640,7 +608,7 @@ public final class RulesEngine: EventSink {
     public var totals: (runs: Int, failed: Int, running: Int) {
         let runs = rules.reduce(0) { $0 + $1.counters.runs }
         let failed = rules.reduce(0) { $0 + $1.counters.failed }
-        return (runs, failed, self.runs.count)
+        return (runs, failed, self.runs.count + spawning.starting.count)
     }
 
     /// The active rules for `status` and `kevctl rules list`.
