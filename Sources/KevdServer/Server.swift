@@ -49,7 +49,7 @@ public final class Server: EventSink {
         }
     }
 
-    private let context: Context
+    let context: Context
     private var settings: ServerSettings { context.settings }
     private let listener: OwnedFD
     private let socketGroup: UInt32
@@ -819,6 +819,7 @@ public final class Server: EventSink {
     }
 
     private func gap(_ c: Connection, _ sub: Connection.Subscription, to startsAt: UInt64) {
+        reportNamedGap(sub, to: startsAt)
         var line: [UInt8] = []
         JSONValue.object([
             ("gap", .object([("from", .uint(sub.next)), ("to", .uint(startsAt - 1))])),
