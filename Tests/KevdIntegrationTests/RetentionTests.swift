@@ -253,6 +253,41 @@ struct RetentionTests {
         #expect(try metricsLine(run.dir, "rule:block")?.hasSuffix(" \(lost)") == true)
     }
 
+    // MARK: Named subscriptions
+
+    @Test("a named subscription that lost events to retention gets its gap line and a kevd/gap subscription:NAME")
+    func namedSubscription() throws {
+        let dir = try TemporaryDirectory()
+        let daemon = try DaemonProcess(config: serverConfig(journalConfig(hard: "128K")), in: dir)
+        defer { daemon.stop() }
+        let socket = dir.file("state/kevd.sock")
+        let first = try emitPadded(socket, type: "ret", count: 5)
+        do {
+            let named = try RawClient(socket)
+            #expect(try named.request(#"{"op":"subscribe","name":"late","from":"all","filter":["type=ret"]}"#)["ok"] as? Bool == true)
+            let seen = try named.events(5)
+            #expect(seen.compactMap(\.seq) == first)
+            #expect(try named.request(#"{"op":"ack","seq":\#(first.last!)}"#)["ok"] as? Bool == true)
+        }
+        // Named subscriptions do not hold segments (a client may never come back): these go past max_bytes.
+        let more = try emitPadded(socket, type: "ret", count: 400, from: 5)
+        let named = try RawClient(socket)
+        // Until the server has seen the first connection close, the name is still in use.
+        _ = try waitUntil("the name free again") { () -> Bool? in
+            try named.request(#"{"op":"subscribe","name":"late","filter":["type=ret"]}"#)["ok"] as? Bool == true ? true : nil
+        }
+        let line = try named.line()
+        let gapLine = try #require(line["gap"] as? [String: Any], "\(line)")
+        let from = try #require((gapLine["from"] as? NSNumber)?.intValue)
+        let to = try #require((gapLine["to"] as? NSNumber)?.intValue)
+        #expect(from == first.last! + 1 && to > from && to < more.last!)
+        let event = try daemon.waitFor("the subscription's gap event") { $0.isEvent("kevd", "gap", key: "subscription:late") }
+        #expect(event.int("from") == from && event.int("to") == to)
+        let rest = more.filter { $0 > to }
+        #expect(try named.events(rest.count).compactMap(\.seq) == rest)
+        #expect(try lostInStatus(dir, "subscription:late") == to - from + 1)
+    }
+
     // MARK: Retention that cannot list its directory
 
     @Test("retention that cannot list the journal's directory says so once, and again when it works")
