@@ -176,6 +176,8 @@ struct RetentionTests {
         #expect((forward?["lost"] as? NSNumber)?.intValue == lost)
         #expect(try lostInStatus(run.dir, "forward:nats") == lost)
         #expect(try metricsLine(run.dir, "forward:nats")?.hasSuffix(" \(lost)") == true)
+        let table = try kevctl(["status", "--socket", run.dir.file("state/kevd.sock")]).stdout
+        #expect(table.contains("lost to retention") && table.contains("forward:nats \(lost)"), "\(table)")
     }
 
     // MARK: Rules
