@@ -180,6 +180,47 @@ struct RetentionTests {
         #expect(table.contains("lost to retention") && table.contains("forward:nats \(lost)"), "\(table)")
     }
 
+    @Test("a forwarder whose reader finds a hole mid-stream (no reconnect, no seek) reports it as a kevd/gap")
+    func forwarderGapMidStream() throws {
+        let dir = try TemporaryDirectory()
+        let nats = try NatsServer(name: "mid", store: dir.file("nats"))
+        try nats.start()
+        let daemon = try DaemonProcess(config: serverConfig(journalConfig(hard: "128K") + """
+            [[forward]]
+            type = "nats"
+            url = ["\(nats.url)"]
+            stream = "KEVD"
+            ack_timeout = "60s"
+            max_in_flight = 8
+            filter = ["source=emit"]
+            """), in: dir)
+        defer { daemon.stop() }
+        let socket = dir.file("state/kevd.sock")
+        var emitted = try emitPadded(socket, type: "ret", count: 40)
+        let reader = try StreamReader(urls: [nats.url])
+        _ = try waitUntil("the first 40 events forwarded") { reader.messageCount() == 40 ? true : nil }
+        // nats-server stopped, not gone: the connection stays up, the forwarder fills its window and waits for
+        // acknowledgements with its reader in the middle of the journal.
+        let server = ProcessFigures.processes(matching: "-sd \(dir.file("nats"))")
+        try #require(server.count == 1)
+        kill(server[0], SIGSTOP)
+        emitted += try emitPadded(socket, type: "ret", count: 600, from: 40)
+        kill(server[0], SIGCONT)
+        let gap = try daemon.waitFor("the forwarder's gap", timeout: 30) { $0.isEvent("kevd", "gap", key: "forward:nats") }
+        let from = try #require(gap.int("from"))
+        let to = try #require(gap.int("to"))
+        _ = try waitUntil("the forwarder caught up", timeout: 60) { () -> Bool? in
+            let forward = (try status(dir)["forward"] as? [[String: Any]])?.first
+            return (forward?["lag"] as? NSNumber)?.intValue == 0 ? true : nil
+        }
+        let forward = try #require((try status(dir)["forward"] as? [[String: Any]])?.first)
+        // Found by the reader, not by a seek after a failure: no publish failed, no connection was lost.
+        #expect((forward["errors"] as? NSNumber)?.intValue == 0, "\(forward)")
+        #expect((forward["lost"] as? NSNumber)?.intValue == to - from + 1)
+        #expect(streamSeqs(reader) == emitted.filter { $0 < from || $0 > to })
+        #expect(from > emitted[40] && to < emitted.last!, "gap \(from)...\(to)")
+    }
+
     // MARK: Rules
 
     /// A rule whose script blocks until `go` exists: more than its in-memory backlog (4,096 jobs) piles up, so
