@@ -10,6 +10,11 @@ extension TableReader {
                     "'max_bytes_hard' (\(hard)) must be at least 'max_bytes' (\(settings.maxBytes)), or 0 for no ceiling",
                     table: "journal", key: "max_bytes_hard")
             }
+            guard settings.maxBytes > 0 || settings.maxAgeNanoseconds > 0 else {
+                throw problem(
+                    "'max_bytes_hard' needs 'max_bytes' or 'max_age': without them retention does not run",
+                    table: "journal", key: "max_bytes_hard")
+            }
             settings.maxBytesHard = hard
         }
         if let ns = try duration(t, "retention_interval", table: "journal") {

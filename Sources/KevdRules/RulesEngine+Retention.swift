@@ -5,7 +5,7 @@ extension RulesEngine {
     /// Tells retention what the rules still need: the seq after the lowest position, as stored or as it is
     /// now (whichever is lower: a restart reads from the stored one). Retention spares it below the hard
     /// ceiling; past it, a catching-up rule that finds the hole reports a `kevd`/`gap` (`reportRetentionGap`).
-    /// Positions of rules no longer configured are not counted: they would hold the journal for ever.
+    /// Positions of rules no longer configured, and of rules with `catch_up = false`, are not counted.
     func registerWithRetention() {
         context.journal.consumers.register { [weak self] in self?.lowestNeeded }
     }
@@ -13,7 +13,9 @@ extension RulesEngine {
     private var lowestNeeded: UInt64? {
         var saved: [String: UInt64] = [:]
         for (name, seq) in lastSaved { saved[name] = seq }
-        return rules.map { rule in min(rule.position, saved[rule.spec.name] ?? rule.position) + 1 }.min()
+        // A rule with `catch_up = false` never reads the journal (it starts at the end after a restart, and
+        // skips rather than queues): it needs nothing kept.
+        return rules.filter { $0.spec.catchUp }.map { rule in min(rule.position, saved[rule.spec.name] ?? rule.position) + 1 }.min()
     }
 }
 

@@ -18,6 +18,8 @@ struct RetentionConfigTests: ConfigText {
     func errors() throws {
         #expect(error("[journal]\nmax_bytes = \"2M\"\nmax_bytes_hard = \"1M\"\n")?.description
             == "/etc/kevd/kevd.toml:3:1: 'max_bytes_hard' (1048576) must be at least 'max_bytes' (2097152), or 0 for no ceiling")
+        #expect(error("[journal]\nmax_bytes_hard = \"1M\"\n")?.description
+            == "/etc/kevd/kevd.toml:2:1: 'max_bytes_hard' needs 'max_bytes' or 'max_age': without them retention does not run")
         #expect(error("[journal]\nretention_interval = \"10ms\"\n")?.description
             == "/etc/kevd/kevd.toml:2:1: 'retention_interval' must be between 1s and 1d")
     }
