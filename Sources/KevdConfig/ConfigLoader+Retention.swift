@@ -1,7 +1,7 @@
 import TOMLKit
 
 extension TableReader {
-    /// `[journal] max_bytes_hard` and `retention_interval` (docs/JOURNAL.md, "Retention").
+    /// `[journal] max_bytes_hard`, `min_free` and `retention_interval` (docs/JOURNAL.md, "Retention").
     func journalRetentionSettings(_ t: TOMLTable, into settings: inout JournalSettings) throws {
         if let v = t["max_bytes_hard"] {
             let hard = try size(v, key: "max_bytes_hard", table: "journal")
@@ -17,6 +17,7 @@ extension TableReader {
             }
             settings.maxBytesHard = hard
         }
+        if let v = t["min_free"] { settings.minFreeBytes = try size(v, key: "min_free", table: "journal") }
         if let ns = try duration(t, "retention_interval", table: "journal") {
             guard ns >= 1_000_000_000, ns <= 86_400_000_000_000 else {
                 throw problem("'retention_interval' must be between 1s and 1d", table: "journal", key: "retention_interval")

@@ -98,7 +98,8 @@ extension TableReader {
     func journalSettings(_ t: TOMLTable) throws -> JournalSettings {
         try rejectUnknownKeys(
             t, allowed: [
-                "sync", "batch_interval", "segment_size", "max_bytes", "max_age", "max_bytes_hard", "retention_interval",
+                "sync", "batch_interval", "segment_size", "max_bytes", "max_age", "max_bytes_hard", "min_free",
+                "retention_interval",
             ], name: "journal")
         var settings = JournalSettings()
         if let s = try string(t, "sync", table: "journal") {

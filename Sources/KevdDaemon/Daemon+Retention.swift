@@ -49,6 +49,7 @@ extension Daemon {
         .object([
             ("max_bytes", .int(journal.options.maxBytes)),
             ("max_bytes_hard", .int(journal.options.maxBytesHard)),
+            ("min_free", .int(journal.options.minFreeBytes)),
             ("lowest_needed", journal.consumers.lowestNeeded().map { .uint($0) } ?? .null),
             ("lost", .object(journal.consumers.lostCounts.map { ($0.consumer, .uint($0.events)) })),
         ])

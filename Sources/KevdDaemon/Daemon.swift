@@ -99,6 +99,7 @@ public final class Daemon {
         options.maxBytes = settings.maxBytes
         options.maxAgeNanoseconds = settings.maxAgeNanoseconds
         options.maxBytesHard = settings.effectiveMaxBytesHard
+        options.minFreeBytes = settings.minFreeBytes
         return options
     }
 

@@ -3,7 +3,8 @@ import KevdKernel
 
 extension Journal {
     /// Deletes whole old segments beyond `maxBytes` / `maxAge`, never the active one, and never one that a
-    /// consumer (`consumers`) has not read unless the journal is past `maxBytesHard`. Returns what it did; a
+    /// consumer (`consumers`) has not read unless the journal is past `maxBytesHard` or the file system has
+    /// less than `minFreeBytes` free. Returns what it did; a
     /// directory that cannot be listed deletes nothing and is reported through `onRetentionProblem`, once
     /// until a pass works again (retention must not turn itself off silently: the disk would fill unseen).
     @discardableResult
@@ -13,13 +14,14 @@ extension Journal {
             let result = try JournalDirectory.retain(
                 directory: directory, keepingFrom: activeSegmentFirstSeq, maxBytes: options.maxBytes,
                 maxAgeNanoseconds: options.maxAgeNanoseconds, now: now, needed: consumers.lowestNeeded(),
-                hardMaxBytes: options.maxBytesHard)
+                hardMaxBytes: options.maxBytesHard, freeBytes: options.minFreeBytes > 0 ? freeBytes() : nil,
+                minFree: options.minFreeBytes)
             if retentionProblem != nil {
                 retentionProblem = nil
                 onRetentionProblem?(nil)
             }
             if !result.deletedUnread.isEmpty {
-                logger.warning("journal retention deleted segments a consumer had not read (max_bytes_hard)", metadata: [
+                logger.warning("journal retention deleted segments a consumer had not read (max_bytes_hard, min_free)", metadata: [
                     "journal.deleted": "\(result.deletedUnread.joined(separator: " "))",
                 ])
             }
@@ -33,5 +35,12 @@ extension Journal {
             }
             return .init()
         }
+    }
+
+    /// Bytes an unprivileged writer may still use on the journal's file system (nil when statvfs fails).
+    func freeBytes() -> Int64? {
+        var fs = statvfs()
+        guard statvfs(directory, &fs) == 0 else { return nil }
+        return Int64(fs.f_bavail) * Int64(fs.f_frsize)
     }
 }

@@ -23,6 +23,8 @@ public final class Journal {
         public var maxAgeNanoseconds: Int64 = 0
         /// Retention's hard ceiling: segments a consumer has not read are deleted only past it (0: never).
         public var maxBytesHard: Int64 = 0
+        /// Retention's free-space floor: unread segments are deleted too while the file system has less free.
+        public var minFreeBytes: Int64 = 0
         public init() {}
     }
 

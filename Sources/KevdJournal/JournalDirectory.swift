@@ -68,14 +68,16 @@ public enum JournalDirectory {
 
     /// Retention as the daemon runs it: like `vacuum`, but a segment holding any seq at or after `needed` (the
     /// lowest seq a forwarder or rule has not passed) is spared past `maxBytes`/`maxAge`, and deleted only
-    /// while the journal is larger than `hardMaxBytes` (0: never). Throws when the directory cannot be listed.
+    /// while the journal is larger than `hardMaxBytes` (0: never) or the file system has less than `minFree`
+    /// bytes free (`freeBytes`, nil when unknown; 0: no floor). Throws when the directory cannot be listed.
     public static func retain(
         directory: String, keepingFrom active: UInt64, maxBytes: Int64, maxAgeNanoseconds: Int64, now: Int64,
-        needed: UInt64?, hardMaxBytes: Int64
+        needed: UInt64?, hardMaxBytes: Int64, freeBytes: Int64? = nil, minFree: Int64 = 0
     ) throws -> Retention {
         let segments = try Self.segments(in: directory)
         var total = segments.reduce(Int64(0)) { $0 + Int64($1.size) }
         var result = Retention()
+        var free = freeBytes
         for (i, segment) in segments.enumerated() where segment.firstSeq < active {
             var remove = maxBytes > 0 && total > maxBytes
             if !remove, maxAgeNanoseconds > 0, i + 1 < segments.count,
@@ -88,13 +90,16 @@ public enum JournalDirectory {
             let lastSeq = i + 1 < segments.count ? segments[i + 1].firstSeq - 1 : UInt64.max
             let unread = needed.map { lastSeq >= $0 } ?? false
             if unread {
-                guard hardMaxBytes > 0 && total > hardMaxBytes else {
+                let overCeiling = hardMaxBytes > 0 && total > hardMaxBytes
+                let diskShort = minFree > 0 && (free.map { $0 < minFree } ?? false)
+                guard overCeiling || diskShort else {
                     result.spared = segments[i...].filter { $0.firstSeq < active }.map(\.name)
                     break
                 }
             }
             if unlink(segment.path) == 0 || errno == ENOENT {
                 total -= Int64(segment.size)
+                free = free.map { $0 + Int64(segment.size) }
                 result.deleted.append(segment.name)
                 if unread { result.deletedUnread.append(segment.name) }
             }

@@ -9,6 +9,8 @@ struct RetentionConfigTests: ConfigText {
         #expect(try parse("[journal]\nmax_bytes = \"1M\"\n").journal.effectiveMaxBytesHard == 2 << 20)
         #expect(try parse("[journal]\nmax_age = \"1d\"\n").journal.effectiveMaxBytesHard == 0)
         #expect(try parse("").journal.retentionIntervalNanoseconds == 60_000_000_000)
+        #expect(try parse("").journal.minFreeBytes == 64 << 20)
+        #expect(try parse("[journal]\nmin_free = 0\n").journal.minFreeBytes == 0)
         let set = try parse("[journal]\nmax_bytes = \"1M\"\nmax_bytes_hard = \"5M\"\nretention_interval = \"10s\"\n").journal
         #expect(set.effectiveMaxBytesHard == 5 << 20 && set.retentionIntervalNanoseconds == 10_000_000_000)
         #expect(try parse("[journal]\nmax_bytes = \"1M\"\nmax_bytes_hard = 0\n").journal.effectiveMaxBytesHard == 0)

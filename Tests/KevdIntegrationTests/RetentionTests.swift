@@ -53,16 +53,18 @@ struct RetentionTests {
         return seqs
     }
 
-    func status(_ dir: TemporaryDirectory) throws -> [String: Any] {
-        let result = try kevctl(["status", "--socket", dir.file("state/kevd.sock"), "--json"])
+    func status(_ dir: TemporaryDirectory, socket: String? = nil) throws -> [String: Any] {
+        let result = try kevctl(["status", "--socket", socket ?? dir.file("state/kevd.sock"), "--json"])
         return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
     }
 
-    func journalBytes(_ dir: TemporaryDirectory) -> Int {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.file("state/journal"))) ?? []
+    func journalBytes(_ dir: TemporaryDirectory) -> Int { journalBytes(at: dir.file("state/journal")) }
+
+    func journalBytes(at journal: String) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: journal)) ?? []
         return names.filter { $0.hasSuffix(".seg") }.reduce(0) { total, name in
             var st = stat()
-            return stat(dir.file("state/journal/" + name), &st) == 0 ? total + Int(st.st_size) : total
+            return stat(journal + "/" + name, &st) == 0 ? total + Int(st.st_size) : total
         }
     }
 
@@ -219,6 +221,76 @@ struct RetentionTests {
         #expect((forward["lost"] as? NSNumber)?.intValue == to - from + 1)
         #expect(streamSeqs(reader) == emitted.filter { $0 < from || $0 > to })
         #expect(from > emitted[40] && to < emitted.last!, "gap \(from)...\(to)")
+    }
+
+    @Test("on a nearly full file system the free-space floor deletes unsent segments, with the forwarder's gap",
+          .enabled(if: Root.shouldRun, Root.reason))
+    func forwarderFreeSpaceFloor() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("state"))
+        let nats = try NatsServer(name: "floor", store: dir.file("nats"))
+        try nats.start()
+        // max_bytes_hard = 0: no byte ceiling, only the floor. The state directory is a 4 MiB tmpfs in a private
+        // mount namespace (as in the disk-full tests); the socket stays outside it.
+        let config = """
+            [daemon]
+            state_dir = "state"
+            socket = "kevd.sock"
+            log_level = "warning"
+
+            [journal]
+            segment_size = "64K"
+            max_bytes = "128K"
+            max_bytes_hard = 0
+            min_free = "3M"
+
+            [server]
+            emit_rate_per_uid = 0
+
+            [[forward]]
+            type = "nats"
+            url = ["\(nats.url)"]
+            stream = "KEVD"
+            ack_timeout = "500ms"
+            filter = ["source=emit"]
+            """
+        let launcher = [
+            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+            #"mount -t tmpfs -o "$1",mode=0750 tmpfs "$0" && shift && exec "$@""#, dir.file("state"), "size=4194304",
+        ]
+        let daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
+        defer { daemon.stop() }
+        let socket = dir.file("kevd.sock")
+        let journal = "/proc/\(daemon.pid)/root" + dir.file("state/journal")
+        var emitted = try emitPadded(socket, type: "ret", count: 40)
+        let reader = try StreamReader(urls: [nats.url])
+        _ = try waitUntil("the first 40 events forwarded") { reader.messageCount() == 40 ? true : nil }
+        nats.kill()
+        _ = try waitUntil("kevd to notice the outage") { () -> Bool? in
+            let forward = (try status(dir, socket: socket)["forward"] as? [[String: Any]])?.first
+            return (forward?["state"] as? String).map { $0 != "forwarding" ? true : nil } ?? nil
+        }
+        // About 2.2 MiB of events: past the floor (4 MiB - 3 MiB free), far past max_bytes.
+        emitted += try emitPadded(socket, type: "ret", count: 3000, from: 40)
+        var fs = statvfs()
+        #expect(statvfs(journal, &fs) == 0)
+        let free = Int(fs.f_bavail) * Int(fs.f_frsize)
+        let kept = journalBytes(at: journal)
+        #expect(free >= 3 * 1024 * 1024 - 64 * 1024, "\(free) bytes free: the floor was not kept")
+        #expect(kept > 512 * 1024, "only \(kept) bytes kept: unsent segments were not spared down to the floor")
+        try nats.start()
+        let gap = try daemon.waitFor("the forwarder's gap", timeout: 30) { $0.isEvent("kevd", "gap", key: "forward:nats") }
+        let from = try #require(gap.int("from"))
+        let to = try #require(gap.int("to"))
+        let after = try StreamReader(urls: [nats.url])
+        _ = try waitUntil("the forwarder caught up", timeout: 60) { () -> Bool? in
+            let forward = (try status(dir, socket: socket)["forward"] as? [[String: Any]])?.first
+            return forward?["state"] as? String == "forwarding" && (forward?["lag"] as? NSNumber)?.intValue == 0
+                ? true : nil
+        }
+        #expect(from == emitted[39] + 1 && to < emitted.last!, "gap \(from)...\(to)")
+        #expect(streamSeqs(after) == emitted.filter { $0 < from || $0 > to })
     }
 
     // MARK: Rules

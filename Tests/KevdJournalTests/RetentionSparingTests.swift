@@ -46,6 +46,28 @@ struct RetentionSparingTests {
         journal.close()
     }
 
+    @Test("below the free-space floor unread segments go as if past the hard ceiling, just until it is met")
+    func freeSpaceFloor() throws {
+        let f = try JournalFixture()
+        let journal = try journal(f, hard: 0)
+        journal.consumers.register { 1 }
+        f.write(journal, count: 1000)
+        let before = f.segments
+        let active = try #require(before.last).firstSeq
+        // Plenty free: nothing unread goes.
+        var result = try JournalDirectory.retain(
+            directory: f.directory, keepingFrom: active, maxBytes: 40_000, maxAgeNanoseconds: 0, now: 0, needed: 1,
+            hardMaxBytes: 0, freeBytes: 1 << 30, minFree: 1 << 20)
+        #expect(result.deleted.isEmpty && f.segments == before)
+        // 20,000 bytes short of the floor: the oldest segments go until that much is freed, no further.
+        result = try JournalDirectory.retain(
+            directory: f.directory, keepingFrom: active, maxBytes: 40_000, maxAgeNanoseconds: 0, now: 0, needed: 1,
+            hardMaxBytes: 0, freeBytes: (1 << 20) - 20_000, minFree: 1 << 20)
+        let freed = before.prefix(result.deleted.count).reduce(0) { $0 + $1.size }
+        #expect(result.deletedUnread == result.deleted && freed >= 20_000 && freed - before[result.deleted.count - 1].size < 20_000)
+        journal.close()
+    }
+
     @Test("a directory that cannot be listed is reported once per episode, and its end too")
     func unlistable() throws {
         let f = try JournalFixture()
