@@ -36,6 +36,7 @@ public final class JournalConsumers: @unchecked Sendable {
     }
 
     private let state = Mutex(State())
+    static let earlyLimit = 1024
 
     public init() {}
 
@@ -87,7 +88,9 @@ public final class JournalConsumers: @unchecked Sendable {
     private func send(_ report: Report, _ update: (inout State) -> Void) {
         let onReport = state.withLock { state -> (@Sendable (Report) -> Void)? in
             update(&state)
-            if state.onReport == nil { state.early.append(report) }
+            // Bounded: a journal nobody listens to (a benchmark's) must not collect reports for ever; the counts
+            // above are kept regardless.
+            if state.onReport == nil && state.early.count < Self.earlyLimit { state.early.append(report) }
             return state.onReport
         }
         onReport?(report)
