@@ -67,12 +67,17 @@ struct PositionDamageTests {
             """)
         var daemon = try DaemonProcess(config: config, in: dir)
         let reader = try StreamReader(urls: [nats.url])
+        let emitter = try RawClient(dir.file("state/kevd.sock"))
+        func emit(_ i: Int) throws -> Int {
+            let reply = try emitter.request(#"{"op":"emit","type":"pos","key":"k\#(i)"}"#)
+            return try #require((reply["seq"] as? NSNumber)?.intValue, "\(reply)")
+        }
         var seqs: [Int] = []
-        for i in 0..<40 { seqs.append(try emit(daemon, "pos", key: "k\(i)")) }
+        for i in 0..<40 { seqs.append(try emit(i)) }
         _ = try waitUntil("40 forwarded") { reader.messageCount() == 40 ? true : nil }
         // Two more, one at a time, each stored: the file then holds the last and its previous copy the one before.
         for i in 40..<42 {
-            let seq = try emit(daemon, "pos", key: "k\(i)")
+            let seq = try emit(i)
             seqs.append(seq)
             _ = try waitUntil("seq \(seq) forwarded and stored") { () -> Bool? in
                 let forward = try forwardStatus(dir)
@@ -80,7 +85,7 @@ struct PositionDamageTests {
             }
         }
         nats.kill()
-        for i in 42..<60 { seqs.append(try emit(daemon, "pos", key: "k\(i)")) }
+        for i in 42..<60 { seqs.append(try emit(i)) }
         #expect(daemon.stop() == 0)
         try damage.apply(to: dir.file("state/forward/nats"))
 
