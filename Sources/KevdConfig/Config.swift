@@ -42,7 +42,18 @@ public struct JournalSettings: Sendable, Equatable {
     /// Retention; 0 means no limit.
     public var maxBytes: Int64 = 0
     public var maxAgeNanoseconds: Int64 = 0
+    /// `max_bytes_hard`: segments a forwarder or rule has not read are kept past `max_bytes`/`max_age` up to this
+    /// many bytes of journal (0: without limit). nil: twice `max_bytes` (without limit when `max_bytes` is 0).
+    public var maxBytesHard: Int64? = nil
+    /// `min_free`: unread segments past `max_bytes`/`max_age` are also deleted while the journal's file system has
+    /// less than this free (0: no floor).
+    public var minFreeBytes: Int64 = 64 << 20
+    /// How often retention runs besides at each new segment.
+    public var retentionIntervalNanoseconds: Int64 = 60_000_000_000
     public init() {}
+
+    /// The hard ceiling in force (0: none).
+    public var effectiveMaxBytesHard: Int64 { maxBytesHard ?? (maxBytes > 0 ? maxBytes.multipliedReportingOverflow(by: 2).partialValue : 0) }
 }
 
 /// The `[daemon]` table.

@@ -96,7 +96,10 @@ extension TableReader {
 
     func journalSettings(_ t: TOMLTable) throws -> JournalSettings {
         try rejectUnknownKeys(
-            t, allowed: ["sync", "batch_interval", "segment_size", "max_bytes", "max_age"], name: "journal")
+            t, allowed: [
+                "sync", "batch_interval", "segment_size", "max_bytes", "max_age", "max_bytes_hard", "min_free",
+                "retention_interval",
+            ], name: "journal")
         var settings = JournalSettings()
         if let s = try string(t, "sync", table: "journal") {
             guard let sync = JournalSettings.Sync(rawValue: s) else {
@@ -121,6 +124,7 @@ extension TableReader {
             settings.maxBytes = try size(v, key: "max_bytes", table: "journal")
         }
         if let ns = try duration(t, "max_age", table: "journal") { settings.maxAgeNanoseconds = ns }
+        try journalRetentionSettings(t, into: &settings)
         return settings
     }
 

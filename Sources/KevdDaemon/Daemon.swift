@@ -98,6 +98,8 @@ public final class Daemon {
         options.segmentBytes = Int(settings.segmentBytes)
         options.maxBytes = settings.maxBytes
         options.maxAgeNanoseconds = settings.maxAgeNanoseconds
+        options.maxBytesHard = settings.effectiveMaxBytesHard
+        options.minFreeBytes = settings.minFreeBytes
         return options
     }
 
@@ -180,7 +182,7 @@ public final class Daemon {
         guard !config.forwards.isEmpty else { return }
         forwarders = try Forwarders(
             specs: config.forwards, stateDirectory: config.daemon.stateDir, journalDirectory: journal.directory,
-            durable: journal.durableSeq, logger: logger)
+            durable: journal.durableSeq, consumers: journal.consumers, logger: logger)
     }
 
     /// The rules engine: a sink after the server, so a script's `kevctl subscribe` never lags its trigger.
@@ -224,6 +226,7 @@ public final class Daemon {
             ("config", .string(config.file)),
             ("forward", forwarders?.status(head: pipeline.nextSeq > 0 ? pipeline.nextSeq - 1 : 0) ?? .array([])),
             ("stats", statsSnapshot(endingInterval: false).json),
+            ("retention", retentionStatus()),
             (
                 "rules",
                 .object([
@@ -263,12 +266,14 @@ public final class Daemon {
 
     /// kevd's own periodic work (journal retention), on a timerfd of its own.
     private func startHousekeeping() throws {
+        watchRetention()
         journal.enforceRetention()
         let timer = try TimerFD(clock: .monotonic)
-        try timer.arm(delay: 60_000_000_000, interval: 60_000_000_000)
+        let interval = config.journal.retentionIntervalNanoseconds
+        try timer.arm(delay: interval, interval: interval)
         try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
             _ = try? timer.read()  // Only EAGAIN is possible on a monotonic timer; the work below is what matters.
-            let deleted = self.journal.enforceRetention()
+            let deleted = self.journal.enforceRetention().deleted
             if !deleted.isEmpty {
                 self.logger.info("journal retention", metadata: ["journal.deleted": "\(deleted.joined(separator: " "))"])
             }

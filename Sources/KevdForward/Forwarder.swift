@@ -34,6 +34,8 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         var duplicates: UInt64 = 0
         var skipped: UInt64 = 0
         var failures: UInt64 = 0
+        /// Events journal retention deleted before they were forwarded (each range a `kevd`/`gap`).
+        var lost: UInt64 = 0
         var lastError: String? = nil
         var lastErrorTime: Int64? = nil
     }
@@ -70,7 +72,10 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     private let journalDirectory: String
     private let host: [UInt8]
     private let filter: EventFilter?
-    private let logger: Logger
+    let logger: Logger
+    /// Where retention asks what this forwarder still needs, and where it reports what it lost.
+    let consumers: JournalConsumers
+    var consumerName: String { "forward:" + spec.name }
     private let state = Mutex(State())
     private let wakeup: EventFD
     private var thread: pthread_t? = nil
@@ -86,9 +91,10 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     static let storeIntervalNanoseconds: UInt64 = 50_000_000
 
     init(spec: ForwardSpec, stateDirectory: String, journalDirectory: String, host: String, durable: UInt64,
-         logger: Logger) throws
+         consumers: JournalConsumers, logger: Logger) throws
     {
         self.spec = spec
+        self.consumers = consumers
         let directory = stateDirectory + "/forward"
         if mkdir(directory, 0o750) != 0 && errno != EEXIST {
             throw SyscallError(call: "mkdir(\(directory))", errno: .init(rawValue: errno))
@@ -101,7 +107,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         logger[metadataKey: "forward"] = "\(spec.name)"
         self.logger = logger
         wakeup = try EventFD()
-        let stored = Self.loadPosition(positionFile)
+        let stored = Self.loadPosition(positionFile, reportingTo: consumers, as: "forward:" + spec.name)
         state.withLock { state in
             state.durable = durable
             state.readThrough = stored
@@ -309,10 +315,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         guard let reader else { return }
         try reader.seek(.seq(position + 1))
         // A new forwarder starts at the oldest record kept; only a stored position can have lost events.
-        if let first = reader.startsAt, position > 0 {
-            record(error: "events \(position + 1) to \(first - 1) were deleted by journal retention before they were forwarded",
-                   phase: nil)
-        }
+        if let first = reader.startsAt { skipDeleted(from: position + 1, to: first - 1, lost: position > 0) }
     }
 
     /// What the forwarder's thread sleeps until.
@@ -344,6 +347,9 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
                 continue
             }
             guard let record = try reader.next() else { return .durable(durable) }
+            // Retention deleted what comes next while the forwarder was behind (the hard ceiling): say so.
+            let expected = state.withLock { $0.readThrough } + 1
+            if record.seq > expected { skipDeleted(from: expected, to: record.seq - 1, lost: true) }
             if record.seq > durable {
                 // Read ahead of the sync: keep it until the journal has it on disk.
                 held = (record.seq, Array(record.payload))
@@ -448,7 +454,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         let (position, stored) = state.withLock { ($0.snapshot.position, $0.snapshot.stored) }
         guard position != stored else { return }
         lastStore = now
-        if FileContents.replace(positionFile, with: Array("\(position)\n".utf8)) {
+        if PositionFile.save(positionFile, Array("\(position)\n".utf8)) {
             state.withLock { $0.snapshot.stored = position }
         } else {
             let why = String(cString: strerror(errno))
@@ -504,6 +510,15 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         state.withLock { $0.sleeping = false }
     }
 
+    /// Moves the read point over seqs that will never be read (deleted by retention), counting `lost` of them.
+    func markRead(through seq: UInt64, lost: UInt64) {
+        state.withLock { state in
+            state.readThrough = max(state.readThrough, seq)
+            state.snapshot.lost += lost
+            if state.pending.isEmpty { state.snapshot.position = state.readThrough }
+        }
+    }
+
     private func record(error: String, phase: String?) {
         state.withLock { state in
             state.snapshot.lastError = error
@@ -523,8 +538,4 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         logger.info("forwarder stopped", metadata: ["position": "\(snapshot.position)"])
     }
 
-    static func loadPosition(_ path: String) -> UInt64 {
-        guard let bytes = try? FileContents.read(path) else { return 0 }
-        return UInt64(String(decoding: bytes.filter { $0 > 0x20 }, as: UTF8.self)) ?? 0
-    }
 }

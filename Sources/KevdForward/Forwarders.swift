@@ -1,6 +1,7 @@
 import Glibc
 import KevdConfig
 import KevdEvent
+import KevdJournal
 import Logging
 
 /// The daemon's `[[forward]]` forwarders. The loop only tells them when the journal's durable seq advances and
@@ -10,15 +11,18 @@ public final class Forwarders: @unchecked Sendable {
     private let forwarders: [Forwarder]
 
     /// Starts one forwarder per spec. `durable` is the journal's durable seq now.
+    /// `consumers`: the journal's, so that retention spares what a forwarder has not sent and hears of what
+    /// it lost.
     public init(specs: [ForwardSpec], stateDirectory: String, journalDirectory: String, durable: UInt64,
-                logger: Logger) throws
+                consumers: JournalConsumers = JournalConsumers(), logger: Logger) throws
     {
         let host = Self.hostName()
         forwarders = try specs.map {
             try Forwarder(spec: $0, stateDirectory: stateDirectory, journalDirectory: journalDirectory, host: host,
-                          durable: durable, logger: logger)
+                          durable: durable, consumers: consumers, logger: logger)
         }
         forwarders.forEach { $0.start() }
+        consumers.register { [forwarders] in forwarders.map(\.lowestNeeded).min() }
     }
 
     public var isEmpty: Bool { forwarders.isEmpty }
@@ -50,6 +54,8 @@ public final class Forwarders: @unchecked Sendable {
                 ("duplicates", .uint(s.duplicates)),
                 ("skipped", .uint(s.skipped)),
                 ("errors", .uint(s.failures)),
+                ("lost", .uint(s.lost)),
+                ("nats_contexts", .int(Int64(NatsPublisher.liveContexts))),
                 ("last_error", s.lastError.map { .string($0) } ?? .null),
                 ("last_error_time", s.lastErrorTime.map { .string(Self.rfc3339($0)) } ?? .null),
             ])

@@ -17,16 +17,21 @@ final class NatsPublisher {
         func connectionLost(generation: UInt64)
     }
 
-    /// What libnats's callbacks get as their closure. Deliberately never freed (a few bytes per connection):
-    /// libnats gives no guarantee that no callback is still on its way once a connection is destroyed.
-    private final class Context {
-        // Strong: forwarders live as long as the process, and a late callback must find its delegate.
+    /// What libnats's callbacks get as their closure. libnats gives no guarantee that no callback is still on
+    /// its way once a connection is destroyed (the closed callback runs later on its own thread; an ack timeout
+    /// fires up to the ack wait later), so a context is not freed with its publisher: it is retired and freed a
+    /// grace period later (`ContextRetirement`). Freed at all, because one per connection attempt kept for
+    /// ever grew memory without bound through a long NATS outage.
+    final class Context {
+        // Strong: a late callback must find its delegate; the retirement bounds how long.
         let delegate: Delegate
         let generation: UInt64
         init(delegate: Delegate, generation: UInt64) {
             self.delegate = delegate
             self.generation = generation
+            ContextRetirement.created()
         }
+        deinit { ContextRetirement.freed() }
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -35,6 +40,9 @@ final class NatsPublisher {
 
     private let connection: OpaquePointer
     private let jetStream: OpaquePointer
+    /// The retained context libnats's callbacks get; retired in deinit (or when init fails).
+    private let context: UnsafeMutableRawPointer
+    private let graceNanoseconds: UInt64
     private let ackTimeoutMilliseconds: Int64
     /// Reused per publish: the subject and the message id as C strings.
     private var subject: [UInt8] = []
@@ -46,7 +54,12 @@ final class NatsPublisher {
         var options: OpaquePointer? = nil
         try Self.check(natsOptions_Create(&options), "natsOptions_Create")
         defer { natsOptions_Destroy(options) }
+        ContextRetirement.freeExpired()
         let context = Unmanaged.passRetained(Context(delegate: delegate, generation: generation)).toOpaque()
+        let grace = UInt64(max(0, spec.ackTimeoutNanoseconds)) + ContextRetirement.extraGraceNanoseconds
+        // A failed attempt (the usual case through an outage) retires its context too.
+        var connected = false
+        defer { if !connected { ContextRetirement.retire(context, graceNanoseconds: grace) } }
 
         var urls = spec.urls.map { strdup($0) }
         defer { urls.forEach { free($0) } }
@@ -108,13 +121,21 @@ final class NatsPublisher {
         }
         self.connection = connection
         self.jetStream = jetStream
+        self.context = context
+        graceNanoseconds = grace
+        connected = true
     }
 
     deinit {
         natsConnection_Close(connection)
         jsCtx_Destroy(jetStream)
         natsConnection_Destroy(connection)
+        ContextRetirement.retire(context, graceNanoseconds: graceNanoseconds)
     }
+
+    /// Callback contexts alive (in use or retired and not yet freed), process-wide: bounded by the connection
+    /// attempts of the last grace period, however long an outage lasts (`status`'s `forward[].nats_contexts`).
+    static var liveContexts: Int { ContextRetirement.live }
 
     var isConnected: Bool { natsConnection_Status(connection) == NATS_CONN_STATUS_CONNECTED }
     var isClosed: Bool { natsConnection_Status(connection) == NATS_CONN_STATUS_CLOSED }

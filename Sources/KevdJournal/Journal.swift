@@ -21,6 +21,10 @@ public final class Journal {
         /// Retention: whole old segments are deleted past these (0: no limit).
         public var maxBytes: Int64 = 0
         public var maxAgeNanoseconds: Int64 = 0
+        /// Retention's hard ceiling: segments a consumer has not read are deleted only past it (0: never).
+        public var maxBytesHard: Int64 = 0
+        /// Retention's free-space floor: unread segments are deleted too while the file system has less free.
+        public var minFreeBytes: Int64 = 0
         public init() {}
     }
 
@@ -56,6 +60,12 @@ public final class Journal {
     private var flusher: Flusher?
     /// Called on the loop thread's behalf when `durableSeq` advances (wire it through the loop's inbox).
     public var onDurable: ((UInt64) -> Void)?
+    /// The readers with stored positions: what retention must spare, and what they lost (Journal+Retention.swift).
+    public let consumers = JournalConsumers()
+    /// Retention's failure in progress (its directory cannot be listed), reported once per episode.
+    var retentionProblem: String? = nil
+    /// Called on the loop thread when retention starts failing (the message) and when it works again (nil).
+    public var onRetentionProblem: ((String?) -> Void)?
 
     /// Opens (creating if needed) the journal in `directory` and repairs its tail.
     public init(directory: String, options: Options, logger: Logger) throws {
@@ -259,14 +269,8 @@ public final class Journal {
         return pending.count >= JournalFormat.recordHeaderSize ? JournalFormat.load(UInt64.self, from: raw, at: 16) : nextSeq
     }
 
-    /// Deletes whole old segments beyond `maxBytes` / `maxAge`; never the active one.
-    @discardableResult
-    public func enforceRetention(now: Int64 = Clock.realtimeNanoseconds()) -> [String] {
-        guard options.maxBytes > 0 || options.maxAgeNanoseconds > 0 else { return [] }
-        return JournalDirectory.vacuum(
-            directory: directory, keepingFrom: segmentFirstSeq, maxBytes: options.maxBytes,
-            maxAgeNanoseconds: options.maxAgeNanoseconds, now: now)
-    }
+    /// The first seq of the segment being written: retention never deletes it (Journal+Retention.swift).
+    var activeSegmentFirstSeq: UInt64 { segmentFirstSeq }
 
     // MARK: Start-up
 

@@ -46,12 +46,38 @@ public enum JournalDirectory {
     /// Deletes whole segments, oldest first, while the journal is larger than `maxBytes` or a segment's records
     /// are all older than `maxAgeNanoseconds` (judged by the next segment's first record). The segment starting
     /// at `keepingFrom` (the active one) and everything after it are never deleted. Returns the deleted names.
+    /// (`kevctl journal --vacuum-*`: no consumer is asked, and a directory that cannot be listed deletes nothing.)
     public static func vacuum(
         directory: String, keepingFrom active: UInt64, maxBytes: Int64, maxAgeNanoseconds: Int64, now: Int64
     ) -> [String] {
-        guard let segments = try? segments(in: directory) else { return [] }
+        (try? retain(
+            directory: directory, keepingFrom: active, maxBytes: maxBytes, maxAgeNanoseconds: maxAgeNanoseconds,
+            now: now, needed: nil, hardMaxBytes: 0))?.deleted ?? []
+    }
+
+    /// What one retention pass did.
+    public struct Retention: Sendable, Equatable {
+        public var deleted: [String] = []
+        /// Deleted although a consumer had not read them: the hard ceiling (each consumer reports its own gap).
+        public var deletedUnread: [String] = []
+        /// Kept past `maxBytes`/`maxAge` because a consumer has not read them yet.
+        public var spared: [String] = []
+        /// Bytes of the segments left.
+        public var bytes: Int64 = 0
+    }
+
+    /// Retention as the daemon runs it: like `vacuum`, but a segment holding any seq at or after `needed` (the
+    /// lowest seq a forwarder or rule has not passed) is spared past `maxBytes`/`maxAge`, and deleted only
+    /// while the journal is larger than `hardMaxBytes` (0: never) or the file system has less than `minFree`
+    /// bytes free (`freeBytes`, nil when unknown; 0: no floor). Throws when the directory cannot be listed.
+    public static func retain(
+        directory: String, keepingFrom active: UInt64, maxBytes: Int64, maxAgeNanoseconds: Int64, now: Int64,
+        needed: UInt64?, hardMaxBytes: Int64, freeBytes: Int64? = nil, minFree: Int64 = 0
+    ) throws -> Retention {
+        let segments = try Self.segments(in: directory)
         var total = segments.reduce(Int64(0)) { $0 + Int64($1.size) }
-        var deleted: [String] = []
+        var result = Retention()
+        var free = freeBytes
         for (i, segment) in segments.enumerated() where segment.firstSeq < active {
             var remove = maxBytes > 0 && total > maxBytes
             if !remove, maxAgeNanoseconds > 0, i + 1 < segments.count,
@@ -60,11 +86,25 @@ public enum JournalDirectory {
                 remove = true
             }
             guard remove else { break }
+            // The segment holds seqs up to the next one's first: unread if that reaches what a consumer needs.
+            let lastSeq = i + 1 < segments.count ? segments[i + 1].firstSeq - 1 : UInt64.max
+            let unread = needed.map { lastSeq >= $0 } ?? false
+            if unread {
+                let overCeiling = hardMaxBytes > 0 && total > hardMaxBytes
+                let diskShort = minFree > 0 && (free.map { $0 < minFree } ?? false)
+                guard overCeiling || diskShort else {
+                    result.spared = segments[i...].filter { $0.firstSeq < active }.map(\.name)
+                    break
+                }
+            }
             if unlink(segment.path) == 0 || errno == ENOENT {
                 total -= Int64(segment.size)
-                deleted.append(segment.name)
+                free = free.map { $0 + Int64(segment.size) }
+                result.deleted.append(segment.name)
+                if unread { result.deletedUnread.append(segment.name) }
             }
         }
-        return deleted
+        result.bytes = total
+        return result
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import KevdJournal
 import KevdKernel
 import Synchronization
 
@@ -35,17 +36,9 @@ final class RulePositions: @unchecked Sendable {
         self.thread = thread
     }
 
-    /// The stored positions. A missing file is a first start; a line that does not parse is skipped (the
-    /// file is written whole, so that means someone edited it).
-    func load() -> [String: UInt64] {
-        guard let bytes = try? FileContents.read(file) else { return [:] }
-        var positions: [String: UInt64] = [:]
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count == 2, let seq = UInt64(fields[1]) else { continue }
-            positions[String(fields[0])] = seq
-        }
-        return positions
+    /// The stored positions, from the file or its backup (`PositionFile`; RulePositions+Load.swift).
+    func load(reportingTo consumers: JournalConsumers) -> [String: UInt64] {
+        Self.load(file, reportingTo: consumers)
     }
 
     static func encode(_ positions: [(String, UInt64)]) -> [UInt8] {
@@ -91,5 +84,5 @@ final class RulePositions: @unchecked Sendable {
         }
     }
 
-    private func persist(_ bytes: [UInt8]) -> Bool { FileContents.replace(file, with: bytes) }
+    private func persist(_ bytes: [UInt8]) -> Bool { PositionFile.save(file, bytes) }
 }

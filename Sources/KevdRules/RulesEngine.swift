@@ -52,7 +52,7 @@ public final class RulesEngine: EventSink {
 
     let context: Context
     var settings: RulesSettings
-    private var rules: [RuleRuntime] = []
+    var rules: [RuleRuntime] = []
     var runs: [Int32: RuleRun] = [:]
     /// Runs handed to the spawner thread whose pid has not come back yet (`RulesEngine+Spawner.swift`).
     var spawning = Spawning()
@@ -64,7 +64,7 @@ public final class RulesEngine: EventSink {
     private let positions: RulePositions
     /// Positions read at start-up for rules not configured yet (taken when a rule of that name appears).
     private var storedPositions: [String: UInt64]
-    private var lastSaved: [(String, UInt64)] = []
+    var lastSaved: [(String, UInt64)] = []
     private var saveScheduled = false
     private var turnRequested = false
     private var firstRule = 0
@@ -81,13 +81,14 @@ public final class RulesEngine: EventSink {
         positions = try RulePositions(stateDirectory: context.stateDirectory) { message in
             logger.error("rule positions not saved", metadata: ["error": "\(message)"])
         }
-        storedPositions = positions.load()
+        storedPositions = positions.load(reportingTo: context.journal.consumers)
         spawner = try RuleSpawner.forEngine(self)
         do {
             try Children.becomeSubreaper()
         } catch {
             context.logger.warning("orphaned grandchildren of scripts will not be reaped by kevd", metadata: ["error": "\(error)"])
         }
+        registerWithRetention()
         try context.loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
             _ = try? self.timer.read()
             self.armedAt = .max
@@ -236,9 +237,8 @@ public final class RulesEngine: EventSink {
     }
 
     private func reportRetentionGap(_ rule: RuleRuntime, from: UInt64, to: UInt64) {
-        reportError(
-            "rule '\(rule.spec.name)': events \(from)...\(to - 1) were deleted by journal retention before it ran them",
-            "retention")
+        // A journaled `kevd`/`gap` with key `rule:NAME`, published from the loop's inbox (RulesEngine+Retention).
+        context.journal.consumers.lost("rule:" + rule.spec.name, from: from, to: to - 1)
     }
 
     /// Reads on for catching-up rules while they have room; a rule that reaches the journal's end takes events
@@ -631,6 +631,7 @@ public final class RulesEngine: EventSink {
                 ("position", .uint(position)),
                 ("lag", .uint(last > position ? last - position : 0)),
                 ("catching_up", .bool(rule.catchUp != nil)),
+                ("lost", .uint(context.journal.consumers.lostCount("rule:" + rule.spec.name))),
             ])
         }
     }

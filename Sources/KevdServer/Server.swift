@@ -831,6 +831,7 @@ public final class Server: EventSink {
     }
 
     func gap(_ c: Connection, _ sub: Connection.Subscription, to startsAt: UInt64) {
+        reportNamedGap(sub, to: startsAt)
         var line: [UInt8] = []
         JSONValue.object([
             ("gap", .object([("from", .uint(sub.next)), ("to", .uint(startsAt - 1))])),

@@ -18,8 +18,10 @@ struct MetricsCommand: ParsableCommand {
             kevd_journal_fsync_last_seconds, kevd_journal_fsync_max_seconds (the
             longest over the current stats interval), kevd_subscribers,
             kevd_subscriber_max_lag_events, kevd_rule_runs_total,
-            kevd_rule_failures_total, kevd_rule_scripts_running and
-            kevd_uptime_seconds. Rates and means are left to PromQL (rate(),
+            kevd_rule_failures_total, kevd_rule_scripts_running,
+            kevd_uptime_seconds and kevd_retention_lost_events_total{consumer=...}
+            (events journal retention deleted before a forwarder, rule or
+            named subscription read them). Rates and means are left to PromQL (rate(),
             a _seconds_total over its count).
 
             With --output FILE the text goes to FILE, atomically (written
@@ -44,7 +46,7 @@ struct MetricsCommand: ParsableCommand {
             guard let stats = reply.value["stats"], stats.objectValue != nil else {
                 throw Failure("kevd's status reply has no stats: it is older than this kevctl")
             }
-            let text = try PrometheusMetrics.render(stats)
+            let text = try PrometheusMetrics.render(stats) + PrometheusMetrics.renderRetention(reply.value["retention"])
             if let output {
                 try PrometheusMetrics.writeAtomically(text, to: output)
             } else {
@@ -115,6 +117,23 @@ enum PrometheusMetrics {
             }
         }
         return text
+    }
+
+    /// `kevd_retention_lost_events_total{consumer="forward:NAME"|"rule:NAME"|"subscription:NAME"}` from the
+    /// status reply's `retention.lost` (nothing from a kevd older than that member).
+    static func renderRetention(_ retention: JSONValue?) throws -> [UInt8] {
+        guard let lost = retention?["lost"]?.objectValue, !lost.isEmpty else { return [] }
+        return try family { registry in
+            for (consumer, value) in lost {
+                guard let events = value.int64Value, events >= 0 else {
+                    throw Failure("kevd's status: retention.lost '\(consumer)' is no count")
+                }
+                let counter: any CounterHandler = registry.makeCounter(
+                    name: "kevd_retention_lost_events_total", labels: [("consumer", consumer)],
+                    help: "Events journal retention deleted before this consumer read them.")
+                counter.increment(by: events)
+            }
+        }
     }
 
     /// One metric family's text. A registry writes its families and label sets in hash order: one registry per

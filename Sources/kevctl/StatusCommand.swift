@@ -15,7 +15,8 @@ struct StatusCommand: ParsableCommand {
             stream) or journal (catching up from disk), buffered the bytes waiting
             in its send buffer. Per [[forward]]: position is the last seq
             acknowledged by JetStream (with everything before it), lag how far it
-            is behind head. --json prints kevd's status reply as it is
+            is behind head, lost how many events journal retention deleted before
+            they were sent (each range a kevd/gap event). --json prints kevd's status reply as it is
             (docs/PROTOCOL.md, "status").
 
             Exit codes: 0 success; 1 an error (no daemon, refused); 64 a bad
@@ -65,6 +66,10 @@ enum StatusTable {
         } else {
             lines.append(["journal", "-"])
         }
+        if let lost = status["retention"]?["lost"]?.objectValue, !lost.isEmpty {
+            // Events journal retention deleted before a forwarder, rule or named subscription read them.
+            lines.append(["lost to retention", lost.map { "\($0.0) \(text($0.1))" }.joined(separator: ", ")])
+        }
         if let clients = status["clients"] { lines.append(["clients", text(clients)]) }
         var result = aligned(lines)
 
@@ -77,11 +82,11 @@ enum StatusTable {
 
         if let forwards = status["forward"]?.arrayValue, !forwards.isEmpty {
             result += "\nforward\n"
-            var table = [["  NAME", "STATE", "POSITION", "LAG", "IN FLIGHT", "ACKED", "DUPLICATES", "URL", "LAST ERROR"]]
+            var table = [["  NAME", "STATE", "POSITION", "LAG", "IN FLIGHT", "ACKED", "DUPLICATES", "LOST", "URL", "LAST ERROR"]]
             for f in forwards {
                 table.append([
                     "  " + text(f["name"]), text(f["state"]), text(f["position"]), text(f["lag"]), text(f["in_flight"]),
-                    text(f["acked"]), text(f["duplicates"]), text(f["url"]), text(f["last_error"]),
+                    text(f["acked"]), text(f["duplicates"]), text(f["lost"]), text(f["url"]), text(f["last_error"]),
                 ])
             }
             result += aligned(table)

@@ -416,3 +416,88 @@ struct ReliabilitySoakTests {
                 figures["file_writes"] ?? 0, figures["veth_cycles"] ?? 0, figures["churned"] ?? 0, subscribers) + " csv=\(csvPath)")
     }
 }
+
+/// The soak's NATS-outage phase (issue 15, part 5): a forwarder whose server is gone tries again and again
+/// (backing off to every 5 s) while events keep coming. Each attempt once kept its libnats callback context for
+/// ever; now a context is freed a grace period after its attempt, so memory and the contexts alive stay flat
+/// however long the outage lasts. The short variant (CI) is about 25 s; `KEVD_RELIABILITY=full` runs 5 minutes.
+@Suite("Reliability: soak, NATS outage", .serialized)
+struct ReliabilitySoakNatsOutageTests {
+    @Test("a long NATS outage: kevd's memory, fds and libnats contexts stay flat, and forwarding resumes after it")
+    func natsOutage() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let outageSeconds = Double(ProcessInfo.processInfo.environment["KEVD_SOAK_OUTAGE_SECONDS"] ?? "")
+            ?? (Reliability.full ? 300 : 20)
+        let interval = Reliability.full ? 10.0 : 2.0
+        let dir = try TemporaryDirectory()
+        let nats = try NatsServer(name: "soak", store: dir.file("nats"))
+        try nats.start()
+        let config = serverConfig("""
+
+            [[forward]]
+            type = "nats"
+            url = ["\(nats.url)"]
+            stream = "KEVD"
+            ack_timeout = "500ms"
+            filter = ["source=emit"]
+            """)
+        try config.write(toFile: dir.file("kevd.toml"), atomically: true, encoding: .utf8)
+        let daemon = try SoakDaemon(configPath: dir.file("kevd.toml"), netns: nil, stderrPath: dir.file("kevd.stderr"))
+        func forward() -> [String: Any]? {
+            guard let result = try? kevctl(["status", "--socket", dir.file("state/kevd.sock"), "--json"]),
+                let reply = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            else { return nil }
+            return (reply["forward"] as? [[String: Any]])?.first
+        }
+        _ = try waitUntil("kevd forwarding") { forward()?["state"] as? String == "forwarding" ? true : nil }
+        let emitter = try RawClient(dir.file("state/kevd.sock"))
+        var emitted = 0
+        func emitFor(_ seconds: Double) throws {
+            let end = Date().addingTimeInterval(seconds)
+            while Date() < end {
+                let reply = try emitter.request(#"{"op":"emit","type":"soak.nats","key":"k","data":{"i":\#(emitted)}}"#)
+                #expect(reply["ok"] as? Bool == true)
+                emitted += 1
+                usleep(10_000)
+            }
+        }
+        try emitFor(2)
+        nats.kill()
+        struct Row { let rss: Int, fds: Int, contexts: Int }
+        var rows: [Row] = []
+        let start = Date()
+        while Date().timeIntervalSince(start) < outageSeconds {
+            try emitFor(interval)
+            guard let sample = ProcSample(pid: daemon.pid), let status = forward() else {
+                Issue.record("kevd died or stopped answering during the outage: \(daemon.stderr)")
+                return
+            }
+            let contexts = (status["nats_contexts"] as? NSNumber)?.intValue ?? -1
+            rows.append(Row(rss: sample.rssKB, fds: sample.fds, contexts: contexts))
+            print("RELIABILITY nats_outage sample t=\(Int(Date().timeIntervalSince(start))) rss_kb=\(sample.rssKB) fds=\(sample.fds) nats_contexts=\(contexts) state=\(status["state"] ?? "-")")
+        }
+        let attempts = (forward()?["errors"] as? NSNumber)?.intValue ?? 0
+        // Contexts alive: those of the attempts in the last grace period (ack wait + 5 s), not one per attempt.
+        let lastContexts = rows.suffix(3).map(\.contexts)
+        #expect(lastContexts.allSatisfy { $0 >= 0 && $0 <= 4 }, "libnats contexts alive: \(rows.map(\.contexts))")
+        #expect(rows.count >= 3)
+        let third = max(1, rows.count / 3)
+        let rssEarly = median(rows.prefix(third).map { Double($0.rss) })
+        let rssLate = median(rows.suffix(third).map { Double($0.rss) })
+        #expect(rssLate <= rssEarly * 1.1 + 2048, "RSS grew from \(Int(rssEarly)) KB to \(Int(rssLate)) KB through the outage")
+        #expect((rows.last?.fds ?? 0) <= (rows.first?.fds ?? 0) + 2, "fds grew: \(rows.map(\.fds))")
+
+        try nats.start()
+        let reader = try StreamReader(urls: [nats.url])
+        _ = try waitUntil("every emit forwarded after the outage", timeout: 60) {
+            reader.messageCount() == UInt64(emitted) ? true : nil
+        }
+        kill(daemon.pid, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0)
+        Reliability.report("nats_outage", [
+            "seconds": Int(outageSeconds), "forward_errors": attempts, "rss_kb_first": Int(rssEarly),
+            "rss_kb_last": Int(rssLate), "contexts_max": rows.map(\.contexts).max() ?? -1, "emitted": emitted,
+        ])
+    }
+}

@@ -1,0 +1,57 @@
+import KevdEvent
+import KevdJournal
+
+extension Daemon {
+    /// Retention's reports become events, each published from the loop's inbox (a turn of its own): a consumer
+    /// that lost events to retention gets a journaled `kevd`/`gap` (key `forward:NAME`, `rule:NAME` or
+    /// `subscription:NAME`, `data.from`/`data.to` the lost seqs), and a retention pass that cannot list the
+    /// journal's directory gives one `kevd`/`error` per episode and a `kevd`/`resumed` when it works again.
+    func watchRetention() {
+        journal.consumers.onReport { [loop, pipeline, logger] report in
+            loop.inbox.post {
+                var data = EventData()
+                switch report {
+                case .loss(let loss):
+                    data.append("from", .int(Int64(clamping: loss.from)))
+                    data.append("to", .int(Int64(clamping: loss.to)))
+                    data.append("events", .int(Int64(clamping: loss.count)))
+                    data.append("reason", "retention")
+                    data.append("message", "events \(loss.from)...\(loss.to) were deleted by journal retention before \(loss.consumer) read them")
+                    logger.error("events lost to journal retention", metadata: [
+                        "consumer": "\(loss.consumer)", "from": "\(loss.from)", "to": "\(loss.to)",
+                    ])
+                    pipeline.publishKevd("gap", component: loss.consumer, data)
+                case .position(let consumer, let message):
+                    data.append("message", message)
+                    data.append("reason", "position")
+                    logger.error("stored position unreadable", metadata: ["consumer": "\(consumer)", "error": "\(message)"])
+                    pipeline.publishKevd("error", component: consumer, data)
+                }
+            }
+        }
+        journal.onRetentionProblem = { [loop, pipeline] problem in
+            loop.inbox.post {
+                var data = EventData()
+                if let problem {
+                    data.append("message", problem)
+                    data.append("reason", "retention")
+                    pipeline.publishKevd("error", component: "retention", data)
+                } else {
+                    data.append("message", "journal retention works again")
+                    pipeline.publishKevd("resumed", component: "retention", data)
+                }
+            }
+        }
+    }
+
+    /// The `retention` member of the status reply: the limits in force, and events lost per consumer.
+    func retentionStatus() -> JSONValue {
+        .object([
+            ("max_bytes", .int(journal.options.maxBytes)),
+            ("max_bytes_hard", .int(journal.options.maxBytesHard)),
+            ("min_free", .int(journal.options.minFreeBytes)),
+            ("lowest_needed", journal.consumers.lowestNeeded().map { .uint($0) } ?? .null),
+            ("lost", .object(journal.consumers.lostCounts.map { ($0.consumer, .uint($0.events)) })),
+        ])
+    }
+}
