@@ -1,5 +1,3 @@
-import TOMLKit
-
 extension TableReader {
     /// `[journal] max_bytes_hard`, `min_free` and `retention_interval` (docs/JOURNAL.md, "Retention").
     func journalRetentionSettings(_ t: TOMLTable, into settings: inout JournalSettings) throws {
