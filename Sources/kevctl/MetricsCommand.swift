@@ -18,7 +18,9 @@ struct MetricsCommand: ParsableCommand {
             kevd_journal_fsync_last_seconds, kevd_journal_fsync_max_seconds (the
             longest over the current stats interval), kevd_subscribers,
             kevd_subscriber_max_lag_events, kevd_rule_runs_total,
-            kevd_rule_failures_total, kevd_rule_scripts_running and
+            kevd_rule_failures_total, kevd_rule_scripts_running,
+            kevd_loop_turn_max_seconds (the longest loop turn over the current
+            stats interval), kevd_log_lines_dropped_total and
             kevd_uptime_seconds. Rates and means are left to PromQL (rate(),
             a _seconds_total over its count).
 
@@ -77,6 +79,16 @@ enum PrometheusMetrics {
         ("rule_failures", "kevd_rule_failures_total", "Failed rule run attempts, summed over the active rules."),
     ]
 
+    /// Figures a kevd older than this kevctl does not report: left out when absent, not an error.
+    private static let laterGauges: [(field: String, name: String, help: String)] = [
+        ("loop_turn_max_seconds", "kevd_loop_turn_max_seconds",
+         "Longest loop turn (handlers and turn-end work) in the current stats interval: the worst wait for an answer."),
+    ]
+    private static let laterCounters: [(field: String, name: String, help: String)] = [
+        ("log_lines_dropped", "kevd_log_lines_dropped_total",
+         "Log lines dropped because stderr (the journal) was not keeping up."),
+    ]
+
     static func render(_ stats: JSONValue) throws -> [UInt8] {
         func number(_ field: String) throws -> Double {
             guard let value = stats[field]?.doubleValue, value >= 0 else {
@@ -109,6 +121,18 @@ enum PrometheusMetrics {
             }
         }
         for (field, name, help) in gauges {
+            text += try family { registry in
+                let gauge: any RecorderHandler = registry.makeGauge(name: name, help: help)
+                gauge.record(try number(field))
+            }
+        }
+        for (field, name, help) in laterCounters where stats[field] != nil {
+            text += try family { registry in
+                let counter: any FloatingPointCounterHandler = registry.makeCounter(name: name, help: help)
+                counter.increment(by: try number(field))
+            }
+        }
+        for (field, name, help) in laterGauges where stats[field] != nil {
             text += try family { registry in
                 let gauge: any RecorderHandler = registry.makeGauge(name: name, help: help)
                 gauge.record(try number(field))
