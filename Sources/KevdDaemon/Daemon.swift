@@ -71,7 +71,7 @@ public final class Daemon {
         pipeline = EventPipeline(
             firstSeq: journal.nextSeq, idBase: EventIDBase(randA: try randomUInt64(), randB: try randomUInt64()))
         pipeline.add(sink: JournalSink(journal: journal))
-        stats = StatsCollector(journal: journal)
+        stats = StatsCollector(journal: journal, loop: loop)
         pipeline.add(sink: stats.counter)
         if options.writeStdout { pipeline.add(sink: StdoutSink(loop: loop, pipeline: pipeline)) }
         if config.journald.mirror {

@@ -39,7 +39,7 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
     private unowned let pipeline: EventPipeline
     private let shared = Mutex(Shared())
     private let wakeup: EventFD
-    private var thread: pthread_t? = nil
+    private var thread: WorkerThread? = nil
     private var batch: [Entry] = []
     private var dropped = 0
     private var lastReport: UInt64 = 0
@@ -49,14 +49,7 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
         self.loop = loop
         self.pipeline = pipeline
         wakeup = try EventFD(blocking: true)
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            let mirror = Unmanaged<JournaldMirror>.fromOpaque(raw!).takeRetainedValue()
-            mirror.run()
-            return nil
-        }, box.toOpaque())
-        self.thread = thread
+        thread = try WorkerThread(name: "kevd-journald") { [self] in run() }
     }
 
     func consume(_ event: Event, line: UnsafeRawBufferPointer) {
@@ -103,10 +96,7 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
         enqueueBatch()
         shared.withLock { $0.stopping = true }
         wakeup.signal()
-        if let thread {
-            pthread_join(thread, nil)
-            self.thread = nil
-        }
+        thread?.join()
     }
 
     private func run() {

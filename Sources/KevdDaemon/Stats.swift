@@ -57,6 +57,10 @@ struct StatsSnapshot {
     var fsyncLastSeconds: Double
     var fsyncMaxSeconds: Double
     var fsyncMeanSeconds: Double
+    /// The longest loop turn over the interval: how long, at worst, kevd answered nothing.
+    var loopTurnMaxSeconds: Double
+    /// Since kevd started (`StderrWriter`).
+    var logLinesDropped: UInt64
 
     /// Flat name/value pairs: event data holds only scalars, and `status` uses the same names.
     var fields: [(String, EventValue)] {
@@ -76,6 +80,8 @@ struct StatsSnapshot {
             ("fsync_last_seconds", .double(fsyncLastSeconds)),
             ("fsync_max_seconds", .double(fsyncMaxSeconds)),
             ("fsync_mean_seconds", .double(fsyncMeanSeconds)),
+            ("loop_turn_max_seconds", .double(loopTurnMaxSeconds)),
+            ("log_lines_dropped", .int(Int64(clamping: logLinesDropped))),
             ("subscribers", .int(Int64(inputs.subscribers))),
             ("subscriber_max_lag", .int(Int64(clamping: inputs.maxSubscriberLag))),
             ("rule_runs", .int(Int64(inputs.ruleRuns))),
@@ -99,14 +105,16 @@ struct StatsSnapshot {
 final class StatsCollector {
     let counter = EventCounter()
     private let journal: Journal
+    private let loop: EventLoop
     private let started = Clock.monotonicNanoseconds()
     private var intervalStart: UInt64
     /// `counter.counts` when the interval began (sources first seen since then began at 0).
     private var intervalCounts: [UInt64] = []
     private var intervalSync = SyncFigures()
 
-    init(journal: Journal) {
+    init(journal: Journal, loop: EventLoop) {
         self.journal = journal
+        self.loop = loop
         intervalStart = started
     }
 
@@ -131,7 +139,9 @@ final class StatsCollector {
             fsyncCount: sync.count, fsyncSecondsTotal: Double(sync.totalNanoseconds) / 1e9,
             fsyncIntervalCount: syncs, fsyncLastSeconds: Double(sync.lastNanoseconds) / 1e9,
             fsyncMaxSeconds: syncs > 0 ? Double(sync.windowMaxNanoseconds) / 1e9 : 0,
-            fsyncMeanSeconds: syncs > 0 ? Double(sync.totalNanoseconds - intervalSync.totalNanoseconds) / Double(syncs) / 1e9 : 0)
+            fsyncMeanSeconds: syncs > 0 ? Double(sync.totalNanoseconds - intervalSync.totalNanoseconds) / Double(syncs) / 1e9 : 0,
+            loopTurnMaxSeconds: Double(endingInterval ? loop.takeLongestTurn() : loop.longestTurnNanoseconds) / 1e9,
+            logLinesDropped: StderrWriter.shared.droppedLines)
         if endingInterval {
             intervalStart = now
             intervalCounts = counts

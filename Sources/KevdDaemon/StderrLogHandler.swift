@@ -3,7 +3,8 @@ import KevdEvent
 import KevdKernel
 import Logging
 
-/// kevd's log lines on stderr, one `write` per line, metadata as `key=value`.
+/// kevd's log lines on stderr, metadata as `key=value`, written by `StderrWriter`'s thread so that logging never
+/// blocks the caller.
 ///
 /// Two forms: under systemd, stderr is a stream to journald, which stamps every line itself and reads a `<N>`
 /// syslog priority prefix (sd-daemon(3)), so a line is `<4>client refused: max_clients uid=1000 …`; anywhere
@@ -75,6 +76,12 @@ public struct StderrLogHandler: LogHandler {
         for key in fields.keys.sorted() {
             text += " " + key + "=" + Self.quoted("\(fields[key]!)")
         }
+        // Queued for the writer thread: a slow or unread stderr never blocks the caller (the loop).
+        StderrWriter.shared.write(Self.line(level: level, label: label, text: text, journald: journald))
+    }
+
+    /// The bytes of one log entry in the chosen form, newline included.
+    static func line(level: Logger.Level, label: String, text: String, journald: Bool) -> [UInt8] {
         var out: [UInt8] = []
         if journald {
             // One journal entry per line: a message of several lines keeps its priority on each.
@@ -90,14 +97,15 @@ public struct StderrLogHandler: LogHandler {
             out += text.utf8
             out.append(UInt8(ascii: "\n"))
         }
-        out.withUnsafeBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }  // Nobody reads stderr any more: logs are lost, the daemon goes on.
-                offset += n
-            }
+        return out
+    }
+
+    /// Starts the thread that writes log lines to stderr (`StderrWriter`), with the drop notice in the same form
+    /// as every other line. Call it after the signal mask is set and before `LoggingSystem.bootstrap`.
+    public static func startWriter(label: String, journald: Bool) throws {
+        try StderrWriter.shared.start { count in
+            line(level: .warning, label: label, text: "log lines dropped: stderr was not keeping up log.dropped=\(count)",
+                 journald: journald)
         }
     }
 

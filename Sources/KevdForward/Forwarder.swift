@@ -78,7 +78,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     var consumerName: String { "forward:" + spec.name }
     private let state = Mutex(State())
     private let wakeup: EventFD
-    private var thread: pthread_t? = nil
+    private var thread: WorkerThread? = nil
 
     private var reader: JournalReader? = nil
     private var publisher: NatsPublisher? = nil
@@ -116,14 +116,9 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         }
     }
 
-    func start() {
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            Unmanaged<Forwarder>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, box.toOpaque())
-        self.thread = thread
+    /// Throws when the thread cannot start (`pthread_create` failed: a thread or process limit).
+    func start() throws {
+        thread = try WorkerThread(name: "kevd-fwd-" + spec.name) { [self] in run() }
     }
 
     /// Waits for what is in flight (a few seconds at most), stores the position and disconnects. Blocks: call it
@@ -131,8 +126,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     func stop() {
         state.withLock { $0.stopping = true }
         wakeup.signal()
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
+        thread?.join()
     }
 
     /// From any thread: the journal is durable up to `seq`.

@@ -21,7 +21,15 @@ public final class Forwarders: @unchecked Sendable {
             try Forwarder(spec: $0, stateDirectory: stateDirectory, journalDirectory: journalDirectory, host: host,
                           durable: durable, consumers: consumers, logger: logger)
         }
-        forwarders.forEach { $0.start() }
+        for (started, forwarder) in forwarders.enumerated() {
+            do {
+                try forwarder.start()
+            } catch {
+                // Start-up fails as a whole: the ones already running are stopped, not left behind.
+                forwarders[..<started].forEach { $0.stop() }
+                throw error
+            }
+        }
         consumers.register { [forwarders] in forwarders.map(\.lowestNeeded).min() }
     }
 

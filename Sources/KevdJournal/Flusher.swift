@@ -33,21 +33,15 @@ final class Flusher: @unchecked Sendable {
     private let wakeup: EventFD
     private let interval: Int64
     private let report: @Sendable (UInt64) -> Void
-    private var thread: pthread_t? = nil
+    private var thread: WorkerThread? = nil
 
-    init(interval: Int64, report: @escaping @Sendable (UInt64) -> Void) {
+    /// Throws when the thread cannot start (`pthread_create` failed: a thread or process limit).
+    init(interval: Int64, report: @escaping @Sendable (UInt64) -> Void) throws {
         self.interval = interval
         self.report = report
         // Blocking mode: the flusher thread sleeps in read() until there is work.
         wakeup = try! EventFD(blocking: true)  // eventfd(2) fails only without fds or memory; kevd cannot run then
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            let flusher = Unmanaged<Flusher>.fromOpaque(raw!).takeRetainedValue()
-            flusher.run()
-            return nil
-        }, box.toOpaque())
-        self.thread = thread
+        thread = try WorkerThread(name: "kevd-flusher") { [self] in run() }
     }
 
     func request(fd: Int32, upTo seq: UInt64, bytes: Int) {
@@ -78,10 +72,7 @@ final class Flusher: @unchecked Sendable {
     func stop() {
         state.withLock { $0.stopping = true }
         wakeup.signal()
-        if let thread {
-            pthread_join(thread, nil)
-            self.thread = nil
-        }
+        thread?.join()
     }
 
     private func run() {

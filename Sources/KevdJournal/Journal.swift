@@ -110,7 +110,7 @@ public final class Journal {
             _ = fdatasync(segment.rawValue)
         }
         if options.sync != .none {
-            flusher = Flusher(interval: options.sync == .always ? 0 : options.batchIntervalNanoseconds) {
+            flusher = try Flusher(interval: options.sync == .always ? 0 : options.batchIntervalNanoseconds) {
                 [weak self] seq in self?.onDurable?(seq)
             }
         }

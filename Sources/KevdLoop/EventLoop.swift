@@ -39,6 +39,9 @@ public final class EventLoop {
     private var stopRequested = false
     /// Priorities whose fds are left out of epoll for now (`pause`): their input waits in the kernel.
     private var paused: Set<Priority> = []
+    /// The longest turn (handlers and turn-end work, not the wait) since `takeLongestTurn`: how long the loop
+    /// was deaf at worst, for `kevd`/`stats`.
+    public private(set) var longestTurnNanoseconds: UInt64 = 0
     public let inbox: LoopInbox
     let logger: Logger
 
@@ -109,6 +112,7 @@ public final class EventLoop {
     @discardableResult
     public func runOnce(timeoutMilliseconds: Int32) throws -> Int {
         try epoll.wait(into: &ready, timeoutMilliseconds: timeoutMilliseconds)
+        let turnStart = Clock.monotonicNanoseconds()
         order.removeAll(keepingCapacity: true)
         for i in 0..<ready.count { order.append(i) }
         if ready.count > 1 {
@@ -134,7 +138,14 @@ public final class EventLoop {
             ran += 1
         }
         for body in turnEndHandlers { body() }
+        longestTurnNanoseconds = max(longestTurnNanoseconds, Clock.monotonicNanoseconds() - turnStart)
         return ran
+    }
+
+    /// The longest turn since the previous call (or the start), and starts a new measurement window.
+    public func takeLongestTurn() -> UInt64 {
+        defer { longestTurnNanoseconds = 0 }
+        return longestTurnNanoseconds
     }
 
     /// Runs until `stop()` is called (from a handler, or through the inbox from another thread).

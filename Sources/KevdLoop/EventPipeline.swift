@@ -20,6 +20,11 @@ extension EventSink {
 ///
 /// Sources only publish drafts; they know nothing about who consumes. Sinks are called in registration order,
 /// so the journal (registered first) has appended an event before any subscriber or rule sees it.
+///
+/// A sink may publish from `consume` (the rules engine reports a refusal that way). Such a nested event is
+/// stamped at once, so seqs follow publishing order, but it is delivered only after the current event has
+/// reached every sink: the sinks after the publishing one still read the current event's line, and every sink
+/// sees every event whole and in seq order.
 public final class EventPipeline {
     public private(set) var nextSeq: UInt64
     public let idBase: EventIDBase
@@ -31,6 +36,11 @@ public final class EventPipeline {
     /// The current event's JSON line; reused, so encoding allocates nothing once it has grown.
     private let line = ByteBuffer(capacity: 4096)
     private var timeCache = RFC3339SecondCache()
+    /// True while an event is being handed to the sinks: a publish then is nested, and waits in `nested`.
+    private var delivering = false
+    /// Events published from inside `consume`, stamped and waiting for delivery in seq order. Empty, and not
+    /// touched, on the common path.
+    private var nested: [Event] = []
 
     public init(firstSeq: UInt64 = 1, idBase: EventIDBase) {
         nextSeq = firstSeq
@@ -60,11 +70,33 @@ public final class EventPipeline {
         let event = Event(
             seq: seq, id: EventID(unixMilliseconds: UInt64(max(wall, 0) / 1_000_000), seq: seq, base: idBase),
             time: WallTime(nanoseconds: wall), mono: mono, source: source, type: type, key: key, data: data)
+        if delivering {
+            nested.append(event)
+            return event
+        }
+        delivering = true
+        deliver(event)
+        if !nested.isEmpty { deliverNested() }
+        delivering = false
+        return event
+    }
+
+    /// Encodes `event`'s line once and hands both to every sink.
+    private func deliver(_ event: Event) {
         line.removeAll(shrinkAbove: 1 << 20)
         JSONLineEncoder.append(event, to: line, timeCache: &timeCache)
         let bytes = line.bytes
         for call in calls { call.consume(call.sink, event, bytes) }
-        return event
+    }
+
+    /// Delivers what sinks published meanwhile, oldest first; what they publish in turn joins the end.
+    private func deliverNested() {
+        var next = 0
+        while next < nested.count {
+            deliver(nested[next])
+            next += 1
+        }
+        nested.removeAll(keepingCapacity: true)
     }
 
     public func endOfTurn() {

@@ -17,7 +17,7 @@ final class RulePositions: @unchecked Sendable {
     private let pending = Mutex<[UInt8]?>(nil)
     private let stopping = Mutex(false)
     private let wakeup: EventFD
-    private var thread: pthread_t? = nil
+    private var thread: WorkerThread? = nil
     private let failed: @Sendable (String) -> Void
 
     /// `failed` is called on the helper thread with a message when a write fails.
@@ -27,13 +27,7 @@ final class RulePositions: @unchecked Sendable {
         self.failed = failed
         try Directories.make(directory, mode: 0o750)
         wakeup = try EventFD(blocking: true)
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            Unmanaged<RulePositions>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, box.toOpaque())
-        self.thread = thread
+        thread = try WorkerThread(name: "kevd-rulepos") { [self] in run() }
     }
 
     /// The stored positions, from the file or its backup (`PositionFile`; RulePositions+Load.swift).
@@ -57,8 +51,7 @@ final class RulePositions: @unchecked Sendable {
     func storeNowAndStop(_ positions: [(String, UInt64)]) {
         stopping.withLock { $0 = true }
         wakeup.signal()
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
+        thread?.join()
         if !persist(Self.encode(positions)) { failed("cannot write \(file): \(String(cString: strerror(errno)))") }
     }
 

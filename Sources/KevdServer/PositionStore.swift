@@ -13,7 +13,7 @@ final class PositionStore: @unchecked Sendable {
     private let jobs = Mutex<[(name: String, seq: UInt64, token: UInt64)]>([])
     private let wakeup: EventFD
     private let done: @Sendable (UInt64, Bool) -> Void
-    private var thread: pthread_t? = nil
+    private var thread: WorkerThread? = nil
     private let stopping = Mutex(false)
 
     init(directory: String, done: @escaping @Sendable (_ token: UInt64, _ ok: Bool) -> Void) throws {
@@ -23,13 +23,7 @@ final class PositionStore: @unchecked Sendable {
         if mkdir(directory, 0o750) != 0 && errno != EEXIST {
             throw SyscallError(call: "mkdir(\(directory))", errno: .init(rawValue: errno))
         }
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            Unmanaged<PositionStore>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, box.toOpaque())
-        self.thread = thread
+        thread = try WorkerThread(name: "kevd-subpos") { [self] in run() }
     }
 
     /// The stored position of `name` (the last acknowledged seq), or nil. A small read, at subscribe time.
@@ -47,8 +41,7 @@ final class PositionStore: @unchecked Sendable {
     func stop() {
         stopping.withLock { $0 = true }
         wakeup.signal()
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
+        thread?.join()
     }
 
     private func run() {

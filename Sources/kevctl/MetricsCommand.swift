@@ -19,9 +19,11 @@ struct MetricsCommand: ParsableCommand {
             longest over the current stats interval), kevd_subscribers,
             kevd_subscriber_max_lag_events, kevd_rule_runs_total,
             kevd_rule_failures_total, kevd_rule_scripts_running,
-            kevd_uptime_seconds and kevd_retention_lost_events_total{consumer=...}
-            (events journal retention deleted before a forwarder, rule or
-            named subscription read them). Rates and means are left to PromQL (rate(),
+            kevd_loop_turn_max_seconds (the longest loop turn over the current
+            stats interval), kevd_log_lines_dropped_total, kevd_uptime_seconds
+            and kevd_retention_lost_events_total{consumer=...} (events journal
+            retention deleted before a forwarder, rule or named subscription
+            read them). Rates and means are left to PromQL (rate(),
             a _seconds_total over its count).
 
             With --output FILE the text goes to FILE, atomically (written
@@ -79,6 +81,16 @@ enum PrometheusMetrics {
         ("rule_failures", "kevd_rule_failures_total", "Failed rule run attempts, summed over the active rules."),
     ]
 
+    /// Figures a kevd older than this kevctl does not report: left out when absent, not an error.
+    private static let laterGauges: [(field: String, name: String, help: String)] = [
+        ("loop_turn_max_seconds", "kevd_loop_turn_max_seconds",
+         "Longest loop turn (handlers and turn-end work) in the current stats interval: the worst wait for an answer."),
+    ]
+    private static let laterCounters: [(field: String, name: String, help: String)] = [
+        ("log_lines_dropped", "kevd_log_lines_dropped_total",
+         "Log lines dropped because stderr (the journal) was not keeping up."),
+    ]
+
     static func render(_ stats: JSONValue) throws -> [UInt8] {
         func number(_ field: String) throws -> Double {
             guard let value = stats[field]?.doubleValue, value >= 0 else {
@@ -111,6 +123,18 @@ enum PrometheusMetrics {
             }
         }
         for (field, name, help) in gauges {
+            text += try family { registry in
+                let gauge: any RecorderHandler = registry.makeGauge(name: name, help: help)
+                gauge.record(try number(field))
+            }
+        }
+        for (field, name, help) in laterCounters where stats[field] != nil {
+            text += try family { registry in
+                let counter: any FloatingPointCounterHandler = registry.makeCounter(name: name, help: help)
+                counter.increment(by: try number(field))
+            }
+        }
+        for (field, name, help) in laterGauges where stats[field] != nil {
             text += try family { registry in
                 let gauge: any RecorderHandler = registry.makeGauge(name: name, help: help)
                 gauge.record(try number(field))

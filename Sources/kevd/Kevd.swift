@@ -63,6 +63,14 @@ struct Kevd: ParsableCommand {
         let level = Logger.Level(rawValue: logLevel ?? loaded.daemon.logLevel) ?? .info
         let format = logFormat ?? StderrLogHandler.Format(rawValue: loaded.daemon.logFormat) ?? .auto
         let journald = StderrLogHandler.resolve(format, journalStream: getenv("JOURNAL_STREAM").map { String(cString: $0) })
+        do {
+            try StderrLogHandler.startWriter(label: "kevd", journald: journald)
+        } catch {
+            // Not fatal: log lines are then written directly, and a blocked stderr can hold the loop up.
+            FileHandleStderr.write("kevd: cannot start the log writer thread; logging directly: \(error)\n")
+        }
+        // At exit, whatever way: the last lines ("kevd failed", "kevd stopped") out before the process ends.
+        defer { StderrWriter.shared.flush(timeoutMilliseconds: 2000) }
         LoggingSystem.bootstrap { label in
             StderrLogHandler(label: label, level: level, journald: journald)
         }

@@ -211,6 +211,10 @@ struct MetricsTests {
         } else {
             #expect(longest >= mean && mean >= 0)
         }
+        // The interval had turns (events were published in it); none as long as the interval itself.
+        let longestTurn = try #require(stats.number("loop_turn_max_seconds"))
+        #expect(longestTurn > 0 && longestTurn < interval, "loop_turn_max_seconds \(longestTurn)")
+        #expect(stats.int("log_lines_dropped") == 0)
 
         // status carries the same figures, under the same names.
         let status = try kevctl(["status", "--json", "--socket", dir.file("state/kevd.sock")])
@@ -255,6 +259,10 @@ struct MetricsTests {
         #expect((metrics.value("kevd_journal_fsyncs_total") ?? 0) >= 1)
         #expect(metrics.value("kevd_journal_fsync_seconds_total") != nil)
         #expect((metrics.value("kevd_uptime_seconds") ?? 0) > 0)
+        // Turns ran since the start (the interval is a minute, so not reset): a real duration, far below a second.
+        let longestTurn = try #require(metrics.value("kevd_loop_turn_max_seconds"))
+        #expect(longestTurn > 0 && longestTurn < 1, "kevd_loop_turn_max_seconds \(longestTurn)")
+        #expect(metrics.value("kevd_log_lines_dropped_total") == 0)
         // Prometheus conventions: counters end in _total; every family says what it is.
         for (name, type) in metrics.types {
             #expect((type == "counter") == name.hasSuffix("_total"), "\(name) is a \(type)")
