@@ -53,13 +53,7 @@ final class RuleSpawner: @unchecked Sendable {
     private let outcomes = Mutex(Deque<SpawnOutcome>())
     private let wakeup: EventFD
     private let notify: @Sendable () -> Void
-    private var thread: pthread_t? = nil
-
-    /// Thrown when the thread cannot be started (`pthread_create`'s error number).
-    struct ThreadNotStarted: Error, CustomStringConvertible {
-        let code: Int32
-        var description: String { "cannot start the rule spawner thread: \(String(cString: strerror(code))) (errno \(code))" }
-    }
+    private var thread: WorkerThread? = nil
 
     init(notify: @escaping @Sendable () -> Void) throws {
         self.notify = notify
@@ -73,18 +67,7 @@ final class RuleSpawner: @unchecked Sendable {
         sigfillset(&all)
         pthread_sigmask(SIG_SETMASK, &all, &saved)
         defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let code = pthread_create(&thread, nil, { raw in
-            let spawner = Unmanaged<RuleSpawner>.fromOpaque(raw!).takeRetainedValue()
-            spawner.run()
-            return nil
-        }, box.toOpaque())
-        guard code == 0 else {
-            box.release()
-            throw ThreadNotStarted(code: code)
-        }
-        self.thread = thread
+        thread = try WorkerThread(name: "kevd-spawner") { [self] in self.run() }
     }
 
     /// Queues an order (loop thread). Never blocks beyond the queue's lock, which the spawner holds only to take
@@ -112,10 +95,7 @@ final class RuleSpawner: @unchecked Sendable {
     func stop() {
         orders.withLock { $0.stopping = true }
         wakeup.signal()
-        if let thread {
-            pthread_join(thread, nil)
-            self.thread = nil
-        }
+        thread?.join()
     }
 
     private func run() {
