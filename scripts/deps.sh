@@ -5,7 +5,7 @@
 # pkg-config to find them, iproute2 for the udev tests' private network namespaces, tzdata for cron tests,
 # systemd for systemd-socket-activate (the socket-activation test; systemd need not be running), libnats-dev
 # for [[forward]] to NATS JetStream, nats-server for the forwarding tests (they start their own on loopback).
-KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata systemd libnats-dev nats-server)
+KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata systemd libnats-dev nats-server python3-fusepy fuse3)
 
 kevd_find_swift() {
     if command -v swift >/dev/null 2>&1; then return 0; fi

@@ -89,8 +89,12 @@ extension Journal {
         let last = max(writtenSeq, syncFailure?.lastSeq ?? 0, first)
         let episode = SyncFailure(errno: failure.errno, call: failure.call, firstSeq: first, lastSeq: last)
         let repeated = syncFailure != nil
+        repairAttempts += 1
+        // Logged once per distinct failure, not once per attempt of a repair that keeps failing.
+        let log = syncFailure?.errno != episode.errno || syncFailure?.call != episode.call
         syncFailure = episode
-        logger.error(
+        logger.log(
+            level: log ? .error : .debug,
             "journal sync failed",
             metadata: [
                 "journal.segment": "\(segmentFirstSeq)", "error": "\(episode.errnoName)", "call": "\(failure.call)",
@@ -152,17 +156,20 @@ extension Journal {
             syncedEnd.segmentFirstSeq <= durableSeq && durableSeq > 0
             ? (directory + "/" + JournalFormat.segmentName(firstSeq: syncedEnd.segmentFirstSeq), syncedEnd.size) : nil
         flusher?.recover(durable: durableSeq, directory: directory, cut: cut)
-        logger.warning(
+        logger.log(
+            level: repairAttempts <= 1 ? .warning : .debug,
             "journal records in doubt are written again to a new segment",
-            metadata: ["journal.segment": "\(first)", "journal.pending_bytes": "\(pending.count)"])
+            metadata: ["journal.segment": "\(first)", "journal.pending_bytes": "\(pending.count)", "attempt": "\(repairAttempts)"])
         return true
     }
 
     /// The records a failed sync put in doubt are durable in the new segment: the episode ends.
     func syncRepaired(_ failure: SyncFailure) {
         syncFailure = nil
+        defer { repairAttempts = 0 }
         logger.warning(
             "journal sync failure repaired",
-            metadata: ["journal.first_seq": "\(failure.firstSeq)", "journal.last_seq": "\(failure.lastSeq)", "journal.durable_seq": "\(durableSeq)"])
+            metadata: [
+                "attempts": "\(repairAttempts)","journal.first_seq": "\(failure.firstSeq)", "journal.last_seq": "\(failure.lastSeq)", "journal.durable_seq": "\(durableSeq)"])
     }
 }

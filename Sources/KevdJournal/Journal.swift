@@ -78,6 +78,8 @@ public final class Journal {
     /// After a failed sync: no segment to write to until the new one is created (not before `retryAt`).
     var awaitingSegment = false
     var recoveryRetryAt: UInt64 = 0
+    /// Failed syncs in the current episode (the first repair is logged, not every retry).
+    var repairAttempts = 0
     /// Called on the loop thread's behalf when `durableSeq` advances (wire it through the loop's inbox).
     public var onDurable: ((UInt64) -> Void)?
     /// Called from the flusher thread when a sync fails: wake the loop (its next `writePending` handles it).
@@ -179,7 +181,8 @@ public final class Journal {
     /// Writes the pending batch, once per loop turn: one `write` per segment it touches. A batch is split at a
     /// record boundary when the segment would grow past `segmentBytes`, so segments keep their size.
     public func writePending() {
-        if let flusher, flusher.hasFailed { handleSyncFailure() }
+        // Handled once per failure: until the new segment exists (`awaitingSegment`), the flusher stays failed.
+        if !awaitingSegment, let flusher, flusher.hasFailed { handleSyncFailure() }
         if awaitingSegment && !startRecoverySegment() { return }
         while !pending.isEmpty {
             if chunkRemaining == 0 {
