@@ -83,6 +83,15 @@ private final class FaultyDiskDaemon {
     func restart() throws {
         daemon = try Self.start(dir)
     }
+
+    /// Whatever a failed expectation left: kevd killed, the file system stopped (its namespace goes with it).
+    deinit {
+        if daemon.process.isRunning {
+            kill(daemon.pid, SIGKILL)
+            daemon.process.waitUntilExit()
+        }
+        try? stopFaultFS()
+    }
 }
 
 /// Emits from a thread of its own, one at a time, and keeps what each reply said.
@@ -149,7 +158,7 @@ struct ReliabilityFailedSyncTests {
         }
     }
 
-    @Test("fsync fails (EIO once, then ENOSPC until healed) and drops the unsynced data: nothing in doubt is acknowledged, the records are written again, and after a SIGKILL every acknowledged emit is there exactly once")
+    @Test("fsync fails (EIO once on a segment, once on the directory, then ENOSPC until healed) and drops the unsynced data: nothing in doubt is acknowledged, the records are written again, and after a SIGKILL every acknowledged emit is there exactly once")
     func failedSyncs() throws {
         try Root.check()
         try #require(access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse")
@@ -187,6 +196,28 @@ struct ReliabilityFailedSyncTests {
 
         // The emits that waited get their `ok`, and new ones go through.
         try emitter.waitForAcknowledged(emitter.acknowledgedCount + 100)
+
+        // 1b. The journal directory's sync fails once, after a rotation (the retired segment's path): the new
+        // segment's name is in doubt, and with it every record since the retired segment's last good sync.
+        marker = kevd.daemon.received.count
+        try kevd.fail("EIO", count: 1, pattern: "journal")
+        let padding = String(repeating: "b", count: 4000)
+        for i in 0..<24 {
+            // 24 × 4 KB: more than a 64 KiB segment holds, so the journal rotates at least once.
+            let reply = try client.request(#"{"op":"emit","type":"steady","key":"big-\#(i)","data":{"pad":"\#(padding)"}}"#)
+            if reply["ok"] as? Bool == true, let id = reply["id"] as? String, let seq = reply["seq"] as? Int {
+                acknowledged.append((id, seq))
+            } else {
+                #expect((reply["error"] as? String)?.contains("journal sync failed") == true, "\(reply)")
+            }
+        }
+        let directoryError = try kevd.daemon.waitFor("kevd/error for the directory sync", from: marker, timeout: 20) {
+            $0.isEvent("kevd", "error", key: "journal")
+        }
+        #expect((directoryError.data["call"] as? String)?.hasPrefix("fsync(") == true, "\(directoryError)")
+        try kevd.daemon.waitFor("kevd/resumed after the directory sync", from: marker, timeout: 20) {
+            $0.isEvent("kevd", "resumed", key: "journal")
+        }
 
         // 2. ENOSPC on every sync until healed: emits are refused with the reason, reads are served.
         marker = kevd.daemon.received.count
@@ -237,8 +268,8 @@ struct ReliabilityFailedSyncTests {
         let verify = try kevctl(["journal", "--verify", "--state-dir", state])
         #expect(verify.status == 0, "journal --verify after the restart: \(verify.stdout) \(verify.stderr)")
         let kevdEvents = try journalEvents(state, ["source=kevd", "key=journal"])
-        #expect(kevdEvents.filter { $0["type"] as? String == "error" }.count >= 2, "the error events are in the journal")
-        #expect(kevdEvents.filter { $0["type"] as? String == "resumed" }.count >= 2, "the resumed events are in the journal")
+        #expect(kevdEvents.filter { $0["type"] as? String == "error" }.count == 3, "the error events are in the journal, once each")
+        #expect(kevdEvents.filter { $0["type"] as? String == "resumed" }.count == 3, "the resumed events are in the journal, once each")
         // The restarted kevd takes emits.
         let again = try RawClient(kevd.socket)
         #expect(try again.request(#"{"op":"emit","type":"steady","key":"restarted"}"#)["ok"] as? Bool == true)
