@@ -259,12 +259,14 @@ final class Flusher: @unchecked Sendable {
     private static let pageSize = max(4096, sysconf(Int32(_SC_PAGESIZE)))
 
     /// `fsync` of a directory, so that names created or removed in it are durable; the errno when it fails
-    /// (opening it too: a directory that cannot be synced is no better than one whose sync failed).
+    /// (opening it too: a directory that cannot be synced is no better than one whose sync failed). EINVAL is
+    /// not a failure: a file system that cannot sync directories says so with it (PostgreSQL ignores it too).
     static func syncDirectory(_ path: String) -> Int32? {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
         while fsync(fd) != 0 {
+            if errno == EINVAL { return nil }
             if errno != EINTR { return errno }
         }
         return nil

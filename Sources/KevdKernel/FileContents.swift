@@ -25,7 +25,8 @@ public enum FileContents {
         let folder = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         let dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dir >= 0 else { return false }
-        let synced = syncRetryingInterrupts(dir)
+        // EINVAL: a file system that cannot sync directories (PostgreSQL ignores it too); anything else fails.
+        let synced = syncRetryingInterrupts(dir) || errno == EINVAL
         let dirCode = errno
         Glibc.close(dir)
         errno = dirCode
