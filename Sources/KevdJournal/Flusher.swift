@@ -54,6 +54,9 @@ final class Flusher: @unchecked Sendable {
     private let onFailure: @Sendable () -> Void
     /// Read by the loop once per turn without taking the lock: true while `state.failure` is set.
     private let failing = Atomic<Bool>(false)
+    /// The last seq reported durable, for the loop to drop what it kept for a rewrite without waiting for the report
+    /// to travel through its inbox.
+    private let reportedSeq = Atomic<UInt64>(0)
     private var thread: pthread_t? = nil
 
     init(interval: Int64, report: @escaping @Sendable (UInt64) -> Void, onFailure: @escaping @Sendable () -> Void = {}) {
@@ -98,6 +101,9 @@ final class Flusher: @unchecked Sendable {
 
     /// True once a sync failed, until `recover`: a relaxed load, for the loop's per-turn check.
     var hasFailed: Bool { failing.load(ordering: .relaxed) }
+
+    /// Everything through this seq was synced (a relaxed load; it only grows).
+    var durable: UInt64 { reportedSeq.load(ordering: .relaxed) }
 
     /// The failure being handled, if any.
     var failure: SyncFailure? { state.withLock { $0.failure } }
@@ -206,6 +212,7 @@ final class Flusher: @unchecked Sendable {
             // What synced before a failure in the same round is durable all the same, and is reported first.
             if durable > reported {
                 reported = durable
+                reportedSeq.store(durable, ordering: .relaxed)
                 report(durable)
             }
             if let failure {

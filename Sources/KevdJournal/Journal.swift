@@ -219,6 +219,8 @@ public final class Journal {
         }
         pending.removeAll()
         if let flusher {
+            // What a sync already covers need not be kept for a rewrite: dropped now, whoever applies the report.
+            if unsyncedHead < unsyncedChunks.count { trimUnsynced(through: flusher.durable) }
             flusher.request(fd: segment.rawValue, upTo: writtenSeq, bytes: segmentSize)
         } else if writtenSeq > durableSeq {
             // Only on progress: the daemon's onDurable posts to the loop's inbox, and a report on every (empty)
