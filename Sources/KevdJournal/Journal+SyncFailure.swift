@@ -5,7 +5,8 @@ import KevdKernel
 ///
 /// After a failed writeback Linux may have dropped the dirty pages and cleared the error, so a later sync that
 /// succeeds proves nothing (PostgreSQL's 2018 "fsyncgate"; Rebello et al., USENIX ATC 2020). Everything written
-/// since the last good sync is in doubt. The journal still holds those records' bytes (`unsynced`), so it:
+/// since the last good sync is in doubt. The journal still holds those records' bytes (`pending`, in front of
+/// what it has not written yet, until a sync covers them), so it:
 /// 1. keeps `durableSeq` where the last good sync left it (nothing in doubt is acknowledged, stored as a
 ///    position, forwarded or handed to a rule), and sets `syncFailure` (emits refused, one `kevd`/`error`);
 /// 2. abandons the damaged segment: segments that hold only records in doubt are removed, and the one holding
@@ -47,17 +48,17 @@ extension Journal {
         }
     }
 
-    /// Where `unsynced` ends after a written chunk, and where the segment it went to then ended.
+    /// Where a written chunk ends in `pending` (counting trimmed bytes too), and where the segment it went to then
+    /// ended.
     struct UnsyncedChunk {
         var lastSeq: UInt64
         var segmentFirstSeq: UInt64
         var segmentSize: Int
-        /// `unsyncedAppended` after the chunk.
         var end: Int
     }
 
     /// Bytes kept in memory because their sync has not succeeded yet (the daemon pauses kernel input past a limit).
-    public var unsyncedBytes: Int { unsynced.count }
+    public var unsyncedBytes: Int { writeOffset }
 
     /// A sync covered everything through `seq`: its bytes need not be kept any more.
     func trimUnsynced(through seq: UInt64) {
@@ -68,12 +69,14 @@ extension Journal {
         }
         guard let last else { return }
         syncedEnd = (last.segmentFirstSeq, last.segmentSize)
-        unsynced.removeFirst(last.end - unsyncedTrimmed)
+        let trimmed = last.end - unsyncedTrimmed
+        pending.removeFirst(trimmed)
+        writeOffset -= trimmed
         unsyncedTrimmed = last.end
         if unsyncedHead == unsyncedChunks.count {
             unsyncedChunks.removeAll(keepingCapacity: true)
             unsyncedHead = 0
-            if unsynced.isEmpty { unsynced.removeAll() }  // Gives back what a burst grew.
+            if pending.isEmpty { pending.removeAll() }  // Gives back what a burst grew.
         } else if unsyncedHead > 4096 {
             unsyncedChunks.removeFirst(unsyncedHead)
             unsyncedHead = 0
@@ -100,16 +103,12 @@ extension Journal {
                 "journal.segment": "\(segmentFirstSeq)", "error": "\(episode.errnoName)", "call": "\(failure.call)",
                 "journal.first_seq": "\(first)", "journal.last_seq": "\(last)",
             ])
-        // The whole record stream from `first` on: the bytes written since the last good sync (a partly written
-        // chunk's start included), then what was never written.
-        unsynced.append(pending.bytes)
-        pending.removeAll()
-        pending.append(unsynced.bytes)
-        unsynced.removeAll()
+        // `pending` now starts at record `first` (a sync's seq always ends a written chunk): everything in it, the
+        // bytes written since the last good sync (a partly written chunk's start included) and those never written,
+        // is to be written again, in order.
+        writeOffset = 0
         unsyncedChunks.removeAll(keepingCapacity: true)
         unsyncedHead = 0
-        unsyncedAppended = 0
-        unsyncedTrimmed = 0
         chunkRemaining = 0
         writtenSeq = durableSeq
         segment.close()

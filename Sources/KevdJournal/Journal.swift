@@ -64,14 +64,14 @@ public final class Journal {
     var chunkRemaining = 0
     private var chunkLastSeq: UInt64 = 0
     var flusher: Flusher?
-    /// The record bytes written since the last good sync, in order (not with `sync = none`): what a failed sync
-    /// puts in doubt, kept so that they can be written again. Trimmed as syncs succeed.
-    let unsynced = ByteBuffer(capacity: 64 * 1024)
-    /// One entry per written chunk, oldest first from `unsyncedHead`: where to trim `unsynced` when a sync covers it.
+    /// `pending` keeps the record bytes written since the last good sync in front of those not written yet (not
+    /// with `sync = none`): what a failed sync puts in doubt, kept to be written again, and trimmed (no copy) as
+    /// syncs succeed. `pending[0..<writeOffset]` is written, the rest is not.
+    var writeOffset = 0
+    /// One entry per written chunk, oldest first from `unsyncedHead`: where to trim `pending` when a sync covers it.
     var unsyncedChunks: [UnsyncedChunk] = []
     var unsyncedHead = 0
-    /// Bytes ever appended to `unsynced`, and ever trimmed from it (the chunks' ends are in the first's terms).
-    var unsyncedAppended = 0
+    /// Bytes ever trimmed from the front of `pending` (the chunks' ends count from the same origin).
     var unsyncedTrimmed = 0
     /// The segment holding `durableSeq`, and its size when that sync covered it: where a damaged segment is cut.
     var syncedEnd: (segmentFirstSeq: UInt64, size: Int)
@@ -184,7 +184,7 @@ public final class Journal {
         // Handled once per failure: until the new segment exists (`awaitingSegment`), the flusher stays failed.
         if !awaitingSegment, let flusher, flusher.hasFailed { handleSyncFailure() }
         if awaitingSegment && !startRecoverySegment() { return }
-        while !pending.isEmpty {
+        while writeOffset < pending.count {
             if chunkRemaining == 0 {
                 let (bytes, lastSeq) = wholeRecordsFitting()
                 if bytes == 0 {
@@ -196,28 +196,27 @@ public final class Journal {
                 chunkRemaining = bytes
                 chunkLastSeq = lastSeq
             }
-            let n = kevd_write_some(segment.rawValue, pending.bytes.baseAddress, chunkRemaining)
+            let n = kevd_write_some(segment.rawValue, pending.base + writeOffset, chunkRemaining)
             if n < 0 {
                 // Kept pending and retried next turn (ENOSPC, EIO); reported once per distinct error.
                 failed("journal write failed: \(String(cString: strerror(errno)))")
                 return
             }
             segmentSize += n
-            if flusher != nil {
-                unsynced.append(UnsafeRawBufferPointer(start: pending.base, count: n))
-                unsyncedAppended += n
-            }
-            pending.removeFirst(n)
+            // Kept until a sync covers them (`trimUnsynced`); without syncs there is nothing to wait for.
+            if flusher != nil { writeOffset += n } else { pending.removeFirst(n) }
             chunkRemaining -= n
             guard chunkRemaining == 0 else { return }  // A partial write: the rest goes next turn, in order.
             writeError = nil
             writtenSeq = chunkLastSeq
             if flusher != nil {
                 unsyncedChunks.append(
-                    UnsyncedChunk(lastSeq: writtenSeq, segmentFirstSeq: segmentFirstSeq, segmentSize: segmentSize, end: unsyncedAppended))
+                    UnsyncedChunk(
+                        lastSeq: writtenSeq, segmentFirstSeq: segmentFirstSeq, segmentSize: segmentSize,
+                        end: unsyncedTrimmed + writeOffset))
             }
         }
-        pending.removeAll()
+        if flusher == nil { pending.removeAll() }
         if let flusher {
             // What a sync already covers need not be kept for a rewrite: dropped now, whoever applies the report.
             if unsyncedHead < unsyncedChunks.count { trimUnsynced(through: flusher.durable) }
@@ -240,12 +239,12 @@ public final class Journal {
 
     /// Bytes appended but not yet handed to the kernel: they only grow while writes fail (`lastError`), so the
     /// daemon bounds them by pausing its kernel sources.
-    public var pendingBytes: Int { pending.count }
+    public var pendingBytes: Int { pending.count - writeOffset }
 
     /// Bytes of whole pending records that fit in the current segment (at least one record when the segment is
     /// empty, whatever its size), and the seq of the last of them.
     private func wholeRecordsFitting() -> (bytes: Int, lastSeq: UInt64) {
-        let raw = pending.bytes
+        let raw = UnsafeRawBufferPointer(rebasing: pending.bytes[writeOffset...])
         var offset = 0
         var lastSeq = writtenSeq
         while offset + JournalFormat.recordHeaderSize <= raw.count {
@@ -285,7 +284,7 @@ public final class Journal {
             failedSync = flusher.hasFailed
             self.flusher = nil
         }
-        guard !failedSync, syncFailure == nil, pending.isEmpty, segment.isOpen else {
+        guard !failedSync, syncFailure == nil, pendingBytes == 0, segment.isOpen else {
             logger.error(
                 "journal not synced at shutdown",
                 metadata: ["journal.durable_seq": "\(durableSeq)", "journal.written_seq": "\(writtenSeq)", "error": "\(lastError ?? "sync failed")"])
@@ -323,8 +322,8 @@ public final class Journal {
     }
 
     private var pendingFirstSeq: UInt64 {
-        let raw = UnsafeRawBufferPointer(start: pending.base, count: pending.count)
-        return pending.count >= JournalFormat.recordHeaderSize ? JournalFormat.load(UInt64.self, from: raw, at: 16) : nextSeq
+        let raw = UnsafeRawBufferPointer(rebasing: pending.bytes[writeOffset...])
+        return raw.count >= JournalFormat.recordHeaderSize ? JournalFormat.load(UInt64.self, from: raw, at: 16) : nextSeq
     }
 
     /// Deletes whole old segments beyond `maxBytes` / `maxAge`; never the active one.

@@ -282,6 +282,8 @@ struct ReliabilityFailedSyncTests {
         Reliability.report(
             "failed_sync",
             ["acknowledged": acknowledged.count, "refused": background.refusals.count, "lost": wrong.count,
-             "eio_doubt": "\(from)-\(to)", "seconds": String(format: "%.1f", Date().timeIntervalSince(started))])
+             "eio_doubt": "\(from)-\(to)", "enospc_doubt": "\(enospc.data["from"] ?? "-")-\(enospc.data["to"] ?? "-")",
+             "enospc_failed_ms": resumed.data["failed_ms"] ?? "-",
+             "seconds": String(format: "%.1f", Date().timeIntervalSince(started))])
     }
 }
