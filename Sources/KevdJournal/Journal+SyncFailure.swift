@@ -1,12 +1,13 @@
 import Glibc
+import KevdEvent
 import KevdKernel
 
 /// A failed `fdatasync`/`fsync`, and the repair: the journal never builds on records whose sync failed.
 ///
 /// After a failed writeback Linux may have dropped the dirty pages and cleared the error, so a later sync that
 /// succeeds proves nothing (PostgreSQL's 2018 "fsyncgate"; Rebello et al., USENIX ATC 2020). Everything written
-/// since the last good sync is in doubt. The journal still holds those records' bytes (`pending`, in front of
-/// what it has not written yet, until a sync covers them), so it:
+/// since the last good sync is in doubt. The journal still holds those records' bytes (`retained`, until a sync
+/// covers them), so it:
 /// 1. keeps `durableSeq` where the last good sync left it (nothing in doubt is acknowledged, stored as a
 ///    position, forwarded or handed to a rule), and sets `syncFailure` (emits refused, one `kevd`/`error`);
 /// 2. abandons the damaged segment: segments that hold only records in doubt are removed, and the one holding
@@ -48,17 +49,39 @@ extension Journal {
         }
     }
 
-    /// Where a written chunk ends in `pending` (counting trimmed bytes too), and where the segment it went to then
-    /// ended.
+    /// Where a written chunk ends (the kept buffer's number, the offset in it), and where the segment it went to
+    /// then ended.
     struct UnsyncedChunk {
         var lastSeq: UInt64
         var segmentFirstSeq: UInt64
         var segmentSize: Int
+        var buffer: Int
         var end: Int
     }
 
     /// Bytes kept in memory because their sync has not succeeded yet (the daemon pauses kernel input past a limit).
-    public var unsyncedBytes: Int { writeOffset }
+    public var unsyncedBytes: Int { retainedBytes + writeOffset - oldestSynced }
+
+    /// A turn's buffer written whole is set aside until a sync covers it, and a spare one takes its place.
+    func setAsideWritten() {
+        guard writeOffset == pending.count, !pending.isEmpty else { return }
+        if retained.isEmpty && oldestSynced == pending.count {
+            // Synced already (the flusher was quicker than this turn): nothing to keep.
+            pending.removeAll()
+            writeOffset = 0
+            oldestSynced = 0
+            return
+        }
+        retained.append(pending)
+        retainedBytes += pending.count
+        pending = spare.popLast() ?? ByteBuffer(capacity: 1024 * 1024)
+        writeOffset = 0
+    }
+
+    private func release(_ buffer: ByteBuffer) {
+        buffer.removeAll()
+        if spare.count < 4 { spare.append(buffer) }
+    }
 
     /// A sync covered everything through `seq`: its bytes need not be kept any more.
     func trimUnsynced(through seq: UInt64) {
@@ -69,14 +92,20 @@ extension Journal {
         }
         guard let last else { return }
         syncedEnd = (last.segmentFirstSeq, last.segmentSize)
-        let trimmed = last.end - unsyncedTrimmed
-        pending.removeFirst(trimmed)
-        writeOffset -= trimmed
-        unsyncedTrimmed = last.end
+        // Buffers older than the one this chunk ended in are covered whole; so is that one if it ended there.
+        while !retained.isEmpty
+            && (oldestBufferID < last.buffer || (oldestBufferID == last.buffer && last.end == retained[0].count))
+        {
+            let buffer = retained.removeFirst()
+            retainedBytes -= buffer.count
+            release(buffer)
+            oldestBufferID += 1
+            oldestSynced = 0
+        }
+        if oldestBufferID == last.buffer { oldestSynced = last.end }
         if unsyncedHead == unsyncedChunks.count {
             unsyncedChunks.removeAll(keepingCapacity: true)
             unsyncedHead = 0
-            if pending.isEmpty { pending.removeAll() }  // Gives back what a burst grew.
         } else if unsyncedHead > 4096 {
             unsyncedChunks.removeFirst(unsyncedHead)
             unsyncedHead = 0
@@ -103,9 +132,19 @@ extension Journal {
                 "journal.segment": "\(segmentFirstSeq)", "error": "\(episode.errnoName)", "call": "\(failure.call)",
                 "journal.first_seq": "\(first)", "journal.last_seq": "\(last)",
             ])
-        // `pending` now starts at record `first` (a sync's seq always ends a written chunk): everything in it, the
-        // bytes written since the last good sync (a partly written chunk's start included) and those never written,
-        // is to be written again, in order.
+        // The record stream from `first` on (a sync's seq always ends a written chunk): the kept buffers past what
+        // was synced, then `pending` whole (a partly written chunk's start included), all to be written again.
+        let stream = ByteBuffer(capacity: max(64 * 1024, unsyncedBytes + pending.count))
+        for (i, buffer) in (retained + [pending]).enumerated() {
+            let from = i == 0 ? oldestSynced : 0
+            stream.append(UnsafeRawBufferPointer(rebasing: buffer.bytes[from...]))
+        }
+        for buffer in retained { release(buffer) }
+        retained.removeAll()
+        retainedBytes = 0
+        pending = stream
+        oldestBufferID += 1
+        oldestSynced = 0
         writeOffset = 0
         unsyncedChunks.removeAll(keepingCapacity: true)
         unsyncedHead = 0

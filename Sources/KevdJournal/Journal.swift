@@ -59,20 +59,27 @@ public final class Journal {
     var segment: OwnedFD
     var segmentFirstSeq: UInt64
     var segmentSize: Int
-    let pending = ByteBuffer(capacity: 1024 * 1024)
+    var pending = ByteBuffer(capacity: 1024 * 1024)
     /// Bytes of the chunk being written that a partial `write` left (they start mid-record).
     var chunkRemaining = 0
     private var chunkLastSeq: UInt64 = 0
     var flusher: Flusher?
-    /// `pending` keeps the record bytes written since the last good sync in front of those not written yet (not
-    /// with `sync = none`): what a failed sync puts in doubt, kept to be written again, and trimmed (no copy) as
-    /// syncs succeed. `pending[0..<writeOffset]` is written, the rest is not.
+    /// `pending[0..<writeOffset]` is written, the rest is not.
     var writeOffset = 0
-    /// One entry per written chunk, oldest first from `unsyncedHead`: where to trim `pending` when a sync covers it.
+    /// The record bytes written since the last good sync are kept (not with `sync = none`): what a failed sync
+    /// puts in doubt, to be written again. A turn's buffer, once written whole, is set aside here (no copy) and
+    /// `pending` takes a spare one; buffers go back to `spare` as syncs cover them, so the hot path keeps reusing
+    /// a few warm buffers. Oldest first; then `pending` itself.
+    var retained: [ByteBuffer] = []
+    var retainedBytes = 0
+    var spare: [ByteBuffer] = []
+    /// The number of the oldest kept buffer (`retained.first`, else `pending`); each buffer set aside takes the next.
+    var oldestBufferID = 0
+    /// Bytes at the front of the oldest kept buffer that a sync already covers.
+    var oldestSynced = 0
+    /// One entry per written chunk, oldest first from `unsyncedHead`: how far a sync that covers it reaches.
     var unsyncedChunks: [UnsyncedChunk] = []
     var unsyncedHead = 0
-    /// Bytes ever trimmed from the front of `pending` (the chunks' ends count from the same origin).
-    var unsyncedTrimmed = 0
     /// The segment holding `durableSeq`, and its size when that sync covered it: where a damaged segment is cut.
     var syncedEnd: (segmentFirstSeq: UInt64, size: Int)
     /// After a failed sync: no segment to write to until the new one is created (not before `retryAt`).
@@ -213,15 +220,18 @@ public final class Journal {
                 unsyncedChunks.append(
                     UnsyncedChunk(
                         lastSeq: writtenSeq, segmentFirstSeq: segmentFirstSeq, segmentSize: segmentSize,
-                        end: unsyncedTrimmed + writeOffset))
+                        buffer: oldestBufferID + retained.count, end: writeOffset))
             }
         }
-        if flusher == nil { pending.removeAll() }
         if let flusher {
+            setAsideWritten()
             // What a sync already covers need not be kept for a rewrite: dropped now, whoever applies the report.
             if unsyncedHead < unsyncedChunks.count { trimUnsynced(through: flusher.durable) }
             flusher.request(fd: segment.rawValue, upTo: writtenSeq, bytes: segmentSize)
-        } else if writtenSeq > durableSeq {
+        } else {
+            pending.removeAll()
+        }
+        if flusher == nil && writtenSeq > durableSeq {
             // Only on progress: the daemon's onDurable posts to the loop's inbox, and a report on every (empty)
             // turn would wake the loop again at once, spinning it.
             durableSeq = writtenSeq
