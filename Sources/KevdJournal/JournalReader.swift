@@ -116,9 +116,18 @@ public final class JournalReader {
             let decoded = window.withUnsafeBytes { JournalFormat.decodeRecord($0, at: relative) }
             switch decoded {
             case .record(let seq, let time, let payload, let next):
+                let afterDamage = resyncing
                 resyncing = false
                 if superseded(from: seq) {
                     try load(index + 1)
+                    continue
+                }
+                if isNewest && !afterDamage && seq != lastInSegment &+ 1 {
+                    // A gap between two sound records of the newest segment: only writes that went on after a failed
+                    // sync dropped the file's unsynced tail make one (start-up cuts any other). The journal writes
+                    // those records again to a new segment and cuts this one back: not read past meanwhile.
+                    try refreshSegments()
+                    if isNewest { return nil }
                     continue
                 }
                 offset = windowStart + next
