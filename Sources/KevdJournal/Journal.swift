@@ -82,7 +82,7 @@ public final class Journal {
     var unsyncedHead = 0
     /// The segment holding `durableSeq`, and its size when that sync covered it: where a damaged segment is cut.
     var syncedEnd: (segmentFirstSeq: UInt64, size: Int)
-    /// After a failed sync: no segment to write to until the new one is created (not before `retryAt`).
+    /// After a failed sync: no segment to write to until the new one is created (not before `recoveryRetryAt`).
     var awaitingSegment = false
     var recoveryRetryAt: UInt64 = 0
     /// Failed syncs in the current episode (the first repair is logged, not every retry).
