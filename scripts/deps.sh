@@ -5,8 +5,9 @@
 # pkg-config to find them, iproute2 for the udev tests' private network namespaces, tzdata for cron tests,
 # systemd for systemd-socket-activate (the socket-activation test; systemd need not be running), libnats-dev
 # for [[forward]] to NATS JetStream, nats-server for the forwarding tests (they start their own on loopback),
-# libtomlplusplus-dev for the TOML parser (toml++'s headers, compiled into kevd and kevctl: nothing at run time).
-KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata systemd libnats-dev nats-server libtomlplusplus-dev)
+# libtomlplusplus-dev for the TOML parser (toml++'s headers, compiled into kevd and kevctl: nothing at run time),
+# python3-fusepy and fuse3 for the failed-sync tests' fault-injecting file system (scripts/faultfs.py).
+KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata systemd libnats-dev nats-server libtomlplusplus-dev python3-fusepy fuse3)
 
 kevd_find_swift() {
     if command -v swift >/dev/null 2>&1; then return 0; fi

@@ -66,6 +66,8 @@ public final class Daemon {
         loop = try EventLoop(logger: logger)
         try DirectorySafety.check([(config.daemon.stateDir, "state directory")])
         journal = try Journal(directory: config.journalDirectory, options: Self.journalOptions(config.journal), logger: logger)
+        // A failed sync is handled by the journal's next write, at a turn's end: wake the loop for it.
+        journal.onSyncFailure = { [loop] in loop.inbox.post {} }
         // seq continues where the journal ends; ids get a fresh random base per run, so a seq given again after
         // an operating-system crash lost the journal's unsynced tail never repeats an id.
         pipeline = EventPipeline(
@@ -140,8 +142,9 @@ public final class Daemon {
         try systemd.ready(loop: loop) { [unowned self] in self.statusSummary() }
         try loop.run()
         server?.close()
-        // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced.
-        journal.close()
+        // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
+        // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.
+        if !journal.close() && exitCode == 0 { exitCode = 1 }
         // After the journal: a stored position never passes what is durable, and now everything is.
         rules?.stop()
         journaldMirror?.stop()
@@ -284,17 +287,25 @@ public final class Daemon {
     /// While the journal cannot write, appended events wait in memory; past this many bytes kernel input is
     /// paused so that memory stays bounded (the kernel's queues overflow instead, which is reported).
     static let journalPendingLimit = 4 << 20
+    /// The journal keeps the bytes written since its last good sync, to write them again should that sync fail;
+    /// past this many (a disk slow to sync) kernel input is paused too, so that this copy stays bounded.
+    static let journalUnsyncedLimit = 64 << 20
     static let journalRetryNanoseconds: Int64 = 1_000_000_000
 
     /// Runs after every turn's journal write. A write failure (ENOSPC, EIO) starts an episode: one
     /// `kevd`/`error` (not one per turn), emits refused by the server (`Journal.lastError`), a retry every
     /// second, and kernel input paused once the pending batch reaches `journalPendingLimit`: inotify's and
     /// the uevent socket's queues then overflow and are reported as `overflow` when input resumes, so loss is
-    /// never silent. The first write that succeeds ends it with `kevd`/`resumed`. Returns true when it
-    /// published an event (the caller ends the turn again so it goes out).
+    /// never silent. The first write that succeeds ends it with `kevd`/`resumed`. A failed sync is the same
+    /// episode (`Journal.syncFailure`): the event names the errno and the seqs in doubt, and the episode ends
+    /// once those are durable in a new segment. Returns true when it published an event (the caller ends the
+    /// turn again so it goes out).
     private func watchJournal() -> Bool {
         let error = journal.lastError
-        loop.pause(.kernelInput, error != nil && journal.pendingBytes >= Self.journalPendingLimit)
+        loop.pause(
+            .kernelInput,
+            (error != nil && journal.pendingBytes >= Self.journalPendingLimit)
+                || journal.unsyncedBytes >= Self.journalUnsyncedLimit)
         switch (error, journalFailure) {
         case (nil, nil):
             return false
@@ -302,7 +313,17 @@ public final class Daemon {
             journalFailure = (error, Clock.monotonicNanoseconds())
             armJournalRetry(true)
             var data = EventData()
-            data.append("message", "cannot write the journal; emits are refused and events wait in memory until it can")
+            if let sync = journal.syncFailure {
+                data.append(
+                    "message",
+                    "a journal sync failed; the events in doubt are written again to a new segment and acknowledged once that is synced, and emits are refused meanwhile")
+                data.append("errno", sync.errnoName)
+                data.append("call", sync.call)
+                data.append("from", .int(Int64(clamping: sync.firstSeq)))
+                data.append("to", .int(Int64(clamping: sync.lastSeq)))
+            } else {
+                data.append("message", "cannot write the journal; emits are refused and events wait in memory until it can")
+            }
             data.append("error", error)
             data.append("journal", journal.directory)
             data.append("pending_bytes", journal.pendingBytes)
@@ -319,6 +340,7 @@ public final class Daemon {
             data.append("error", failure.error)
             data.append("journal", journal.directory)
             data.append("failed_ms", Int(elapsed / 1_000_000))
+            data.append("durable", .int(Int64(clamping: journal.durableSeq)))
             logger.warning("journal writable again", metadata: ["error": "\(failure.error)", "failed_ms": "\(elapsed / 1_000_000)"])
             pipeline.publishKevd("resumed", component: "journal", data)
             return true

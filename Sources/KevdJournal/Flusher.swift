@@ -13,6 +13,12 @@ import Synchronization
 /// for its WAL. The journal is written once and read rarely (replay, a subscriber catching up), so keeping it
 /// cached would fill the machine's page cache with it, and every write would take fresh memory; dropped pages
 /// are reused by the next writes instead. On tmpfs the call does nothing: there the pages are the file.
+///
+/// A sync that fails (EIO, ENOSPC, EDQUOT, any errno) is never reported as progress, and neither is any later
+/// one on the same file: after a failed writeback Linux may have dropped the dirty pages and cleared the error,
+/// so a retry that succeeds proves nothing (PostgreSQL's "fsyncgate"). The flusher stops, records the failure
+/// (`failure`), wakes the loop through `onFailure`, and syncs nothing more until the journal has written the
+/// records in doubt again to a new segment and called `recover`.
 final class Flusher: @unchecked Sendable {
     // @unchecked: all mutable state is inside `state` (a Mutex) or owned by the flusher thread.
     private struct State {
@@ -24,6 +30,18 @@ final class Flusher: @unchecked Sendable {
         var stopping = false
         /// True from a request until the flusher takes the work: further requests need no wakeup.
         var signalled = false
+        /// Set by a failed sync, cleared by `recover`: nothing is synced or reported meanwhile.
+        var failure: SyncFailure? = nil
+        /// After `recover`: the directory (new segment, removed ones) and the abandoned segment's cut, made durable
+        /// before anything in the new segment is reported.
+        var recovery: (directory: String, cut: (path: String, size: Int)?)? = nil
+    }
+
+    /// A sync that failed: what, with which errno, and the last seq reported durable before it.
+    struct SyncFailure: Sendable, Equatable {
+        var errno: Int32
+        var call: String
+        var durable: UInt64
     }
 
     private let state = Mutex(State())
@@ -33,12 +51,19 @@ final class Flusher: @unchecked Sendable {
     private let wakeup: EventFD
     private let interval: Int64
     private let report: @Sendable (UInt64) -> Void
+    private let onFailure: @Sendable () -> Void
+    /// Read by the loop once per turn without taking the lock: true while `state.failure` is set.
+    private let failing = Atomic<Bool>(false)
+    /// The last seq reported durable, for the loop to drop what it kept for a rewrite without waiting for the report
+    /// to travel through its inbox.
+    private let reportedSeq = Atomic<UInt64>(0)
     private var thread: WorkerThread? = nil
 
     /// Throws when the thread cannot start (`pthread_create` failed: a thread or process limit).
-    init(interval: Int64, report: @escaping @Sendable (UInt64) -> Void) throws {
+    init(interval: Int64, report: @escaping @Sendable (UInt64) -> Void, onFailure: @escaping @Sendable () -> Void = {}) throws {
         self.interval = interval
         self.report = report
+        self.onFailure = onFailure
         // Blocking mode: the flusher thread sleeps in read() until there is work.
         wakeup = try! EventFD(blocking: true)  // eventfd(2) fails only without fds or memory; kevd cannot run then
         thread = try WorkerThread(name: "kevd-flusher") { [self] in run() }
@@ -68,6 +93,30 @@ final class Flusher: @unchecked Sendable {
         wakeup.signal()
     }
 
+    /// True once a sync failed, until `recover`: a relaxed load, for the loop's per-turn check.
+    var hasFailed: Bool { failing.load(ordering: .relaxed) }
+
+    /// Everything through this seq was synced (a relaxed load; it only grows).
+    var durable: UInt64 { reportedSeq.load(ordering: .relaxed) }
+
+    /// The failure being handled, if any.
+    var failure: SyncFailure? { state.withLock { $0.failure } }
+
+    /// The journal abandoned the damaged segment and writes the records in doubt again from `durable + 1` into a
+    /// new one: sync again, starting with `directory` (the new file's name and the removed ones) and, best effort,
+    /// cutting the abandoned segment back to what its last good sync covered.
+    func recover(durable: UInt64, directory: String, cut: (path: String, size: Int)?) {
+        state.withLock { state in
+            state.failure = nil
+            state.fd = -1
+            state.upTo = durable
+            state.bytes = 0
+            state.recovery = (directory, cut)
+        }
+        failing.store(false, ordering: .relaxed)
+        wakeup.signal()
+    }
+
     /// Finishes outstanding work and joins the thread.
     func stop() {
         state.withLock { $0.stopping = true }
@@ -91,52 +140,110 @@ final class Flusher: @unchecked Sendable {
                     while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
                 }
             }
-            let (fd, upTo, bytes, retired, stopping) = state.withLock { state in
-                let work = (state.fd, state.upTo, state.bytes, state.retired, state.stopping)
+            let (fd, upTo, bytes, retired, stopping, failed, recovery) = state.withLock { state in
+                let work = (
+                    state.fd, state.upTo, state.bytes, state.retired, state.stopping, state.failure != nil, state.recovery
+                )
                 state.retired.removeAll()
+                state.recovery = nil
                 state.signalled = false
                 return work
             }
+            if failed {
+                // Segments retired after the failure hold records in doubt: closed unsynced, the journal rewrites them.
+                for old in retired { old.fd.close() }
+                if stopping { return }
+                continue
+            }
             lastSync = Int64(Clock.monotonicNanoseconds())
             var durable = reported
-            for old in retired {
-                timedDataSync(old.fd.rawValue)
+            var failure: SyncFailure? = nil
+            if let recovery {
+                droppedFD = -1
+                if let cut = recovery.cut { Self.cut(cut.path, to: cut.size) }
+                if let code = Self.syncDirectory(recovery.directory) {
+                    failure = SyncFailure(errno: code, call: "fsync(\(recovery.directory))", durable: reported)
+                }
+            }
+            for (i, old) in retired.enumerated() where failure == nil {
+                if let code = timedDataSync(old.fd.rawValue) {
+                    failure = SyncFailure(errno: code, call: "fdatasync(retired segment)", durable: durable)
+                    for rest in retired[i...] { rest.fd.close() }
+                    break
+                }
                 _ = posix_fadvise(old.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)
                 if droppedFD == old.fd.rawValue { droppedFD = -1 }
                 old.fd.close()
-                Self.syncDirectory(old.directory)
+                if let code = Self.syncDirectory(old.directory) {
+                    failure = SyncFailure(errno: code, call: "fsync(\(old.directory))", durable: durable)
+                    for rest in retired[(i + 1)...] { rest.fd.close() }
+                    break
+                }
                 durable = max(durable, old.upTo)
             }
-            if fd >= 0 && upTo > durable {
-                timedDataSync(fd)
-                durable = upTo
-                if fd != droppedFD {
-                    droppedFD = fd
-                    droppedBytes = 0
-                }
-                // Whole pages only, and never the partly written last one: the next write fills it, and were it
-                // dropped, that write would first wait for it to be read back from the disk. (Given a range that
-                // ends at the end of the file, the kernel drops the last page too.)
-                let whole = bytes - bytes % Self.pageSize
-                if whole > droppedBytes {
-                    _ = posix_fadvise(fd, off_t(droppedBytes), off_t(whole - droppedBytes), POSIX_FADV_DONTNEED)
-                    droppedBytes = whole
+            if failure == nil && fd >= 0 && upTo > durable {
+                if let code = timedDataSync(fd) {
+                    failure = SyncFailure(errno: code, call: "fdatasync(segment)", durable: durable)
+                } else {
+                    durable = upTo
+                    if fd != droppedFD {
+                        droppedFD = fd
+                        droppedBytes = 0
+                    }
+                    // Whole pages only, and never the partly written last one: the next write fills it, and were it
+                    // dropped, that write would first wait for it to be read back from the disk. (Given a range that
+                    // ends at the end of the file, the kernel drops the last page too.)
+                    let whole = bytes - bytes % Self.pageSize
+                    if whole > droppedBytes {
+                        _ = posix_fadvise(fd, off_t(droppedBytes), off_t(whole - droppedBytes), POSIX_FADV_DONTNEED)
+                        droppedBytes = whole
+                    }
                 }
             }
+            // What synced before a failure in the same round is durable all the same, and is reported first.
             if durable > reported {
                 reported = durable
+                reportedSeq.store(durable, ordering: .relaxed)
                 report(durable)
+            }
+            if let failure {
+                state.withLock { state in
+                    state.failure = failure
+                    state.fd = -1
+                }
+                failing.store(true, ordering: .relaxed)
+                onFailure()
             }
             if stopping { return }
         }
     }
 
-    /// `fdatasync`, measured for kevd's stats.
-    private func timedDataSync(_ fd: Int32) {
+    /// `fdatasync`, measured for kevd's stats; the errno when it fails.
+    private func timedDataSync(_ fd: Int32) -> Int32? {
         let start = Clock.monotonicNanoseconds()
-        _ = fdatasync(fd)
+        let result = Self.dataSync(fd)
         let elapsed = Clock.monotonicNanoseconds() &- start
         figures.withLock { $0.add(elapsed) }
+        return result
+    }
+
+    /// `fdatasync`, retried on EINTR only; the errno when it fails.
+    static func dataSync(_ fd: Int32) -> Int32? {
+        while fdatasync(fd) != 0 {
+            if errno != EINTR { return errno }
+        }
+        return nil
+    }
+
+    /// Best effort: the abandoned segment back to the size its last good sync covered, so that the records in
+    /// doubt are not left behind it. Never grows a file (the kernel may already have dropped the pages).
+    private static func cut(_ path: String, to size: Int) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, Int(st.st_size) > size, ftruncate(fd, off_t(size)) == 0 else { return }
+        _ = dataSync(fd)
     }
 
     /// The figures so far; `resettingWindow` starts a new window for `windowMaxNanoseconds`.
@@ -149,11 +256,18 @@ final class Flusher: @unchecked Sendable {
 
     private static let pageSize = max(4096, sysconf(Int32(_SC_PAGESIZE)))
 
-    static func syncDirectory(_ path: String) {
+    /// `fsync` of a directory, so that names created or removed in it are durable; the errno when it fails
+    /// (opening it too: a directory that cannot be synced is no better than one whose sync failed). EINVAL is
+    /// not a failure: a file system that cannot sync directories says so with it (PostgreSQL ignores it too).
+    static func syncDirectory(_ path: String) -> Int32? {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        close(fd)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        while fsync(fd) != 0 {
+            if errno == EINVAL { return nil }
+            if errno != EINTR { return errno }
+        }
+        return nil
     }
 }
 

@@ -11,6 +11,10 @@ import Logging
 /// durable across a power cut is the `Flusher` thread's job: it `fdatasync`s and reports the durable seq back
 /// through `onDurable`, so the loop never waits for the disk. Synced pages are then dropped from the page cache
 /// (see `Flusher`).
+///
+/// A failed sync is never taken for progress: `durableSeq` stays at the last seq whose sync succeeded, the
+/// records written since are in doubt, and the journal writes them again from memory into a new segment
+/// (`Journal+SyncFailure.swift`).
 public final class Journal {
     public struct Options: Sendable, Equatable {
         public enum Sync: String, Sendable { case batch, always, none }
@@ -45,19 +49,48 @@ public final class Journal {
     let logger: Logger
     public private(set) var nextSeq: UInt64
     /// Everything up to here has been handed to the kernel.
-    public private(set) var writtenSeq: UInt64
+    public internal(set) var writtenSeq: UInt64
     /// Everything up to here survives a power cut (per the sync policy).
     public private(set) var durableSeq: UInt64
-    public private(set) var lastError: String? = nil
+    /// Why the journal cannot take events now (a failed write, or a failed sync being repaired); nil when it can.
+    /// The server refuses emits while it is set, and the daemon turns it into one `kevd`/`error` episode.
+    public var lastError: String? { syncFailure?.message ?? writeError }
+    var writeError: String? = nil
+    /// The failed sync being repaired: set when the flusher reports it, cleared once the records it put in doubt
+    /// are durable in a new segment.
+    public internal(set) var syncFailure: SyncFailure? = nil
 
-    private var segment: OwnedFD
-    private var segmentFirstSeq: UInt64
-    private var segmentSize: Int
-    private let pending = ByteBuffer(capacity: 1024 * 1024)
+    var segment: OwnedFD
+    var segmentFirstSeq: UInt64
+    var segmentSize: Int
+    var pending = ByteBuffer(capacity: 1024 * 1024)
     /// Bytes of the chunk being written that a partial `write` left (they start mid-record).
-    private var chunkRemaining = 0
+    var chunkRemaining = 0
     private var chunkLastSeq: UInt64 = 0
-    private var flusher: Flusher?
+    var flusher: Flusher?
+    /// `pending[0..<writeOffset]` is written, the rest is not.
+    var writeOffset = 0
+    /// The record bytes written since the last good sync are kept (not with `sync = none`): what a failed sync
+    /// puts in doubt, to be written again. A turn's buffer, once written whole, is set aside here (no copy) and
+    /// `pending` takes a spare one; buffers go back to `spare` as syncs cover them, so the hot path keeps reusing
+    /// a few warm buffers. Oldest first; then `pending` itself.
+    var retained: [ByteBuffer] = []
+    var retainedBytes = 0
+    var spare: [ByteBuffer] = []
+    /// The number of the oldest kept buffer (`retained.first`, else `pending`); each buffer set aside takes the next.
+    var oldestBufferID = 0
+    /// Bytes at the front of the oldest kept buffer that a sync already covers.
+    var oldestSynced = 0
+    /// One entry per written chunk, oldest first from `unsyncedHead`: how far a sync that covers it reaches.
+    var unsyncedChunks: [UnsyncedChunk] = []
+    var unsyncedHead = 0
+    /// The segment holding `durableSeq`, and its size when that sync covered it: where a damaged segment is cut.
+    var syncedEnd: (segmentFirstSeq: UInt64, size: Int)
+    /// After a failed sync: no segment to write to until the new one is created (not before `recoveryRetryAt`).
+    var awaitingSegment = false
+    var recoveryRetryAt: UInt64 = 0
+    /// Failed syncs in the current episode (the first repair is logged, not every retry).
+    var repairAttempts = 0
     /// Called on the loop thread's behalf when `durableSeq` advances (wire it through the loop's inbox).
     public var onDurable: ((UInt64) -> Void)?
     /// The readers with stored positions: what retention must spare, and what they lost (Journal+Retention.swift).
@@ -66,6 +99,8 @@ public final class Journal {
     var retentionProblem: String? = nil
     /// Called on the loop thread when retention starts failing (the message) and when it works again (nil).
     public var onRetentionProblem: ((String?) -> Void)?
+    /// Called from the flusher thread when a sync fails: wake the loop (its next `writePending` handles it).
+    public var onSyncFailure: (() -> Void)?
 
     /// Opens (creating if needed) the journal in `directory` and repairs its tail.
     public init(directory: String, options: Options, logger: Logger) throws {
@@ -104,15 +139,22 @@ public final class Journal {
         recovery.nextSeq = nextSeq
         writtenSeq = nextSeq - 1
         durableSeq = nextSeq - 1
+        syncedEnd = (segmentFirstSeq, segmentSize)
         self.recovery = recovery
-        if recovery.truncatedBytes > 0 || recovery.truncatedSegment != nil {
-            // The repair must itself be durable before new records go after it.
-            _ = fdatasync(segment.rawValue)
-        }
         if options.sync != .none {
-            flusher = try Flusher(interval: options.sync == .always ? 0 : options.batchIntervalNanoseconds) {
-                [weak self] seq in self?.onDurable?(seq)
+            // What start-up found is taken as durable, so it must be: the repair, the removed files, and a tail an
+            // earlier run wrote but was killed before syncing. A failure here stops kevd (a non-zero exit; the
+            // next start's recovery reads the files again) rather than building on records in doubt.
+            if let code = Flusher.dataSync(segment.rawValue) {
+                throw SyscallError(call: "fdatasync(\(segmentFirstSeq))", errno: .init(rawValue: code))
             }
+            if let code = Flusher.syncDirectory(directory) {
+                throw SyscallError(call: "fsync(\(directory))", errno: .init(rawValue: code))
+            }
+            flusher = try Flusher(
+                interval: options.sync == .always ? 0 : options.batchIntervalNanoseconds,
+                report: { [weak self] seq in self?.onDurable?(seq) },
+                onFailure: { [weak self] in self?.onSyncFailure?() })
         }
     }
 
@@ -156,7 +198,10 @@ public final class Journal {
     /// Writes the pending batch, once per loop turn: one `write` per segment it touches. A batch is split at a
     /// record boundary when the segment would grow past `segmentBytes`, so segments keep their size.
     public func writePending() {
-        while !pending.isEmpty {
+        // Handled once per failure: until the new segment exists (`awaitingSegment`), the flusher stays failed.
+        if !awaitingSegment, let flusher, flusher.hasFailed { handleSyncFailure() }
+        if awaitingSegment && !startRecoverySegment() { return }
+        while writeOffset < pending.count {
             if chunkRemaining == 0 {
                 let (bytes, lastSeq) = wholeRecordsFitting()
                 if bytes == 0 {
@@ -168,23 +213,35 @@ public final class Journal {
                 chunkRemaining = bytes
                 chunkLastSeq = lastSeq
             }
-            let n = kevd_write_some(segment.rawValue, pending.bytes.baseAddress, chunkRemaining)
+            let n = kevd_write_some(segment.rawValue, pending.base + writeOffset, chunkRemaining)
             if n < 0 {
                 // Kept pending and retried next turn (ENOSPC, EIO); reported once per distinct error.
                 failed("journal write failed: \(String(cString: strerror(errno)))")
                 return
             }
             segmentSize += n
-            pending.removeFirst(n)
+            // Kept until a sync covers them (`trimUnsynced`); without syncs there is nothing to wait for.
+            if flusher != nil { writeOffset += n } else { pending.removeFirst(n) }
             chunkRemaining -= n
             guard chunkRemaining == 0 else { return }  // A partial write: the rest goes next turn, in order.
-            lastError = nil
+            writeError = nil
             writtenSeq = chunkLastSeq
+            if flusher != nil {
+                unsyncedChunks.append(
+                    UnsyncedChunk(
+                        lastSeq: writtenSeq, segmentFirstSeq: segmentFirstSeq, segmentSize: segmentSize,
+                        buffer: oldestBufferID + retained.count, end: writeOffset))
+            }
         }
-        pending.removeAll()
         if let flusher {
+            setAsideWritten()
+            // What a sync already covers need not be kept for a rewrite: dropped now, whoever applies the report.
+            if unsyncedHead < unsyncedChunks.count { trimUnsynced(through: flusher.durable) }
             flusher.request(fd: segment.rawValue, upTo: writtenSeq, bytes: segmentSize)
-        } else if writtenSeq > durableSeq {
+        } else {
+            pending.removeAll()
+        }
+        if flusher == nil && writtenSeq > durableSeq {
             // Only on progress: the daemon's onDurable posts to the loop's inbox, and a report on every (empty)
             // turn would wake the loop again at once, spinning it.
             durableSeq = writtenSeq
@@ -194,20 +251,20 @@ public final class Journal {
 
     /// Records the error that keeps the pending batch from the file, logging it once per distinct error (the
     /// daemon turns the episode into one `kevd`/`error` event and refuses emits until it clears).
-    private func failed(_ message: String) {
-        guard lastError != message else { return }
-        lastError = message
+    func failed(_ message: String) {
+        guard writeError != message else { return }
+        writeError = message
         logger.error("journal write failed", metadata: ["journal.segment": "\(segmentFirstSeq)", "error": "\(message)"])
     }
 
     /// Bytes appended but not yet handed to the kernel: they only grow while writes fail (`lastError`), so the
     /// daemon bounds them by pausing its kernel sources.
-    public var pendingBytes: Int { pending.count }
+    public var pendingBytes: Int { pending.count - writeOffset }
 
     /// Bytes of whole pending records that fit in the current segment (at least one record when the segment is
     /// empty, whatever its size), and the seq of the last of them.
     private func wholeRecordsFitting() -> (bytes: Int, lastSeq: UInt64) {
-        let raw = pending.bytes
+        let raw = UnsafeRawBufferPointer(rebasing: pending.bytes[writeOffset...])
         var offset = 0
         var lastSeq = writtenSeq
         while offset + JournalFormat.recordHeaderSize <= raw.count {
@@ -229,18 +286,38 @@ public final class Journal {
 
     /// Called (on the loop thread) when the flusher reports progress.
     public func markDurable(_ seq: UInt64) {
-        if seq > durableSeq { durableSeq = seq }
+        guard seq > durableSeq else { return }
+        durableSeq = seq
+        trimUnsynced(through: seq)
+        if let failure = syncFailure, seq >= failure.lastSeq { syncRepaired(failure) }
     }
 
-    /// Waits for everything written to be durable: for a clean shutdown only (it blocks).
-    public func close() {
+    /// Waits for everything written to be durable: for a clean shutdown only (it blocks). False when it could not
+    /// be (a failed sync, a batch that could not be written): what was not synced is then in doubt, for start-up
+    /// recovery to judge, and kevd exits non-zero.
+    @discardableResult
+    public func close() -> Bool {
         writePending()
+        var failedSync = false
         if let flusher {
             flusher.stop()
+            failedSync = flusher.hasFailed
             self.flusher = nil
         }
-        if options.sync != .none { _ = fdatasync(segment.rawValue) }
+        guard !failedSync, syncFailure == nil, pendingBytes == 0, segment.isOpen else {
+            logger.error(
+                "journal not synced at shutdown",
+                metadata: ["journal.durable_seq": "\(durableSeq)", "journal.written_seq": "\(writtenSeq)", "error": "\(lastError ?? "sync failed")"])
+            return false
+        }
+        if options.sync != .none, let code = Flusher.dataSync(segment.rawValue) {
+            logger.error(
+                "journal not synced at shutdown",
+                metadata: ["journal.durable_seq": "\(durableSeq)", "error": "\(String(cString: strerror(code)))"])
+            return false
+        }
         durableSeq = writtenSeq
+        return true
     }
 
     /// Starts a new segment named by the next seq to write. The old one is synced by the flusher before it is
@@ -265,8 +342,8 @@ public final class Journal {
     }
 
     private var pendingFirstSeq: UInt64 {
-        let raw = UnsafeRawBufferPointer(start: pending.base, count: pending.count)
-        return pending.count >= JournalFormat.recordHeaderSize ? JournalFormat.load(UInt64.self, from: raw, at: 16) : nextSeq
+        let raw = UnsafeRawBufferPointer(rebasing: pending.bytes[writeOffset...])
+        return raw.count >= JournalFormat.recordHeaderSize ? JournalFormat.load(UInt64.self, from: raw, at: 16) : nextSeq
     }
 
     /// The first seq of the segment being written: retention never deletes it (Journal+Retention.swift).

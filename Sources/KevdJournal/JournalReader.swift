@@ -7,6 +7,11 @@ import KevdKernel
 /// subscribers) cost little memory. A damaged record is reported as a `Problem` (segment and offset) and
 /// skipped: the reader moves ahead 8 bytes at a time to the next record that checks out. At the end of the
 /// newest segment, `next()` returns nil; call it again later to follow new records.
+///
+/// Segments may overlap after a failed sync (`Journal+SyncFailure.swift`): the records in doubt were written
+/// again to a new segment named by the first of them, and the abandoned segment may still hold its copies (or
+/// damage) past that seq. A segment is therefore read only up to the next segment's first seq, and the reader
+/// never returns a seq at or below one it returned already.
 public final class JournalReader {
     public struct Problem: Sendable, Equatable, CustomStringConvertible {
         public let segment: String
@@ -52,6 +57,9 @@ public final class JournalReader {
     private var resyncing = false
     private var minimumSeq: UInt64 = 0
     private var minimumTime: Int64 = .min
+    /// The last seq returned since `seek` (0: none), and the last valid seq met in the current segment.
+    private var lastReturned: UInt64 = 0
+    private var lastInSegment: UInt64 = 0
 
     public init(directory: String) throws {
         self.directory = directory
@@ -69,6 +77,7 @@ public final class JournalReader {
         startsAt = nil
         minimumSeq = 0
         minimumTime = .min
+        lastReturned = 0
         segments = try JournalDirectory.segments(in: directory)
         switch start {
         case .first:
@@ -107,9 +116,24 @@ public final class JournalReader {
             let decoded = window.withUnsafeBytes { JournalFormat.decodeRecord($0, at: relative) }
             switch decoded {
             case .record(let seq, let time, let payload, let next):
+                let afterDamage = resyncing
                 resyncing = false
+                if superseded(from: seq) {
+                    try load(index + 1)
+                    continue
+                }
+                if isNewest && !afterDamage && seq != lastInSegment &+ 1 {
+                    // A gap between two sound records of the newest segment: only writes that went on after a failed
+                    // sync dropped the file's unsynced tail make one (start-up cuts any other). The journal writes
+                    // those records again to a new segment and cuts this one back: not read past meanwhile.
+                    try refreshSegments()
+                    if isNewest { return nil }
+                    continue
+                }
                 offset = windowStart + next
-                if seq < minimumSeq || time < minimumTime { continue }
+                lastInSegment = seq
+                if seq < minimumSeq || time < minimumTime || seq <= lastReturned { continue }
+                lastReturned = seq
                 nextSeq = seq + 1
                 return window.withUnsafeBytes { raw in
                     Record(seq: seq, time: time, payload: UnsafeRawBufferPointer(rebasing: raw[payload]))
@@ -126,7 +150,7 @@ public final class JournalReader {
                     if isNewest { return nil }
                 }
                 let end = windowStart + window.count
-                if offset < end && !resyncing {
+                if offset < end && !resyncing && !superseded(from: lastInSegment + 1) {
                     report(offset, "truncated record at the end of the segment (\(end - offset) bytes)")
                 }
                 try load(index + 1)
@@ -139,6 +163,11 @@ public final class JournalReader {
                     windowStart = offset
                     continue
                 }
+                if !isNewest && superseded(from: lastInSegment + 1) {
+                    // Damage past the records the next segment takes over: the abandoned tail of a failed sync.
+                    try load(index + 1)
+                    continue
+                }
                 if !resyncing { report(offset, why) }
                 resyncing = true
                 offset = JournalFormat.padded(offset + 1)
@@ -147,6 +176,11 @@ public final class JournalReader {
     }
 
     private var isNewest: Bool { index == segments.count - 1 }
+
+    /// True when the next segment starts at or before `seq`: from there on it, not this one, holds the records.
+    private func superseded(from seq: UInt64) -> Bool {
+        index + 1 < segments.count && seq >= segments[index + 1].firstSeq
+    }
 
     /// How many bytes from `offset` the record there needs, as far as its header tells.
     private func neededBytes() -> Int {
@@ -192,6 +226,7 @@ public final class JournalReader {
         windowStart = 0
         retriedOffset = -1
         resyncing = false
+        lastInSegment = i < segments.count ? segments[i].firstSeq &- 1 : 0
         guard i < segments.count else { return }
         fd = open(segments[i].path, O_RDONLY | O_CLOEXEC)
         // Deleted by retention while we were reading: the next one has what follows.
@@ -224,6 +259,8 @@ public enum JournalVerifier {
         public var firstSeq: UInt64? = nil
         public var lastSeq: UInt64? = nil
         public var problems: [JournalReader.Problem] = []
+        /// Segments whose tail the next segment took over (the abandoned segment of a failed sync, not cut).
+        public var superseded = 0
     }
 
     public static func verify(directory: String) throws -> Report {
@@ -249,8 +286,18 @@ public enum JournalVerifier {
                 }
                 var next = segment.firstSeq
                 var offset = JournalFormat.segmentHeaderSize
+                // After a failed sync the next segment holds the records from its first seq on, written again; this
+                // one's copies (or damage) from there are superseded, not problems (`JournalReader`).
+                let successorFirst = i + 1 < segments.count ? segments[i + 1].firstSeq : UInt64.max
                 while offset < raw.count {
+                    if next >= successorFirst {
+                        report.superseded += 1
+                        break
+                    }
                     switch JournalFormat.decodeRecord(raw, at: offset) {
+                    case .record(let seq, _, _, _) where seq >= successorFirst:
+                        report.superseded += 1
+                        offset = raw.count
                     case .record(let seq, _, _, let end):
                         if seq != next { problem(offset, "sequence gap: expected seq \(next), found \(seq)") }
                         report.firstSeq = report.firstSeq ?? seq

@@ -6,20 +6,37 @@ public enum FileContents {
     /// Replaces `path` with `bytes` so that a crash leaves the old or the new content, never a mix: written to
     /// `path.tmp`, `fsync`ed, renamed over `path`, then the folder `fsync`ed so the rename itself is durable.
     /// It blocks on the disk: for helper threads, never the loop. On failure `errno` says why.
+    ///
+    /// Every step is checked, the folder's `fsync` too: a position whose rename may not survive a power cut is
+    /// not stored, and the caller keeps its previous position (the failure is reported, never taken for success).
     public static func replace(_ path: String, with bytes: [UInt8], mode: mode_t = 0o640) -> Bool {
         let tmp = path + ".tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { return false }
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        let ok = written == bytes.count && fsync(fd) == 0
+        var ok = written == bytes.count
+        if !ok && written >= 0 { errno = ENOSPC }  // A short write of a small file: the disk is full.
+        if ok && !syncRetryingInterrupts(fd) { ok = false }
+        let code = errno
         Glibc.close(fd)
+        errno = code
         guard ok, rename(tmp, path) == 0 else { return false }
         let slash = path.lastIndex(of: "/")
         let folder = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         let dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            _ = fsync(dir)
-            Glibc.close(dir)
+        guard dir >= 0 else { return false }
+        // EINVAL: a file system that cannot sync directories (PostgreSQL ignores it too); anything else fails.
+        let synced = syncRetryingInterrupts(dir) || errno == EINVAL
+        let dirCode = errno
+        Glibc.close(dir)
+        errno = dirCode
+        return synced
+    }
+
+    /// `fsync`, retried on EINTR only; false (with `errno`) when it fails.
+    private static func syncRetryingInterrupts(_ fd: Int32) -> Bool {
+        while fsync(fd) != 0 {
+            if errno != EINTR { return false }
         }
         return true
     }

@@ -80,7 +80,9 @@ struct JournalCommand: ParsableCommand {
         let report = try JournalVerifier.verify(directory: directory)
         for problem in report.problems { Output.error("journal: \(problem)") }
         let range = report.firstSeq.map { "seq \($0)–\(report.lastSeq ?? $0)" } ?? "no records"
-        print("\(directory): \(report.segments) segments, \(report.records) records, \(range), \(report.problems.count) problems")
+        // A segment whose tail a later one took over (after a failed sync) is said, not counted as a problem.
+        let superseded = report.superseded > 0 ? ", \(report.superseded) superseded tails" : ""
+        print("\(directory): \(report.segments) segments, \(report.records) records, \(range), \(report.problems.count) problems\(superseded)")
         if !report.problems.isEmpty { throw ExitCode(1) }
     }
 

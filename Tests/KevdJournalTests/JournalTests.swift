@@ -19,6 +19,11 @@ final class JournalFixture {
         directory = String(cString: mkdtemp(&template)!) + "/journal"
     }
 
+    /// A journal in `directory`, whose parent the fixture removes at the end.
+    init(directory: String) {
+        self.directory = directory
+    }
+
     deinit { try? FileManager.default.removeItem(atPath: (directory as NSString).deletingLastPathComponent) }
 
     func open(_ options: Journal.Options = .init()) throws -> Journal {
