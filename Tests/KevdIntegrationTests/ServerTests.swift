@@ -103,12 +103,17 @@ final class RawClient {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         let prefix = Array(#"{"seq":"#.utf8)
         while out.count < count {
-            while let newline = pending.bytes.firstIndex(of: 0x0A) {
-                let line = Array(pending.bytes[pending.bytes.startIndex..<newline])
-                pending.bytes.removeSubrange(pending.bytes.startIndex...newline)
+            // One pass over what was read, then one removal of the lines consumed: removing each line from the
+            // front of the buffer as it is read moved the rest of a 64 KiB read once per line, which made this
+            // reader (not kevd) fall behind on a busy machine.
+            var start = pending.bytes.startIndex
+            defer { pending.bytes.removeSubrange(pending.bytes.startIndex..<start) }
+            while let newline = pending.bytes[start...].firstIndex(of: 0x0A) {
+                let line = pending.bytes[start..<newline]
+                start = newline + 1
                 guard line.starts(with: prefix) else { continue }
                 var seq = 0
-                for b in line[prefix.count...] {
+                for b in line.dropFirst(prefix.count) {
                     guard b >= 0x30 && b <= 0x39 else { break }
                     seq = seq * 10 + Int(b - 0x30)
                 }
