@@ -35,13 +35,11 @@ final class SystemdNotifier {
         }
     }
 
-    /// Start-up is complete: every source is armed. Starts the watchdog pings and the status refreshes, both
-    /// timerfds on the loop, so they only happen while the loop turns.
-    func ready(loop: EventLoop, status: @escaping () -> String) throws {
-        guard enabled else { return }
-        state = "ready"
-        lastStatus = status()
-        notify("READY=1\nSTATUS=\(state): \(lastStatus)")
+    /// Starts the watchdog pings (a timerfd on the loop, so they only happen while the loop turns). Before the
+    /// start-up crawl, which may take seconds on a big tree while the loop keeps turning: a watchdog the service
+    /// manager already counts must hear from kevd meanwhile.
+    func startWatchdog(loop: EventLoop) throws {
+        guard enabled, watchdogTimer == nil else { return }
         var usec: UInt64 = 0
         // WATCHDOG_USEC set for this pid (or without WATCHDOG_PID): ping at half the interval.
         if sd_watchdog_enabled(0, &usec) > 0, usec > 0 {
@@ -56,6 +54,16 @@ final class SystemdNotifier {
             notify("WATCHDOG=1")
             logger.info("systemd watchdog", metadata: ["watchdog.usec": "\(usec)"])
         }
+    }
+
+    /// Start-up is complete: every source is armed. Starts the status refreshes (and the watchdog pings, if
+    /// `startWatchdog` did not already).
+    func ready(loop: EventLoop, status: @escaping () -> String) throws {
+        guard enabled else { return }
+        state = "ready"
+        lastStatus = status()
+        notify("READY=1\nSTATUS=\(state): \(lastStatus)")
+        try startWatchdog(loop: loop)
         let timer = try TimerFD(clock: .monotonic)
         try timer.arm(delay: Self.statusInterval, interval: Self.statusInterval)
         try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in

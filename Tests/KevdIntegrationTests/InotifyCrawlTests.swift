@@ -1,0 +1,123 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Crawls of a big tree (start-up, an overflow rescan) run while kevd goes on serving: `status` is answered,
+/// timers fire, and events made meanwhile are reported once.
+@Suite("inotify crawls keep the loop serving")
+struct InotifyCrawlTests {
+    /// 20 × 1,000 directories: a crawl that takes a measurable time (about a second in a debug build here).
+    static let branches = 20
+    static let leaves = 1_000
+
+    static func makeTree(_ dir: TemporaryDirectory) throws {
+        try makeDirectory(dir.file("w"))
+        for a in 0..<branches {
+            try makeDirectory(dir.file("w/a\(a)"))
+            for b in 0..<leaves { try makeDirectory(dir.file("w/a\(a)/b\(b)")) }
+        }
+    }
+
+    static func config() -> String {
+        watchConfig("w") + "\n[[timer]]\nname = \"tick\"\nevery = \"10ms\"\n"
+    }
+
+    /// The `sources.inotify.crawl` object of a `status` reply.
+    static func crawl(_ reply: [String: Any]) -> [String: Any]? {
+        ((reply["sources"] as? [String: Any])?["inotify"] as? [String: Any])?["crawl"] as? [String: Any]
+    }
+
+    /// Connects to kevd's socket once it exists (it listens before the crawl starts).
+    static func connect(_ socket: String, timeout: Double = 20) throws -> RawClient {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            do {
+                return try RawClient(socket)
+            } catch {
+                if Date() > deadline { throw error }
+                usleep(2_000)
+            }
+        }
+    }
+
+    /// Sends `status` until a reply says a crawl runs (`rescan` as given); returns that reply.
+    static func statusDuringCrawl(_ client: RawClient, rescan: Bool, timeout: Double = 20) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let reply = try client.request(#"{"op":"status"}"#)
+            if let crawl = crawl(reply), crawl["running"] as? Bool == true, crawl["rescan"] as? Bool == rescan {
+                return reply
+            }
+            usleep(1_000)
+        }
+        throw DaemonProcess.Timeout(what: "a status reply during a crawl (rescan: \(rescan))", seen: 0, stderr: "")
+    }
+
+    @Test("the start-up crawl and an overflow rescan of 20,000 directories: status answered, timers fire, events once")
+    func crawlKeepsServing() throws {
+        let dir = try TemporaryDirectory()
+        try Self.makeTree(dir)
+        let daemon = try DaemonProcess(config: Self.config(), in: dir, waitForStart: false)
+        let client = try Self.connect(dir.file("state/kevd.sock"))
+
+        // Start-up: a status reply while the crawl runs; the root is watched by then.
+        let during = try Self.statusDuringCrawl(client, rescan: false)
+        #expect((Self.crawl(during)?["queued"] as? Int ?? 0) > 0)
+        // Files and a directory with files made while the crawl runs, where kevd already watches.
+        var madeDuring: [String] = []
+        for i in 0..<50 {
+            try writeFile(dir.file("w/during-\(i)"))
+            madeDuring.append(dir.file("w/during-\(i)"))
+        }
+        try makeDirectory(dir.file("w/new"))
+        madeDuring.append(dir.file("w/new"))
+        for i in 0..<50 {
+            try writeFile(dir.file("w/new/f\(i)"))
+            madeDuring.append(dir.file("w/new/f\(i)"))
+        }
+        let started = try daemon.waitFor("kevd started", timeout: 60) { $0.isEvent("kevd", "started") }
+        let startedSeq = try #require(started.seq)
+        // The loop turned during the crawl: timer events were published before `started`.
+        let ticksBefore = daemon.received.filter { $0.isEvent("timer", "fired", key: "tick") && ($0.seq ?? .max) < startedSeq }
+        #expect(!ticksBefore.isEmpty, "no timer event before started: the crawl held the loop")
+        // Every watch is armed at `started`: a file in the last directory of the tree is reported.
+        let last = dir.file("w/a\(Self.branches - 1)/b\(Self.leaves - 1)/after-start")
+        try writeFile(last)
+        try daemon.waitFor("create in the deepest last directory") { $0.isEvent("inotify", "create", key: last) }
+        // What was made during the crawl was reported once each (as a create, real or synthetic).
+        try daemon.waitFor("last file made during the crawl") { $0.isEvent("inotify", "create", key: madeDuring.last!) }
+        for path in madeDuring {
+            let creates = daemon.received.filter { $0.isEvent("inotify", "create", key: path) }
+            #expect(creates.count == 1, "\(path): \(creates.count) creates")
+        }
+
+        // An overflow: more events than the kernel queue holds while kevd is stopped, then a rescan of the tree.
+        daemon.signal(SIGSTOP)
+        let limit = Int((try? String(contentsOfFile: "/proc/sys/fs/inotify/max_queued_events", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "16384") ?? 16384
+        for i in 0..<(limit + 1_000) {
+            let fd = open(dir.file("w/a0/burst\(i)"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+            close(fd)
+        }
+        try makeDirectory(dir.file("w/a1/made-during-overflow"))
+        let before = daemon.received.count
+        daemon.signal(SIGCONT)
+        let rescanning = try Self.statusDuringCrawl(client, rescan: true)
+        let head = try #require(rescanning["head"] as? Int)
+        let overflow = try daemon.waitFor("overflow", from: before, timeout: 60) { $0.isEvent("inotify", "overflow") }
+        let overflowSeq = try #require(overflow.seq)
+        #expect(overflow.data["rescan_ms"] != nil)
+        // A timer fired between a status reply during the rescan and the rescan's end.
+        let ticksDuring = daemon.received.filter {
+            $0.isEvent("timer", "fired", key: "tick") && ($0.seq ?? 0) > head && ($0.seq ?? .max) < overflowSeq
+        }
+        #expect(!ticksDuring.isEmpty, "no timer event during the rescan: it held the loop")
+        // The rescan watched the directory made while events were lost.
+        try writeFile(dir.file("w/a1/made-during-overflow/after"))
+        try daemon.waitFor("create after the rescan", timeout: 30) {
+            $0.isEvent("inotify", "create", key: dir.file("w/a1/made-during-overflow/after"))
+        }
+        #expect(daemon.received.filter { $0.isEvent("inotify", "overflow") }.count == 1)
+        #expect(daemon.stop() == 0)
+    }
+}
