@@ -258,7 +258,7 @@ public final class InotifySource {
             handleOverflow()
             return
         }
-        guard let watched = table.entries[record.wd] else { return }  // a watch removed while events were queued
+        guard let watched = table.entry(record.wd) else { return }  // a watch removed while events were queued
         if mask.contains(.ignored) {
             watchVanished(wd: record.wd)
             return

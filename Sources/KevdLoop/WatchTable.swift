@@ -68,7 +68,7 @@ struct WatchTable {
     /// Deeper chains than this are a cycle (a bind mount seen inside itself), not a path.
     static let maxDepth = 4096
 
-    private(set) var entries: [Int32: Entry] = [:]
+    private var entries = WatchPages()
     private var moreRoles: [Int32: [WatchRole]] = [:]
     /// Bumped whenever an existing entry's path may have changed (moved, re-parented, removed): cached paths
     /// made before are stale.
@@ -85,9 +85,12 @@ struct WatchTable {
     static let cacheSize = 64
 
     var count: Int { entries.count }
-    var isEmpty: Bool { entries.isEmpty }
+    var isEmpty: Bool { entries.count == 0 }
 
     func contains(_ wd: Int32) -> Bool { entries[wd] != nil }
+
+    /// The entry of `wd`, if it is watched: what every event looks up first.
+    func entry(_ wd: Int32) -> Entry? { entries[wd] }
 
     // MARK: Roles
 
@@ -124,7 +127,7 @@ struct WatchTable {
     mutating func mapRoles(_ transform: (WatchRole) -> WatchRole?) {
         // Changes are collected first: writing to `entries` while iterating it would copy the whole table.
         var changed: [(Int32, [WatchRole])] = []
-        for (wd, entry) in entries {
+        entries.forEach { wd, entry in
             if entry.hasMoreRoles {
                 let old = roles(of: wd, entry)
                 let new = old.compactMap(transform)
@@ -137,7 +140,11 @@ struct WatchTable {
         for (wd, roles) in changed { setRoles(wd, roles) }
     }
 
-    func withoutRoles() -> [Int32] { entries.compactMap { $0.value.firstRole == 0 ? $0.key : nil } }
+    func withoutRoles() -> [Int32] {
+        var out: [Int32] = []
+        entries.forEach { wd, entry in if entry.firstRole == 0 { out.append(wd) } }
+        return out
+    }
 
     // MARK: Adding and moving
 
@@ -195,7 +202,7 @@ struct WatchTable {
 
     @discardableResult
     mutating func remove(_ wd: Int32) -> Entry? {
-        guard let entry = entries.removeValue(forKey: wd) else { return nil }
+        guard let entry = entries.remove(wd) else { return nil }
         if entry.hasMoreRoles { moreRoles.removeValue(forKey: wd) }
         layout &+= 1
         return entry
@@ -205,8 +212,11 @@ struct WatchTable {
 
     /// The watch of the directory `name` inside the watch `parent`, if any. A scan: only directory moves need it.
     func child(of parent: Int32, named name: String) -> Int32? {
-        for (wd, entry) in entries where entry.parent == parent && entry.name == name { return wd }
-        return nil
+        var found: Int32?
+        entries.forEach { wd, entry in
+            if found == nil && entry.parent == parent && entry.name == name { found = wd }
+        }
+        return found
     }
 
     /// Whether `ancestor` is on `wd`'s chain of parents (not `wd` itself).
@@ -226,7 +236,9 @@ struct WatchTable {
         var inside: [Int32: Bool] = [wd: true]
         var out: [Int32] = [wd]
         var chain: [Int32] = []
-        for start in entries.keys where inside[start] == nil {
+        var all: [Int32] = []
+        entries.forEach { wd, _ in all.append(wd) }
+        for start in all where inside[start] == nil {
             chain.removeAll(keepingCapacity: true)
             var current = start
             var verdict = false
@@ -247,7 +259,9 @@ struct WatchTable {
 
     /// Watches last confirmed in a generation other than `generation`.
     func notConfirmed(in generation: UInt32) -> [Int32] {
-        entries.compactMap { $0.value.generation != generation ? $0.key : nil }
+        var out: [Int32] = []
+        entries.forEach { wd, entry in if entry.generation != generation { out.append(wd) } }
+        return out
     }
 
     // MARK: Paths
@@ -288,5 +302,69 @@ struct WatchTable {
             out += name
         }
         return out
+    }
+}
+
+/// Entries by watch descriptor in pages of 1,024 slots, made when first used and freed when emptied.
+///
+/// The kernel hands out descriptors in increasing order (`idr_alloc_cyclic`), so a tree's watches fill whole
+/// pages: 32 bytes a watch, where a dictionary took 60 to 70 (its buckets at most three quarters full, and
+/// doubling). Descriptors of deleted directories are not reused until the counter wraps; their pages are freed
+/// once empty, so churn does not grow the table.
+struct WatchPages {
+    static let pageShift: Int32 = 10
+    static let pageSize = 1 << 10
+
+    struct Page {
+        var slots: [WatchTable.Entry?]
+        var used = 0
+    }
+
+    private var pages: [Int32: Page] = [:]
+    private(set) var count = 0
+
+    subscript(wd: Int32) -> WatchTable.Entry? {
+        get {
+            guard wd >= 0, let page = pages[wd >> Self.pageShift] else { return nil }
+            return page.slots[Int(wd) & (Self.pageSize - 1)]
+        }
+        set {
+            guard wd >= 0 else { return }
+            let key = wd >> Self.pageShift
+            let slot = Int(wd) & (Self.pageSize - 1)
+            if pages[key] == nil {
+                guard newValue != nil else { return }
+                pages[key] = Page(slots: Array(repeating: nil, count: Self.pageSize))
+            }
+            // In place: the dictionary's modify accessor does not copy the page.
+            let had = pages[key]!.slots[slot] != nil
+            pages[key]!.slots[slot] = newValue
+            switch (had, newValue != nil) {
+            case (false, true):
+                pages[key]!.used += 1
+                count += 1
+            case (true, false):
+                pages[key]!.used -= 1
+                count -= 1
+                if pages[key]!.used == 0 { pages.removeValue(forKey: key) }
+            default:
+                break
+            }
+        }
+    }
+
+    mutating func remove(_ wd: Int32) -> WatchTable.Entry? {
+        guard let entry = self[wd] else { return nil }
+        self[wd] = nil
+        return entry
+    }
+
+    func forEach(_ body: (Int32, WatchTable.Entry) -> Void) {
+        for (key, page) in pages {
+            let base = key << Self.pageShift
+            for i in 0..<Self.pageSize {
+                if let entry = page.slots[i] { body(base | Int32(i), entry) }
+            }
+        }
     }
 }

@@ -95,8 +95,11 @@ struct InotifyCrawlTests {
         daemon.signal(SIGSTOP)
         let limit = Int((try? String(contentsOfFile: "/proc/sys/fs/inotify/max_queued_events", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? "16384") ?? 16384
+        // Closes of two files in turn: one event each (the kernel merges only an event equal to the last queued).
+        try writeFile(dir.file("w/a0/x"))
+        try writeFile(dir.file("w/a0/y"))
         for i in 0..<(limit + 1_000) {
-            let fd = open(dir.file("w/a0/burst\(i)"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+            let fd = open(dir.file(i % 2 == 0 ? "w/a0/x" : "w/a0/y"), O_WRONLY | O_CLOEXEC)
             close(fd)
         }
         try makeDirectory(dir.file("w/a1/made-during-overflow"))
