@@ -87,10 +87,17 @@ class StatusProbe:
         self.samples = []  # (sent, answered, crawl dict)
         self.stop = threading.Event()
         self.connected_at = None
+        self.last_crawl = {}
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
     def run(self):
+        try:
+            self.talk()
+        except OSError:
+            pass  # kevd stopped
+
+    def talk(self):
         sock = None
         while not self.stop.is_set():
             try:
@@ -118,6 +125,7 @@ class StatusProbe:
                     break
             answered = time.monotonic()
             crawl = (reply.get("sources") or {}).get("inotify", {}).get("crawl", {})
+            self.last_crawl = crawl
             self.samples.append((sent, answered, crawl))
             next_at += self.interval
             delay = next_at - time.monotonic()
@@ -135,7 +143,10 @@ class StatusProbe:
         answers = [a for _, a, _ in inside]
         longest_gap = max([b - a for a, b in zip(answers, answers[1:])] or [0])
         crawling = sum(1 for _, _, c in inside if c.get("running"))
+        waits = sorted(a - s for s, a, _ in inside)
         return {
+            "p99_wait_ms": round(waits[int(len(waits) * 0.99)] * 1000, 1),
+            "waits_over_50ms": sum(1 for w in waits if w > 0.05),
             "requests": len(inside), "answered_while_crawling": crawling,
             "longest_wait_ms": round(longest_wait * 1000, 1), "longest_gap_ms": round(longest_gap * 1000, 1),
         }
@@ -204,6 +215,8 @@ def run_kevd(kevd, tree, cold, overflow, state_base):
             raise RuntimeError("kevd did not start")
         result["ready_s"] = round(started_at[0] - start, 3)
         result["startup"] = probe.window(probe.connected_at or start, started_at[0])
+        time.sleep(0.05)
+        result["startup_longest_slice_ms"] = round(probe.last_crawl.get("longest_slice_seconds", 0) * 1000, 1)
         time.sleep(0.2)
         result["rss_kib"] = rss_kib(proc.pid)
         if overflow:
@@ -221,6 +234,8 @@ def run_kevd(kevd, tree, cold, overflow, state_base):
             event = json.loads(lines[-1])
             result["rescan_ms"] = event["data"].get("rescan_ms")
             result["rescan"] = probe.window(burst_start, overflow_at[0])
+            time.sleep(0.05)
+            result["rescan_longest_slice_ms"] = round(probe.last_crawl.get("longest_slice_seconds", 0) * 1000, 1)
             shutil.rmtree(burst)
         time.sleep(0.1)
         result["rss_kib_end"] = rss_kib(proc.pid)

@@ -270,6 +270,7 @@ public final class Daemon {
                     ("running", .bool(crawl?.running ?? false)), ("rescan", .bool(crawl?.rescan ?? false)),
                     ("listed", .int(Int64(crawl?.listed ?? 0))), ("queued", .int(Int64(crawl?.queued ?? 0))),
                     ("seconds", .double(crawl?.seconds ?? 0)), ("completed", .int(Int64(crawl?.completed ?? 0))),
+                    ("longest_slice_seconds", .double(crawl?.longestSliceSeconds ?? 0)),
                 ])
             ),
         ])

@@ -22,16 +22,20 @@ import Logging
 /// as one of them blocks; kevd does not watch such trees.
 extension InotifySource {
     /// One directory still to watch and list: `name` inside the watch `parent` (or a whole path, for a root).
-    struct CrawlItem {
+    struct CrawlItem: Sendable {
         let parent: Int32
         let name: String
-        let root: Int
+        /// The root by identity, not index: a reload renumbers roots (and keeps the objects of those that stay).
+        let root: Root
         /// Report what the listing finds as synthetic creates (a directory that appeared while watched).
         let announce: Bool
     }
 
     struct CrawlState {
+        /// Directories ready to watch and list (read into the caches by the prefetcher, when there is one).
         var stack: [CrawlItem] = []
+        /// Directories with the prefetcher: the crawl is not done until they are back and listed.
+        var inFlight = 0
         /// The wakeup is signalled: the loop runs a slice every turn until the stack is empty.
         var active = false
         /// The crawl is a rescan: its end drops the watches it did not confirm.
@@ -42,6 +46,8 @@ extension InotifySource {
         /// Directories listed by the crawl in progress (the last one's, once done).
         var listed = 0
         var completed = 0
+        /// The longest slice of the running (or last) crawl, in nanoseconds: what it held the loop for at most.
+        var longestSlice: UInt64 = 0
         var waiters: [() -> Void] = []
     }
 
@@ -59,19 +65,38 @@ extension InotifySource {
         public let seconds: Double
         /// Crawls finished since start (the start-up crawl, reloads, rescans).
         public let completed: Int
+        /// The longest slice of the running (or last) crawl: the longest it held the loop.
+        public let longestSliceSeconds: Double
     }
 
     public var crawlProgress: CrawlProgress {
         let elapsed = crawl.active ? Double(Clock.monotonicNanoseconds() &- crawl.started) / 1e9 : 0
         return CrawlProgress(
-            running: crawl.active, rescan: crawl.rescanning, listed: crawl.listed, queued: crawl.stack.count,
-            seconds: elapsed, completed: crawl.completed)
+            running: crawl.active, rescan: crawl.rescanning, listed: crawl.listed, queued: crawl.stack.count + crawl.inFlight,
+            seconds: elapsed, completed: crawl.completed, longestSliceSeconds: Double(crawl.longestSlice) / 1e9)
     }
 
     /// Runs `body` once every configured watch is armed: now, or when the running crawl ends. `kevd`/`started`
     /// and systemd's READY wait for it.
     public func whenWatchesArmed(_ body: @escaping () -> Void) {
         if crawl.active { crawl.waiters.append(body) } else { body() }
+    }
+
+    /// The prefetcher's thread, or none (the crawl then reads cold directories on the loop, as it must without it).
+    func startPrefetcher() -> CrawlPrefetcher? {
+        do {
+            return try CrawlPrefetcher(inbox: loop.inbox) { [weak self] jobs in self?.prefetched(jobs) }
+        } catch {
+            logger.warning("no crawl prefetcher; cold directories are read on the loop", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Directories the prefetcher read: ready for the loop.
+    func prefetched(_ jobs: [CrawlPrefetcher.Job]) {
+        crawl.inFlight -= jobs.count
+        crawl.stack.append(contentsOf: jobs.reversed().lazy.map(\.item))
+        if crawl.active { crawlWakeup.signal() }
     }
 
     func registerCrawl() throws {
@@ -88,26 +113,27 @@ extension InotifySource {
     /// no gap and need no crawl; new roots are crawled, removed ones unwatched.
     public func configure(_ specs: [WatchSpec]) {
         let old = roots
-        roots = specs.map(Root.init)
         if old.map(\.spec) == specs { return }
-        // Old root index -> new index, for each root that stays (the first unclaimed equal spec).
+        // Old root index -> new index, for each root that stays (the first unclaimed equal spec). A root that stays
+        // keeps its object, so the crawl's queued directories still name it.
         var kept: [Int: Int] = [:]
         var claimed = Set<Int>()
+        var new: [Root?] = Array(repeating: nil, count: specs.count)
         for (i, root) in old.enumerated() {
             if let j = specs.indices.first(where: { !claimed.contains($0) && specs[$0] == root.spec }) {
                 kept[i] = j
                 claimed.insert(j)
+                new[j] = root
             }
         }
+        roots = specs.indices.map { new[$0] ?? Root(spec: specs[$0]) }
         // Unpaired move halves name old indices: report them now rather than under the wrong root.
         flushPendingMoves()
         table.mapRoles { role in kept[role.root].map { role.with(root: $0) } }
-        crawl.stack = crawl.stack.compactMap { item in
-            kept[item.root].map { CrawlItem(parent: item.parent, name: item.name, root: $0, announce: item.announce) }
-        }
+        // Queued directories of removed roots are skipped when their turn comes (`crawlDirectory`).
         for index in roots.indices where !claimed.contains(index) { establish(root: index, announce: false) }
         removeWatchesWithoutRoles()
-        if crawl.active && crawl.stack.isEmpty { finishCrawl() }
+        if crawl.active && crawl.stack.isEmpty && crawl.inFlight == 0 { finishCrawl() }
     }
 
     // MARK: Watches
@@ -184,13 +210,18 @@ extension InotifySource {
                 emit(.create, root: index, path: child, nameBytes: entry.name, isDirectory: isDirectory, synthetic: true)
             }
             if isDirectory && root.spec.recursive {
-                subdirectories.append(CrawlItem(parent: wd, name: name.string, root: index, announce: announce))
+                subdirectories.append(CrawlItem(parent: wd, name: name.string, root: root, announce: announce))
             }
         }
         guard !subdirectories.isEmpty else { return }
-        // Reversed, so the stack pops them in listing order.
-        crawl.stack.append(contentsOf: subdirectories.reversed())
         startCrawl()
+        // Reversed, so the stacks pop them in listing order.
+        if let prefetcher {
+            crawl.inFlight += subdirectories.count
+            prefetcher.submit(subdirectories.reversed().map { .init(path: Self.join(path, $0.name), item: $0) })
+        } else {
+            crawl.stack.append(contentsOf: subdirectories.reversed())
+        }
     }
 
     /// Adds (or confirms) the watch on `path`, which is `name` inside the watch `parent`. Returns its descriptor
@@ -286,6 +317,8 @@ extension InotifySource {
         generation &+= 1
         pendingMoves.removeAll()
         pendingMoveOrder.removeAll()
+        // Directories with the prefetcher come back and are listed again in the new generation, harmlessly: a
+        // directory already listed in it is not listed twice.
         crawl.stack.removeAll()
         crawl.rescanning = true
         startCrawl()
@@ -300,7 +333,7 @@ extension InotifySource {
                 establish(root: index, announce: false)
             }
         }
-        if crawl.stack.isEmpty { finishCrawl() }
+        if crawl.stack.isEmpty && crawl.inFlight == 0 { finishCrawl() }
     }
 
     // MARK: Slices
@@ -311,6 +344,7 @@ extension InotifySource {
         crawl.active = true
         crawl.started = Clock.monotonicNanoseconds()
         crawl.listed = 0
+        crawl.longestSlice = 0
         crawlWakeup.signal()
     }
 
@@ -320,16 +354,26 @@ extension InotifySource {
             _ = try? crawlWakeup.drain()  // EAGAIN-only: a late wakeup of a crawl already finished.
             return
         }
-        let deadline = Clock.monotonicNanoseconds() &+ Self.crawlSliceNanoseconds
+        let start = Clock.monotonicNanoseconds()
+        let deadline = start &+ Self.crawlSliceNanoseconds
+        var now = start
         while let item = crawl.stack.popLast() {
             crawlDirectory(item)
-            if Clock.monotonicNanoseconds() >= deadline { break }
+            now = Clock.monotonicNanoseconds()
+            if now >= deadline { break }
         }
-        if crawl.stack.isEmpty { finishCrawl() }
+        crawl.longestSlice = max(crawl.longestSlice, now &- start)
+        guard crawl.stack.isEmpty else { return }
+        if crawl.inFlight == 0 {
+            finishCrawl()
+        } else {
+            _ = try? crawlWakeup.drain()  // EAGAIN-only. Nothing to do until the prefetcher delivers (`prefetched`).
+        }
     }
 
     private func crawlDirectory(_ item: CrawlItem) {
-        guard item.root < roots.count else { return }
+        // A root removed by a reload since: its directories are not watched.
+        guard let index = roots.firstIndex(where: { $0 === item.root }) else { return }
         let path: String
         if item.parent == WatchTable.noParent {
             path = item.name
@@ -339,7 +383,7 @@ extension InotifySource {
             path = Self.join(parentPath, item.name)
         }
         watchDirectory(
-            path, parent: item.parent, name: item.name, root: item.root, recurse: roots[item.root].spec.recursive,
+            path, parent: item.parent, name: item.name, root: index, recurse: item.root.spec.recursive,
             announce: item.announce)
     }
 
@@ -363,7 +407,7 @@ extension InotifySource {
                 rescanned ? "inotify rescan done" : "inotify crawl done",
                 metadata: [
                     "inotify.watches": "\(table.count)", "inotify.listed": "\(crawl.listed)",
-                    "inotify.seconds": "\(elapsed)",
+                    "inotify.seconds": "\(elapsed)", "inotify.longest_slice_ms": "\(crawl.longestSlice / 1_000_000)",
                 ])
         }
         if crawl.overflowsToReport > 0 {

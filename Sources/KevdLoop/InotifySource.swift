@@ -90,6 +90,8 @@ public final class InotifySource {
     /// The crawl in progress, if any (see InotifySource+Crawl.swift).
     var crawl = CrawlState()
     let crawlWakeup: EventFD
+    /// Reads the crawl's next directories into the caches on its own thread (nil if it could not start).
+    var prefetcher: CrawlPrefetcher?
     private var readBuffer: UnsafeMutableRawBufferPointer
     /// Set while a watch limit error is outstanding, so a storm of failing adds reports once.
     var watchLimitReported = false
@@ -106,6 +108,7 @@ public final class InotifySource {
         crawlWakeup = try EventFD()
         try watchInotifyFD()
         try registerCrawl()
+        prefetcher = startPrefetcher()
         try loop.register(fd: paceTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             _ = try? self.paceTimer.read()
             self.resume()
@@ -124,6 +127,7 @@ public final class InotifySource {
         loop.unregister(fd: moveTimer.fd.rawValue)
         loop.unregister(fd: paceTimer.fd.rawValue)
         loop.unregister(fd: crawlWakeup.fd.rawValue)
+        prefetcher?.stop()
         readBuffer.deallocate()
     }
 
