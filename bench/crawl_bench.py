@@ -166,9 +166,10 @@ def run_inotifywait(tree, cold):
             break
     time.sleep(0.2)
     rss = rss_kib(proc.pid)
+    anon = rss_kib(proc.pid, "RssAnon")
     proc.send_signal(signal.SIGTERM)
     proc.wait()
-    return {"consumer": "inotifywait", "cold": cold, "ready_s": round(ready, 3) if ready else None, "rss_kib": rss}
+    return {"consumer": "inotifywait", "cold": cold, "ready_s": round(ready, 3) if ready else None, "rss_kib": rss, "rss_anon_kib": anon}
 
 
 def run_kevd(kevd, tree, cold, overflow, state_base):
@@ -219,6 +220,7 @@ def run_kevd(kevd, tree, cold, overflow, state_base):
         result["startup_longest_slice_ms"] = round(probe.last_crawl.get("longest_slice_seconds", 0) * 1000, 1)
         time.sleep(0.2)
         result["rss_kib"] = rss_kib(proc.pid)
+        result["rss_anon_kib"] = rss_kib(proc.pid, "RssAnon")
         if overflow:
             if cold:
                 drop_caches()
@@ -282,14 +284,14 @@ def main():
         log(json.dumps(results[-1]))
     finally:
         sysctl("fs.inotify.max_user_watches", old_watches)
-    print("| consumer | cache | ready s | RSS MiB | peak RSS MiB | longest status wait ms (start-up) | longest gap ms | answered while crawling | rescan ms | longest wait ms (rescan) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| consumer | cache | ready s | RSS MiB | anon RSS MiB | peak RSS MiB | longest status wait ms (start-up) | longest gap ms | answered while crawling | rescan ms | longest wait ms (rescan) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         mib = lambda k: f"{r[k] / 1024:.1f}" if r.get(k) else "-"
         s = r.get("startup") or {}
         o = r.get("rescan") or {}
         name = r["consumer"] + (" (overflow run)" if r.get("overflow") else "")
-        print(f"| {name} | {'cold' if r['cold'] else 'warm'} | {r.get('ready_s')} | {mib('rss_kib')} | {mib('rss_peak_kib')} | "
+        print(f"| {name} | {'cold' if r['cold'] else 'warm'} | {r.get('ready_s')} | {mib('rss_kib')} | {mib('rss_anon_kib')} | {mib('rss_peak_kib')} | "
               f"{s.get('longest_wait_ms', '-')} | {s.get('longest_gap_ms', '-')} | {s.get('answered_while_crawling', '-')} | "
               f"{r.get('rescan_ms', '-')} | {o.get('longest_wait_ms', '-')} |")
     if args.json:

@@ -136,6 +136,13 @@ public enum DirectoryListing {
     }
 }
 
+/// The process's heap.
+public enum Heap {
+    /// Gives free heap pages back to the kernel (`malloc_trim(0)`): after a crawl, whose transient lists (the
+    /// directories still to visit, each listing's names, across two threads' arenas) would otherwise stay in RSS.
+    public static func trim() { _ = kevd_malloc_trim() }
+}
+
 /// `lstat` facts kevd needs about a path.
 public enum FileKind: Sendable, Equatable {
     case missing
