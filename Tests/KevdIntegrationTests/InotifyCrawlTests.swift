@@ -56,6 +56,8 @@ struct InotifyCrawlTests {
     @Test("the start-up crawl and an overflow rescan of 20,000 directories: status answered, timers fire, events once")
     func crawlKeepsServing() throws {
         let dir = try TemporaryDirectory()
+        // rm removes the tree in a second; Foundation's removeItem (TemporaryDirectory's deinit) took 45 s.
+        defer { _ = try? run(["/bin/rm", "-rf", dir.file("w")]) }
         try Self.makeTree(dir)
         let daemon = try DaemonProcess(config: Self.config(), in: dir, waitForStart: false)
         let client = try Self.connect(dir.file("state/kevd.sock"))
