@@ -43,8 +43,6 @@ extension InotifySource {
         var active = false
         /// The crawl is a rescan: its end drops the watches it did not confirm.
         var rescanning = false
-        /// Overflows seen since the last report: reported when the rescan is done.
-        var overflowsToReport = 0
         var started: UInt64 = 0
         /// Directories listed by the crawl in progress (the last one's, once done).
         var listed = 0
@@ -192,7 +190,18 @@ extension InotifySource {
     /// `announce`), and its subdirectories go on the crawl stack. A directory some crawl already listed in this
     /// generation is not listed again, so its contents are never announced twice.
     func watchDirectory(_ path: String, parent: Int32, name: String, root index: Int, recurse: Bool, announce: Bool) {
+        let known = crawl.rescanning ? nil : true
+        let wasWatched = known ?? inotifyWatchKnown(path: path)
         guard let (wd, listed) = addWatch(path, parent: parent, name: name, role: .tree(root: index)) else { return }
+        var announce = announce
+        if !wasWatched && !announce && parent != WatchTable.noParent {
+            // A rescan found a directory kevd did not watch: it appeared (or moved in) while events were lost.
+            // It is reported, with its contents, as synthetic creates, as any directory that appears is.
+            announce = true
+            synthesized.insert(path)
+            let nameBytes = Array(name.utf8)
+            emit(.create, root: index, path: path, nameBytes: nameBytes, isDirectory: true, synthetic: true)
+        }
         guard recurse || announce, !listed else { return }
         let entries: [DirectoryListing.Entry]
         do {
@@ -225,6 +234,13 @@ extension InotifySource {
         } else {
             crawl.stack.append(contentsOf: subdirectories.reversed())
         }
+    }
+
+    /// Whether the directory at `path` is in the watch table already (a rescan asks, before confirming it). The
+    /// kernel gives an inode's existing watch back, so this adds a watch that `addWatch` then records.
+    private func inotifyWatchKnown(path: String) -> Bool {
+        guard let wd = try? inotify.addWatch(path: path, mask: Self.watchMask) else { return true }  // addWatch reports
+        return table.contains(wd)
     }
 
     /// Adds (or confirms) the watch on `path`, which is `name` inside the watch `parent`. Returns its descriptor
@@ -304,12 +320,18 @@ extension InotifySource {
 
     // MARK: Overflow
 
-    /// The kernel queue overflowed (`fs.inotify.max_queued_events`): events were lost. Re-establish every watch,
-    /// so new directories created meanwhile are watched and vanished ones are forgotten; the loss is reported
-    /// when that is done.
+    /// The kernel queue overflowed (`fs.inotify.max_queued_events`): events were lost. Say so, then re-establish
+    /// every watch (in slices), so new directories created meanwhile are watched (and reported, with what they hold,
+    /// as synthetic creates) and vanished ones are forgotten.
     func handleOverflow() {
         overflowCount += 1
-        crawl.overflowsToReport += 1
+        for root in roots {
+            var data = EventData()
+            data.append("path", root.spec.path)
+            data.append("watch", root.spec.path)
+            data.append("overflows", overflowCount)
+            pipeline.publish(EventDraft(source: .inotify, type: "overflow", key: root.spec.path, data: data))
+        }
         logger.warning("inotify queue overflowed; rescanning", metadata: ["inotify.watches": "\(table.count)"])
         rescan()
     }
@@ -413,18 +435,6 @@ extension InotifySource {
                     "inotify.watches": "\(table.count)", "inotify.listed": "\(crawl.listed)",
                     "inotify.seconds": "\(elapsed)", "inotify.longest_slice_ms": "\(crawl.longestSlice / 1_000_000)",
                 ])
-        }
-        if crawl.overflowsToReport > 0 {
-            crawl.overflowsToReport = 0
-            for root in roots {
-                var data = EventData()
-                data.append("path", root.spec.path)
-                data.append("watch", root.spec.path)
-                data.append("overflows", overflowCount)
-                data.append("watches", table.count)
-                data.append("rescan_ms", Int(elapsed * 1000))
-                pipeline.publish(EventDraft(source: .inotify, type: "overflow", key: root.spec.path, data: data))
-            }
         }
         let waiters = crawl.waiters
         crawl.waiters.removeAll()

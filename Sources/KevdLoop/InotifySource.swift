@@ -14,8 +14,8 @@ import Logging
 /// - `IN_MOVED_FROM`/`IN_MOVED_TO` with one cookie become one `moved` event. The kernel queues both halves
 ///   inside `rename(2)`, but a read can end between them, so an unpaired half waits a few milliseconds for its
 ///   partner before it is reported alone.
-/// - `IN_Q_OVERFLOW` starts a rescan that re-establishes every watch; once it is done, the loss is reported per
-///   root as `inotify`/`overflow` (so everything after that event is watched again, as after `started`).
+/// - `IN_Q_OVERFLOW` is reported per root as `inotify`/`overflow`, then every watch is re-established by a
+///   rescan; a directory the rescan finds unwatched is reported, with its contents, as synthetic creates.
 ///   `ENOSPC` from `inotify_add_watch` is reported as `kevd`/`error` naming the sysctl.
 /// - Crawls (start-up, new roots on reload, rescans, directories moved in) run in slices of a few milliseconds
 ///   on the loop, between its other work: see InotifySource+Crawl.swift.

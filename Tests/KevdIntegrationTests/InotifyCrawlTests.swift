@@ -53,6 +53,17 @@ struct InotifyCrawlTests {
         throw DaemonProcess.Timeout(what: "a status reply during a crawl (rescan: \(rescan))", seen: 0, stderr: "")
     }
 
+    /// Sends `status` until a reply says no crawl runs; returns that reply.
+    static func statusAfterCrawl(_ client: RawClient, timeout: Double = 60) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let reply = try client.request(#"{"op":"status"}"#)
+            if let crawl = crawl(reply), crawl["running"] as? Bool == false { return reply }
+            usleep(5_000)
+        }
+        throw DaemonProcess.Timeout(what: "a status reply after the crawl", seen: 0, stderr: "")
+    }
+
     @Test("the start-up crawl and an overflow rescan of 20,000 directories: status answered, timers fire, events once")
     func crawlKeepsServing() throws {
         let dir = try TemporaryDirectory()
@@ -109,14 +120,22 @@ struct InotifyCrawlTests {
         daemon.signal(SIGCONT)
         let rescanning = try Self.statusDuringCrawl(client, rescan: true)
         let head = try #require(rescanning["head"] as? Int)
+        // The overflow is reported when it is found, before the rescan.
         let overflow = try daemon.waitFor("overflow", from: before, timeout: 60) { $0.isEvent("inotify", "overflow") }
-        let overflowSeq = try #require(overflow.seq)
-        #expect(overflow.data["rescan_ms"] != nil)
-        // A timer fired between a status reply during the rescan and the rescan's end.
+        #expect(try #require(overflow.seq) <= head)
+        let done = try Self.statusAfterCrawl(client)
+        let doneHead = try #require(done["head"] as? Int)
+        // A timer fired between a status reply during the rescan and one after it.
         let ticksDuring = daemon.received.filter {
-            $0.isEvent("timer", "fired", key: "tick") && ($0.seq ?? 0) > head && ($0.seq ?? .max) < overflowSeq
+            $0.isEvent("timer", "fired", key: "tick") && ($0.seq ?? 0) > head && ($0.seq ?? .max) <= doneHead
         }
         #expect(!ticksDuring.isEmpty, "no timer event during the rescan: it held the loop")
+        // The directory made while events were lost was found by the rescan and reported once, as synthetic.
+        let madeDuringOverflow = daemon.received.filter {
+            $0.isEvent("inotify", "create", key: dir.file("w/a1/made-during-overflow"))
+        }
+        #expect(madeDuringOverflow.count == 1)
+        #expect(madeDuringOverflow.first?.data["synthetic"] as? Bool == true)
         // The rescan watched the directory made while events were lost.
         try writeFile(dir.file("w/a1/made-during-overflow/after"))
         try daemon.waitFor("create after the rescan", timeout: 30) {
