@@ -148,6 +148,12 @@ public final class Daemon {
             }
         }
         if let inotify { inotify.whenWatchesArmed(announceStarted) } else { announceStarted() }
+        if let inotify, inotify.crawlProgress.running {
+            try systemd.starting(loop: loop) {
+                let crawl = inotify.crawlProgress
+                return "watching \(inotify.watchCount) directories, \(crawl.queued) more found"
+            }
+        }
         try loop.run()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced.

@@ -13,6 +13,7 @@ final class SystemdNotifier {
     private let logger: Logger
     private var watchdogTimer: TimerFD?
     private var statusTimer: TimerFD?
+    private var startingTimer: TimerFD?
     private var lastStatus = ""
     /// Set while a reload runs, so a status refresh does not say "ready" in the middle of it.
     private var state = "starting"
@@ -55,6 +56,28 @@ final class SystemdNotifier {
             logger.info("systemd watchdog", metadata: ["watchdog.usec": "\(usec)"])
         }
     }
+
+    /// While start-up waits for the crawl of big trees: every `startingInterval`, extends the service manager's
+    /// start timeout (`EXTEND_TIMEOUT_USEC`, systemd 236+; older ones ignore it) and says how far the crawl is,
+    /// so `TimeoutStartSec=` does not kill a kevd that is making progress. Stops at `ready`.
+    func starting(loop: EventLoop, progress: @escaping () -> String) throws {
+        guard enabled, startingTimer == nil else { return }
+        let timer = try TimerFD(clock: .monotonic)
+        try timer.arm(delay: Self.startingInterval, interval: Self.startingInterval)
+        try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? timer.read()
+            guard self.state == "starting" else {
+                loop.unregister(fd: timer.fd.rawValue)
+                self.startingTimer = nil
+                return
+            }
+            let extend = UInt64(Self.startingInterval / 1000) * 3
+            self.notify("EXTEND_TIMEOUT_USEC=\(extend)\nSTATUS=starting: \(progress())")
+        }
+        startingTimer = timer
+    }
+
+    static let startingInterval: Int64 = 10_000_000_000
 
     /// Start-up is complete: every source is armed. Starts the status refreshes (and the watchdog pings, if
     /// `startWatchdog` did not already).
