@@ -144,4 +144,24 @@ struct InotifyCrawlTests {
         #expect(daemon.received.filter { $0.isEvent("inotify", "overflow") }.count == 1)
         #expect(daemon.stop() == 0)
     }
+
+    @Test("systemd's watchdog is pinged while the start-up crawl runs, and READY=1 comes when it is done")
+    func watchdogDuringCrawl() throws {
+        let dir = try TemporaryDirectory()
+        defer { _ = try? run(["/bin/rm", "-rf", dir.file("w")]) }
+        try Self.makeTree(dir)
+        let notify = try NotifyListener(path: dir.file("notify.sock"))
+        // A ping every 20 ms (half of WATCHDOG_USEC); no WATCHDOG_PID: "for this process".
+        let daemon = try DaemonProcess(
+            config: Self.config(), in: dir, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "40000"],
+            waitForStart: false)
+        let ready = try notify.waitFor("READY=1", timeout: 60)
+        let started = try daemon.waitFor("kevd started", timeout: 10) { $0.isEvent("kevd", "started") }
+        // Besides the ping at start, the loop's watchdog timer fired during the crawl.
+        let pingsBefore = notify.messages.prefix(ready.index).filter { NotifyListener.lines($0).contains("WATCHDOG=1") }
+        #expect(pingsBefore.count >= 3, "\(pingsBefore.count) pings before READY=1")
+        // READY=1 says every watch is armed, like `started`, which reported them all.
+        #expect(started.data["inotify_watches"] as? Int == 1 + Self.branches * (1 + Self.leaves))
+        #expect(daemon.stop() == 0)
+    }
 }
