@@ -2,6 +2,7 @@
 #include "CKevdShim.h"
 
 #include <dirent.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/netlink.h>
@@ -115,6 +116,10 @@ const char *kevd_readdir(kevd_dir *dir, int *is_dir) {
         return e->d_name;
     }
     return NULL;
+}
+
+int kevd_malloc_trim(void) {
+    return malloc_trim(0);
 }
 
 void kevd_closedir(kevd_dir *dir) {

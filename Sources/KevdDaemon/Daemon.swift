@@ -118,6 +118,8 @@ public final class Daemon {
         signals = try SignalSource(loop: loop, pipeline: pipeline) { [unowned self] request in
             self.handle(request)
         }
+        // The watchdog hears from kevd from the start: the start-up crawl of a big tree takes a while.
+        try systemd.startWatchdog(loop: loop)
         try startForwarders()
         try startServer()
         try startRules()
@@ -128,18 +130,34 @@ public final class Daemon {
         reportRecovery()
         // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
         for problem in problems { reportError("invalid rule file; its bad parts are not loaded", error: "\(problem)", component: "rules") }
-        var data = EventData()
-        data.append("pid", Int(getpid()))
-        data.append("config", config.file)
-        data.append("watches", config.watches.count)
-        data.append("timers", config.timers.count)
-        data.append("rules", ruleSet.rules.count)
-        data.append("udev", udev?.sourceName ?? "off")
-        data.append("journal", journal.directory)
-        pipeline.publishKevd("started", component: "daemon", data)
-        logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
-        // The journal is recovered, the rules are loaded, every source is armed and the socket listens.
-        try systemd.ready(loop: loop) { [unowned self] in self.statusSummary() }
+        // `started` and READY mean every watch is armed: they wait for the start-up crawl, which runs in slices
+        // on the loop (clients are answered, timers and signals handled meanwhile; `status` shows its progress).
+        let announceStarted: () -> Void = { [unowned self] in
+            var data = EventData()
+            data.append("pid", Int(getpid()))
+            data.append("config", config.file)
+            data.append("watches", config.watches.count)
+            data.append("timers", config.timers.count)
+            data.append("rules", ruleSet.rules.count)
+            data.append("udev", udev?.sourceName ?? "off")
+            data.append("journal", journal.directory)
+            data.append("inotify_watches", inotify?.watchCount ?? 0)
+            pipeline.publishKevd("started", component: "daemon", data)
+            logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
+            // The journal is recovered, the rules are loaded, every source is armed and the socket listens.
+            do {
+                try systemd.ready(loop: loop) { [unowned self] in self.statusSummary() }
+            } catch {
+                reportError("cannot start the systemd status timer", error: "\(error)", component: "daemon")
+            }
+        }
+        if let inotify { inotify.whenWatchesArmed(announceStarted) } else { announceStarted() }
+        if let inotify, inotify.crawlProgress.running {
+            try systemd.starting(loop: loop) {
+                let crawl = inotify.crawlProgress
+                return "watching \(inotify.watchCount) directories, \(crawl.queued) more found"
+            }
+        }
         try loop.run()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
@@ -243,12 +261,31 @@ public final class Daemon {
             (
                 "sources",
                 .object([
-                    ("inotify", .object([("roots", .int(Int64(config.watches.count))), ("watches", .int(Int64(inotify?.watchCount ?? 0))), ("overflows", .int(Int64(inotify?.overflowCount ?? 0)))])),
+                    ("inotify", inotifyStatus()),
                     ("timers", .array((timers?.names ?? []).map { .string($0) })),
                     ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
                 ])
             ),
         ]
+    }
+
+    /// The inotify source in `status`: its roots, watches and overflows, and the crawl (start-up, new roots, a
+    /// rescan) in progress or last done.
+    private func inotifyStatus() -> JSONValue {
+        let crawl = inotify?.crawlProgress
+        return .object([
+            ("roots", .int(Int64(config.watches.count))), ("watches", .int(Int64(inotify?.watchCount ?? 0))),
+            ("overflows", .int(Int64(inotify?.overflowCount ?? 0))),
+            (
+                "crawl",
+                .object([
+                    ("running", .bool(crawl?.running ?? false)), ("rescan", .bool(crawl?.rescan ?? false)),
+                    ("listed", .int(Int64(crawl?.listed ?? 0))), ("queued", .int(Int64(crawl?.queued ?? 0))),
+                    ("seconds", .double(crawl?.seconds ?? 0)), ("completed", .int(Int64(crawl?.completed ?? 0))),
+                    ("longest_slice_seconds", .double(crawl?.longestSliceSeconds ?? 0)),
+                ])
+            ),
+        ])
     }
 
     /// Says what start-up repaired, so a client resuming by seq knows which seqs are given again.
@@ -439,8 +476,9 @@ public final class Daemon {
         case .reload(let pid, let uid):
             systemd.reloading()
             reload(senderPID: pid, senderUID: uid)
-            // Also after a failed reload: the running configuration is still in force.
-            systemd.reloaded(status: statusSummary())
+            // Also after a failed reload: the running configuration is still in force. Once new roots are crawled.
+            let reloaded: () -> Void = { [unowned self] in self.systemd.reloaded(status: self.statusSummary()) }
+            if let inotify { inotify.whenWatchesArmed(reloaded) } else { reloaded() }
         case .childExited:
             rules?.childrenExited()
         }

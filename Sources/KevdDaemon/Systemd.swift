@@ -13,6 +13,7 @@ final class SystemdNotifier {
     private let logger: Logger
     private var watchdogTimer: TimerFD?
     private var statusTimer: TimerFD?
+    private var startingTimer: TimerFD?
     private var lastStatus = ""
     /// Set while a reload runs, so a status refresh does not say "ready" in the middle of it.
     private var state = "starting"
@@ -35,13 +36,11 @@ final class SystemdNotifier {
         }
     }
 
-    /// Start-up is complete: every source is armed. Starts the watchdog pings and the status refreshes, both
-    /// timerfds on the loop, so they only happen while the loop turns.
-    func ready(loop: EventLoop, status: @escaping () -> String) throws {
-        guard enabled else { return }
-        state = "ready"
-        lastStatus = status()
-        notify("READY=1\nSTATUS=\(state): \(lastStatus)")
+    /// Starts the watchdog pings (a timerfd on the loop, so they only happen while the loop turns). Before the
+    /// start-up crawl, which may take seconds on a big tree while the loop keeps turning: a watchdog the service
+    /// manager already counts must hear from kevd meanwhile.
+    func startWatchdog(loop: EventLoop) throws {
+        guard enabled, watchdogTimer == nil else { return }
         var usec: UInt64 = 0
         // WATCHDOG_USEC set for this pid (or without WATCHDOG_PID): ping at half the interval.
         if sd_watchdog_enabled(0, &usec) > 0, usec > 0 {
@@ -56,6 +55,38 @@ final class SystemdNotifier {
             notify("WATCHDOG=1")
             logger.info("systemd watchdog", metadata: ["watchdog.usec": "\(usec)"])
         }
+    }
+
+    /// While start-up waits for the crawl of big trees: every `startingInterval`, extends the service manager's
+    /// start timeout (`EXTEND_TIMEOUT_USEC`, systemd 236+; older ones ignore it) and says how far the crawl is,
+    /// so `TimeoutStartSec=` does not kill a kevd that is making progress. Stops at `ready`.
+    func starting(loop: EventLoop, progress: @escaping () -> String) throws {
+        guard enabled, startingTimer == nil else { return }
+        let timer = try TimerFD(clock: .monotonic)
+        try timer.arm(delay: Self.startingInterval, interval: Self.startingInterval)
+        try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? timer.read()
+            guard self.state == "starting" else {
+                loop.unregister(fd: timer.fd.rawValue)
+                self.startingTimer = nil
+                return
+            }
+            let extend = UInt64(Self.startingInterval / 1000) * 3
+            self.notify("EXTEND_TIMEOUT_USEC=\(extend)\nSTATUS=starting: \(progress())")
+        }
+        startingTimer = timer
+    }
+
+    static let startingInterval: Int64 = 10_000_000_000
+
+    /// Start-up is complete: every source is armed. Starts the status refreshes (and the watchdog pings, if
+    /// `startWatchdog` did not already).
+    func ready(loop: EventLoop, status: @escaping () -> String) throws {
+        guard enabled else { return }
+        state = "ready"
+        lastStatus = status()
+        notify("READY=1\nSTATUS=\(state): \(lastStatus)")
+        try startWatchdog(loop: loop)
         let timer = try TimerFD(clock: .monotonic)
         try timer.arm(delay: Self.statusInterval, interval: Self.statusInterval)
         try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in

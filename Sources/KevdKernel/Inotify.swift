@@ -125,6 +125,22 @@ public enum DirectoryListing {
         }
         return out
     }
+
+    /// Opens `path` and reads its entries through, throwing them away: its inode and its entries are then in the
+    /// kernel's caches (see the loop's crawl prefetcher). Errors are ignored: the crawl's own open meets them.
+    public static func warm(_ path: String) {
+        guard let dir = kevd_opendir(path) else { return }
+        defer { kevd_closedir(dir) }
+        var isDir: Int32 = 0
+        while kevd_readdir(dir, &isDir) != nil {}
+    }
+}
+
+/// The process's heap.
+public enum Heap {
+    /// Gives free heap pages back to the kernel (`malloc_trim(0)`): after a crawl, whose transient lists (the
+    /// directories still to visit, each listing's names, across two threads' arenas) would otherwise stay in RSS.
+    public static func trim() { _ = kevd_malloc_trim() }
 }
 
 /// `lstat` facts kevd needs about a path.

@@ -15,29 +15,16 @@ import Logging
 ///   inside `rename(2)`, but a read can end between them, so an unpaired half waits a few milliseconds for its
 ///   partner before it is reported alone.
 /// - `IN_Q_OVERFLOW` is reported per root as `inotify`/`overflow`, then every watch is re-established by a
-///   rescan. `ENOSPC` from `inotify_add_watch` is reported as `kevd`/`error` naming the sysctl.
+///   rescan; a directory the rescan finds unwatched is reported, with its contents, as synthetic creates.
+///   `ENOSPC` from `inotify_add_watch` is reported as `kevd`/`error` naming the sysctl.
+/// - Crawls (start-up, new roots on reload, rescans, directories moved in) run in slices of a few milliseconds
+///   on the loop, between its other work: see InotifySource+Crawl.swift.
 public final class InotifySource {
-    /// What a watched directory (or file) is to kevd. One inode can play several roles: roots may nest, and a
-    /// waiting root's ancestor may also be inside another root's tree.
-    enum Role: Equatable {
-        /// Inside root `root`'s tree (the root directory itself or, when recursive, anything below it).
-        case tree(root: Int)
-        /// The root `root` itself, which is a file rather than a directory.
-        case file(root: Int)
-        /// The nearest existing ancestor of root `root`, which does not exist yet.
-        case waiting(root: Int)
-    }
-
-    struct Watched {
-        var path: String
-        var roles: [Role]
-        /// Rescan generation that last confirmed this watch; older ones are dropped after a rescan.
-        var generation: Int
-    }
+    typealias Role = WatchRole
 
     /// A class, not a struct: every event reads its root, and copying a struct of strings, a set and arrays
     /// retains and releases each of them (a tenth of the loop's time went to reference counting).
-    final class Root {
+    final class Root: @unchecked Sendable {
         let spec: WatchSpec
         /// `spec.events` as bits (`FileEventType.bit`): checked for every event, so no hashing.
         let events: UInt32
@@ -55,7 +42,10 @@ public final class InotifySource {
     struct PendingMove {
         let fromPath: String
         let fromName: [UInt8]
-        let fromDirPath: String
+        /// The watch of the directory it left, and its name there as text: a moved directory's own watch is found
+        /// by these (`WatchTable.child`).
+        let fromDirWD: Int32
+        let fromNameText: String
         let isDirectory: Bool
         let roots: [Int]
     }
@@ -76,11 +66,10 @@ public final class InotifySource {
     let loop: EventLoop
     let pipeline: EventPipeline
     let logger: Logger
-    private(set) var roots: [Root] = []
-    private(set) var watches: [Int32: Watched] = [:]
-    private var wdByPath: [String: Int32] = [:]
-    private var pendingMoves: [UInt32: PendingMove] = [:]
-    private var pendingMoveOrder: [UInt32] = []
+    var roots: [Root] = []
+    var table = WatchTable()
+    var pendingMoves: [UInt32: PendingMove] = [:]
+    var pendingMoveOrder: [UInt32] = []
     private let moveTimer: TimerFD
     private var moveTimerArmed = false
     /// Paces reads under sustained load (see `readable`).
@@ -95,12 +84,18 @@ public final class InotifySource {
     private var behind = false
     /// Paths a listing reported as synthetic creates since the queue was last empty: their real IN_CREATE, if
     /// any, is a duplicate.
-    private var synthesized: Set<String> = []
-    private var generation = 0
+    var synthesized: Set<String> = []
+    /// The crawl generation: bumped by each rescan, whose end drops the watches it did not confirm.
+    var generation: UInt32 = 0
+    /// The crawl in progress, if any (see InotifySource+Crawl.swift).
+    var crawl = CrawlState()
+    let crawlWakeup: EventFD
+    /// Reads the crawl's next directories into the caches on its own thread (nil if it could not start).
+    var prefetcher: CrawlPrefetcher?
     private var readBuffer: UnsafeMutableRawBufferPointer
     /// Set while a watch limit error is outstanding, so a storm of failing adds reports once.
-    private var watchLimitReported = false
-    public private(set) var overflowCount = 0
+    var watchLimitReported = false
+    public internal(set) var overflowCount = 0
 
     public init(loop: EventLoop, pipeline: EventPipeline, logger: Logger) throws {
         self.loop = loop
@@ -110,7 +105,10 @@ public final class InotifySource {
         moveTimer = try TimerFD(clock: .monotonic)
         paceTimer = try TimerFD(clock: .monotonic)
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
+        crawlWakeup = try EventFD()
         try watchInotifyFD()
+        try registerCrawl()
+        prefetcher = startPrefetcher()
         try loop.register(fd: paceTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             _ = try? self.paceTimer.read()
             self.resume()
@@ -128,22 +126,12 @@ public final class InotifySource {
         loop.unregister(fd: inotify.fd.rawValue)
         loop.unregister(fd: moveTimer.fd.rawValue)
         loop.unregister(fd: paceTimer.fd.rawValue)
+        loop.unregister(fd: crawlWakeup.fd.rawValue)
+        prefetcher?.stop()
         readBuffer.deallocate()
     }
 
-    public var watchCount: Int { watches.count }
-
-    /// Replaces the configured roots (at start and on reload). Watches of roots that stay are kept.
-    public func configure(_ specs: [WatchSpec]) {
-        let old = roots
-        roots = specs.map(Root.init)
-        if old.map(\.spec) == specs { return }
-        // Role indices changed meaning: drop every role and establish them again. The kernel keeps the same wd
-        // for an inode, so directories watched before and after see no gap.
-        for wd in Array(watches.keys) { watches[wd]?.roles.removeAll() }
-        for index in roots.indices { establish(root: index, announce: false) }
-        removeWatchesWithoutRoles()
-    }
+    public var watchCount: Int { table.count }
 
     // MARK: Reading
 
@@ -274,28 +262,37 @@ public final class InotifySource {
             handleOverflow()
             return
         }
-        guard let watched = watches[record.wd] else { return }  // a watch removed while events were queued
+        guard let watched = table.entry(record.wd) else { return }  // a watch removed while events were queued
         if mask.contains(.ignored) {
             watchVanished(wd: record.wd)
             return
         }
         let isDirectory = mask.contains(.isDirectory)
-        for role in watched.roles {
-            switch role {
-            case .tree(let root):
-                handleTree(record, in: watched.path, root: root, isDirectory: isDirectory)
-            case .file(let root):
-                handleFileRoot(record, root: root)
-            case .waiting(let root):
-                if record.name.isEmpty {
-                    if mask.contains(.deleteSelf) || mask.contains(.moveSelf) { establish(root: root, announce: true) }
-                } else if mask.contains(.create) || mask.contains(.movedTo) {
-                    establish(root: root, announce: true)
-                }
-            }
+        // The first role inline; nested roots alone have more (read after, as the role list may change meanwhile).
+        if let role = WatchRole(packed: watched.firstRole) { handle(record, role: role, isDirectory: isDirectory) }
+        if watched.hasMoreRoles {
+            for role in table.moreRoles(of: record.wd) { handle(record, role: role, isDirectory: isDirectory) }
         }
         if mask.contains(.movedTo), pendingMoves.removeValue(forKey: record.cookie) != nil {
             pendingMoveOrder.removeAll { $0 == record.cookie }
+        }
+    }
+
+    private func handle(_ record: InotifyRecord, role: WatchRole, isDirectory: Bool) {
+        let mask = record.mask
+        switch role {
+        case .tree(let root):
+            // A watch removed by an earlier role's handling (a root moved away) has no path any more.
+            guard let dirPath = table.path(of: record.wd) else { return }
+            handleTree(record, in: dirPath, root: root, isDirectory: isDirectory)
+        case .file(let root):
+            handleFileRoot(record, root: root)
+        case .waiting(let root):
+            if record.name.isEmpty {
+                if mask.contains(.deleteSelf) || mask.contains(.moveSelf) { establish(root: root, announce: true) }
+            } else if mask.contains(.create) || mask.contains(.movedTo) {
+                establish(root: root, announce: true)
+            }
         }
     }
 
@@ -324,7 +321,9 @@ public final class InotifySource {
         if mask.contains(.create) {
             if !synthesized.isEmpty && synthesized.remove(path) != nil { return }
             emit(.create, root: index, path: path, nameBytes: record.name, name: name, isDirectory: isDirectory)
-            if isDirectory && root.spec.recursive { watchNewDirectory(path, root: index) }
+            if isDirectory && root.spec.recursive {
+                watchNewDirectory(path, parent: record.wd, name: name.string, root: index)
+            }
         } else if mask.contains(.closeWrite) {
             emit(.closeWrite, root: index, path: path, nameBytes: record.name, name: name, isDirectory: isDirectory)
         } else if mask.contains(.modify) {
@@ -336,9 +335,9 @@ public final class InotifySource {
             emit(.delete, root: index, path: path, nameBytes: record.name, name: name, isDirectory: isDirectory)
         } else if mask.contains(.movedFrom) {
             if !synthesized.isEmpty { synthesized.remove(path) }
-            movedFrom(record, path: path, dirPath: dirPath, root: index, isDirectory: isDirectory)
+            movedFrom(record, path: path, name: name.string, root: index, isDirectory: isDirectory)
         } else if mask.contains(.movedTo) {
-            movedTo(record, path: path, root: index, isDirectory: isDirectory)
+            movedTo(record, path: path, name: name.string, root: index, isDirectory: isDirectory)
         }
     }
 
@@ -361,26 +360,34 @@ public final class InotifySource {
 
     // MARK: Moves
 
-    private func movedFrom(_ record: InotifyRecord, path: String, dirPath: String, root: Int, isDirectory: Bool) {
+    private func movedFrom(_ record: InotifyRecord, path: String, name: String, root: Int, isDirectory: Bool) {
         if var pending = pendingMoves[record.cookie] {
             // The same rename seen through a second root that also contains the source directory.
             if !pending.roots.contains(root) {
                 pending = PendingMove(
-                    fromPath: pending.fromPath, fromName: pending.fromName, fromDirPath: pending.fromDirPath,
-                    isDirectory: pending.isDirectory, roots: pending.roots + [root])
+                    fromPath: pending.fromPath, fromName: pending.fromName, fromDirWD: pending.fromDirWD,
+                    fromNameText: pending.fromNameText, isDirectory: pending.isDirectory, roots: pending.roots + [root])
                 pendingMoves[record.cookie] = pending
             }
             return
         }
         pendingMoves[record.cookie] = PendingMove(
-            fromPath: path, fromName: Array(record.name), fromDirPath: dirPath, isDirectory: isDirectory, roots: [root])
+            fromPath: path, fromName: Array(record.name), fromDirWD: record.wd, fromNameText: name,
+            isDirectory: isDirectory, roots: [root])
         pendingMoveOrder.append(record.cookie)
     }
 
-    private func movedTo(_ record: InotifyRecord, path: String, root index: Int, isDirectory: Bool) {
+    private func movedTo(_ record: InotifyRecord, path: String, name: String, root index: Int, isDirectory: Bool) {
         let root = roots[index]
         if let pending = pendingMoves[record.cookie] {
-            if isDirectory { renameSubtree(from: pending.fromPath, to: path) }
+            // The moved directory's watch, if it has one, now lives at the destination (its subtree follows).
+            var followed = false
+            if isDirectory, let wd = table.child(of: pending.fromDirWD, named: pending.fromNameText) {
+                table.move(wd, toParent: record.wd, name: name, path: path)
+                followed = true
+            } else if isDirectory, table.child(of: record.wd, named: name) != nil {
+                followed = true  // A second root's view of the same rename: moved already.
+            }
             // Report once per root that saw the destination.
             if wants(.moved, root: index) {
                 var data = baseData(root: index, path: path, nameBytes: record.name, isDirectory: isDirectory)
@@ -390,7 +397,9 @@ public final class InotifySource {
                 pipeline.publish(EventDraft(source: .inotify, type: "moved", key: path, data: data))
             }
             // `handle` forgets the pending half after every role of this record has seen it.
-            if isDirectory && root.spec.recursive && wdByPath[path] == nil { watchNewDirectory(path, root: index) }
+            if isDirectory && root.spec.recursive && !followed {
+                watchNewDirectory(path, parent: record.wd, name: name, root: index)
+            }
             return
         }
         if wants(.movedTo, root: index) {
@@ -399,7 +408,7 @@ public final class InotifySource {
             pipeline.publish(EventDraft(source: .inotify, type: "moved_to", key: path, data: data))
         }
         // A directory moved in from outside: watch it and report what it holds.
-        if isDirectory && root.spec.recursive { watchNewDirectory(path, root: index) }
+        if isDirectory && root.spec.recursive { watchNewDirectory(path, parent: record.wd, name: name, root: index) }
     }
 
     /// Reports moves whose partner never came: the file left the watched trees (or came from outside them).
@@ -412,214 +421,16 @@ public final class InotifySource {
                 data.append("cookie", Int(cookie))
                 pipeline.publish(EventDraft(source: .inotify, type: "moved_from", key: pending.fromPath, data: data))
             }
-            if pending.isDirectory { removeSubtree(pending.fromPath) }
+            if pending.isDirectory { removeSubtree(parent: pending.fromDirWD, name: pending.fromNameText) }
         }
         pendingMoveOrder.removeAll()
-    }
-
-    // MARK: Watches
-
-    /// Makes root `index` watched as far as it exists: the root itself (and its tree), or else its nearest
-    /// existing ancestor. With `announce`, a root that now exists is reported as created, and its contents as
-    /// synthetic creates.
-    func establish(root index: Int, announce: Bool) {
-        let spec = roots[index].spec
-        // Forget where this root waited before; the walk below finds where it is now.
-        for wd in Array(watches.keys) {
-            watches[wd]?.roles.removeAll { $0 == .waiting(root: index) }
-        }
-        switch FileKind.of(spec.path) {
-        case .directory:
-            let alreadyWatched = watches[wdByPath[spec.path] ?? -1]?.roles.contains(.tree(root: index)) ?? false
-            if !alreadyWatched {
-                if announce { emit(.create, root: index, path: spec.path, nameBytes: nil, isDirectory: true) }
-                watchDirectory(spec.path, root: index, recurse: spec.recursive, announce: announce)
-            }
-        case .other:
-            if watches[wdByPath[spec.path] ?? -1]?.roles.contains(.file(root: index)) != true {
-                if announce { emit(.create, root: index, path: spec.path, nameBytes: nil, isDirectory: false) }
-                addWatch(spec.path, role: .file(root: index))
-            }
-        case .missing:
-            var ancestor = PathText.directory(of: spec.path)
-            while FileKind.of(ancestor) != .directory && ancestor != "/" { ancestor = PathText.directory(of: ancestor) }
-            addWatch(ancestor, role: .waiting(root: index))
-            // The ancestor may have gained the next component between the lstat and the watch.
-            if FileKind.of(spec.path) != .missing || nextComponentExists(of: spec.path, below: ancestor) {
-                establish(root: index, announce: announce)
-            }
-        }
-        removeWatchesWithoutRoles()
-    }
-
-    private func nextComponentExists(of target: String, below ancestor: String) -> Bool {
-        let rest = target.dropFirst(ancestor == "/" ? 1 : ancestor.count + 1)
-        guard let next = rest.split(separator: "/").first else { return false }
-        let child = ancestor == "/" ? "/" + next : ancestor + "/" + next
-        return FileKind.of(child) == .directory
-    }
-
-    /// A directory appeared in a recursive tree: watch it first, then list it, so nothing created in between is
-    /// missed. What the listing finds is reported as synthetic creates.
-    private func watchNewDirectory(_ path: String, root: Int) {
-        watchDirectory(path, root: root, recurse: true, announce: true)
-    }
-
-    private func watchDirectory(_ path: String, root index: Int, recurse: Bool, announce: Bool) {
-        guard addWatch(path, role: .tree(root: index)) else { return }
-        guard recurse || announce else { return }
-        let entries: [DirectoryListing.Entry]
-        do {
-            entries = try DirectoryListing.entries(of: path)
-        } catch {
-            return  // Gone again already: its deletion is queued and will be reported.
-        }
-        let root = roots[index]
-        for entry in entries {
-            let name = ByteText(entry.name)
-            let child = Self.join(path, name.string)
-            if isExcluded(path: child, name: name.string, root: root) { continue }
-            let isDirectory = entry.isDirectory ?? (FileKind.of(child) == .directory)
-            if announce {
-                synthesized.insert(child)
-                emit(.create, root: index, path: child, nameBytes: entry.name, isDirectory: isDirectory, synthetic: true)
-            }
-            if isDirectory && root.spec.recursive {
-                watchDirectory(child, root: index, recurse: true, announce: announce)
-            }
-        }
-    }
-
-    @discardableResult
-    private func addWatch(_ path: String, role: Role) -> Bool {
-        let wd: Int32
-        do {
-            wd = try inotify.addWatch(path: path, mask: Self.watchMask)
-        } catch let error as SyscallError {
-            switch error.errno {
-            case .noSpace:
-                reportWatchLimit(path: path)
-            case .noSuchFileOrDirectory, .notDirectory, .tooManySymbolicLinkLevels:
-                break  // Vanished since it was seen; its removal is (or was) reported by its parent.
-            default:
-                reportError("cannot watch a path", error: error, path: path)
-            }
-            return false
-        } catch {
-            return false
-        }
-        watchLimitReported = false
-        if var existing = watches[wd] {
-            if existing.path != path {
-                wdByPath.removeValue(forKey: existing.path)
-                existing.path = path
-            }
-            if !existing.roles.contains(role) { existing.roles.append(role) }
-            existing.generation = generation
-            watches[wd] = existing
-        } else {
-            watches[wd] = Watched(path: path, roles: [role], generation: generation)
-        }
-        wdByPath[path] = wd
-        return true
-    }
-
-    /// The kernel dropped a watch (IN_IGNORED: deleted, unmounted, or removed by us).
-    private func watchVanished(wd: Int32) {
-        guard let watched = watches.removeValue(forKey: wd) else { return }
-        if wdByPath[watched.path] == wd { wdByPath.removeValue(forKey: watched.path) }
-        for role in watched.roles {
-            switch role {
-            case .tree(let root) where watched.path == roots[root].spec.path:
-                establish(root: root, announce: true)
-            case .file(let root), .waiting(let root):
-                establish(root: root, announce: true)
-            case .tree:
-                break
-            }
-        }
-    }
-
-    private func renameSubtree(from old: String, to new: String) {
-        let prefix = old + "/"
-        for (wd, watched) in watches where watched.path == old || watched.path.hasPrefix(prefix) {
-            let updated = new + watched.path.dropFirst(old.count)
-            wdByPath.removeValue(forKey: watched.path)
-            watches[wd]?.path = updated
-            wdByPath[updated] = wd
-        }
-    }
-
-    /// Stops watching a directory tree that left every watched tree.
-    private func removeSubtree(_ path: String) {
-        let prefix = path + "/"
-        for (wd, watched) in watches where watched.path == path || watched.path.hasPrefix(prefix) {
-            // Only tree roles go: the same inode may be another root's waiting point or a root itself.
-            let remaining = watched.roles.filter { role in
-                if case .tree(let r) = role { return roots[r].spec.path == watched.path }
-                return true
-            }
-            if remaining.isEmpty {
-                watches.removeValue(forKey: wd)
-                wdByPath.removeValue(forKey: watched.path)
-                inotify.removeWatch(wd)
-            } else {
-                watches[wd]?.roles = remaining
-            }
-        }
-    }
-
-    private func removeWatchesWithoutRoles() {
-        for (wd, watched) in watches where watched.roles.isEmpty {
-            watches.removeValue(forKey: wd)
-            if wdByPath[watched.path] == wd { wdByPath.removeValue(forKey: watched.path) }
-            inotify.removeWatch(wd)
-        }
-    }
-
-    // MARK: Overflow
-
-    /// The kernel queue overflowed (`fs.inotify.max_queued_events`): events were lost. Say so, then re-establish
-    /// every watch, so new directories created meanwhile are watched and vanished ones are forgotten.
-    private func handleOverflow() {
-        overflowCount += 1
-        for root in roots {
-            var data = EventData()
-            data.append("path", root.spec.path)
-            data.append("watch", root.spec.path)
-            data.append("overflows", overflowCount)
-            pipeline.publish(EventDraft(source: .inotify, type: "overflow", key: root.spec.path, data: data))
-        }
-        rescan()
-    }
-
-    /// Re-adds every watch from the file system as it is now; watches not confirmed are dropped.
-    func rescan() {
-        generation += 1
-        pendingMoves.removeAll()
-        pendingMoveOrder.removeAll()
-        for wd in Array(watches.keys) { watches[wd]?.roles.removeAll() }
-        for index in roots.indices {
-            let spec = roots[index].spec
-            switch FileKind.of(spec.path) {
-            case .directory: watchDirectory(spec.path, root: index, recurse: spec.recursive, announce: false)
-            default: establish(root: index, announce: false)
-            }
-        }
-        for (wd, watched) in watches where watched.generation != generation {
-            watches.removeValue(forKey: wd)
-            if wdByPath[watched.path] == wd { wdByPath.removeValue(forKey: watched.path) }
-            inotify.removeWatch(wd)
-        }
-        removeWatchesWithoutRoles()
-        logger.info("inotify rescan done", metadata: ["inotify.watches": "\(watches.count)"])
     }
 
     // MARK: Events
 
-    private func wants(_ type: FileEventType, root: Int) -> Bool { roots[root].events & type.bit != 0 }
+    func wants(_ type: FileEventType, root: Int) -> Bool { roots[root].events & type.bit != 0 }
 
-    private func isExcluded(path: String, name: String, root: Root) -> Bool {
+    func isExcluded(path: String, name: String, root: Root) -> Bool {
         if root.excludeNames.isEmpty && root.excludePaths.isEmpty { return false }
         for glob in root.excludeNames where fnmatch(glob, name, 0) == 0 { return true }
         if !root.excludePaths.isEmpty {
@@ -688,7 +499,7 @@ public final class InotifySource {
         return String(path[path.index(after: slash)...])
     }
 
-    private func emit(
+    func emit(
         _ type: FileEventType, root: Int, path: String, nameBytes: UnsafeBufferPointer<UInt8>?,
         name: ByteText? = nil, isDirectory: Bool, synthetic: Bool = false
     ) {
@@ -698,7 +509,7 @@ public final class InotifySource {
         pipeline.publish(source: .inotify, type: type.rawValue, key: path, data: data)
     }
 
-    private func emit(
+    func emit(
         _ type: FileEventType, root: Int, path: String, nameBytes: [UInt8], isDirectory: Bool, synthetic: Bool
     ) {
         nameBytes.withUnsafeBufferPointer {
@@ -706,20 +517,20 @@ public final class InotifySource {
         }
     }
 
-    private func reportWatchLimit(path: String) {
+    func reportWatchLimit(path: String) {
         guard !watchLimitReported else { return }
         watchLimitReported = true
         var data = EventData()
         data.append("message", "inotify watch limit reached; raise fs.inotify.max_user_watches")
         data.append("limit", "fs.inotify.max_user_watches")
         if let value = SysctlValue.read("/proc/sys/fs/inotify/max_user_watches") { data.append("max_user_watches", value) }
-        data.append("watches", watches.count)
+        data.append("watches", table.count)
         data.append("path", path)
-        logger.error("inotify watch limit reached", metadata: ["path": "\(path)", "inotify.watches": "\(watches.count)"])
+        logger.error("inotify watch limit reached", metadata: ["path": "\(path)", "inotify.watches": "\(table.count)"])
         pipeline.publishKevd("error", component: "inotify", data)
     }
 
-    private func reportError(_ message: String, error: Error, path: String? = nil) {
+    func reportError(_ message: String, error: Error, path: String? = nil) {
         var data = EventData()
         data.append("message", message)
         data.append("error", "\(error)")

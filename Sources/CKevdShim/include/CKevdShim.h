@@ -93,6 +93,9 @@ kevd_dir *kevd_opendir(const char *path);
 const char *kevd_readdir(kevd_dir *dir, int *is_dir);
 void kevd_closedir(kevd_dir *dir);
 
+/* malloc_trim(0): gives the heap's free pages back to the kernel (after a crawl's transient lists). */
+int kevd_malloc_trim(void);
+
 // Clocks, in nanoseconds.
 int64_t kevd_clock_ns(int clockid);
 static const int kevd_CLOCK_MONOTONIC = CLOCK_MONOTONIC;
