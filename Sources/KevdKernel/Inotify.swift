@@ -160,7 +160,8 @@ public enum FileKind: Sendable, Equatable {
 public enum Directories {
     /// `mkdir -p`: creates `path` and its missing parents with `mode`; existing ones are left as they are.
     public static func make(_ path: String, mode: mode_t) throws {
-        var prefix = ""
+        // A relative path stays relative: each prefix is made where the path itself points.
+        var prefix = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             prefix += "/" + component
             if mkdir(prefix, mode) != 0 && errno != EEXIST {
