@@ -160,6 +160,10 @@ class VM:
         os.makedirs(self.work, exist_ok=True)
         for sub in ("cmd", "boot", "data"):
             os.makedirs(os.path.join(self.share, sub), exist_ok=True)
+        # Commands of an earlier VM object on this directory (one that died and is booted again) would be taken
+        # for this one's: their numbers start again at 001-00001.
+        for name in os.listdir(os.path.join(self.share, "cmd")):
+            os.unlink(os.path.join(self.share, "cmd", name))
         shutil.copy(os.path.join(HERE, "guest", "agent"), os.path.join(self.share, "agent"))
         if not os.path.exists(self.disk):
             # A sparse copy of the cached image: every VM starts from the same clean system.
