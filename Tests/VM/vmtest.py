@@ -188,7 +188,11 @@ class VM:
                 "-kernel", os.path.join(self.image, "vmlinuz"), "-initrd", os.path.join(self.image, "initrd.img"),
                 # no_timer_check: on a loaded host, TCG may deliver the timer too late for the kernel's IO-APIC
                 # timer check, which then panics ("IO-APIC + timer doesn't work"); virtual machines skip it.
-                "-append", "root=/dev/vda rw console=ttyS0 quiet panic=-1 no_timer_check systemd.show_status=0",
+                # modules-load=: 9p's transport loaded (and the share's virtio device bound) before the agent's
+                # unit mounts the share; left to udev's coldplug it raced the mount once in a dozen boots
+                # ("9pnet_virtio: no channels available for device vmtest") and that boot never got ready.
+                "-append", "root=/dev/vda rw console=ttyS0 quiet panic=-1 no_timer_check systemd.show_status=0 "
+                           "modules-load=9pnet_virtio,9p",
                 "-drive", f"file={self.disk},if=virtio,format=raw,cache=none",
                 "-virtfs", f"local,path={self.share},mount_tag=vmtest,security_model=none",
                 "-device", "qemu-xhci,id=xhci", *self.extra_args]
