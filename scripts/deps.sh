@@ -9,6 +9,11 @@
 # python3-fusepy and fuse3 for the failed-sync tests' fault-injecting file system (scripts/faultfs.py).
 KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata systemd libnats-dev nats-server libtomlplusplus-dev python3-fusepy fuse3)
 
+# The test bed (scripts/vmtest) also needs: dpkg-dev and debhelper to build the package, lintian to check it,
+# mmdebstrap to build the Debian 12 image from this machine's apt sources, e2fsprogs for mkfs.ext4 -d,
+# qemu-system-x86 to boot it, python3 for the host side of the scenarios.
+KEVD_VMTEST_PACKAGES=(dpkg-dev debhelper lintian mmdebstrap e2fsprogs qemu-system-x86 python3)
+
 kevd_find_swift() {
     if command -v swift >/dev/null 2>&1; then return 0; fi
     if [ -x /opt/swift/usr/bin/swift ]; then
