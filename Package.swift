@@ -125,7 +125,7 @@ let package = Package(
             swiftSettings: hotPath
         ),
         // One binary for both commands: kevd runs kevctl's commands when called by that name (a link to it), so
-        // the installed pair carries one static Swift runtime, not two (scripts/install; NOTES-FOR-README.md).
+        // the installed pair carries one static Swift runtime, not two (scripts/install; README, "Installing").
         .executableTarget(
             name: "kevd",
             dependencies: [
