@@ -17,12 +17,15 @@ struct TableReader {
 
     /// Parses `source`, turning toml++'s syntax error into a located `ConfigError`.
     static func parse(source: String, file: String) throws -> TOMLTable {
-        if let at = TOMLLocator.unparsableHeader(in: source) {
+        // toml++ skips a leading byte order mark, so the checks below must look past it too: `\u{FEFF}[#` once
+        // reached toml++'s assertion (found by fuzzing) because the header check did not see the `[`.
+        let text = source.utf8.starts(with: [0xEF, 0xBB, 0xBF]) ? String(decoding: source.utf8.dropFirst(3), as: UTF8.self) : source
+        if let at = TOMLLocator.unparsableHeader(in: text) {
             throw ConfigError(
                 file: file, line: at.line, column: at.column,
                 message: "a table header needs a key after '[' (a letter, digit, '_', '-' or a quoted key)")
         }
-        if let at = TOMLLocator.unparsableArrayElement(in: source) {
+        if let at = TOMLLocator.unparsableArrayElement(in: text) {
             throw ConfigError(file: file, line: at.line, column: at.column, message: "expected an array element or ']', found '}'")
         }
         do {

@@ -17,7 +17,7 @@ struct ReliabilityFuzzTOMLRegressionTests: ConfigText {
 
     @Test("a table header without a key is an error at its place", arguments: [
         (caretHeader, 1, 2), ("[@]", 1, 2), ("[ !x]", 1, 3), ("[[ ^]]", 1, 4), ("a = 1\n  [", 2, 4),
-        ("[daemon]\n[\u{e9}]", 2, 2),
+        ("[daemon]\n[\u{e9}]", 2, 2), ("\u{FEFF}[# a comment, not a key", 1, 2),
     ] as [(String, Int, Int)])
     func headerWithoutKey(_ text: String, _ line: Int, _ column: Int) throws {
         let found = try #require(self.error(text))
