@@ -228,11 +228,6 @@ int kevd_set_nonblocking(int fd, int on) {
     return fcntl(fd, F_SETFL, flags);
 }
 
-int kevd_bytes_readable(int fd) {
-    int n = 0;
-    return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
-}
-
 // CRC-32C, reflected polynomial 0x82F63B78. The table is built on first use; the hardware path handles 8 bytes
 // per instruction (several GB/s), so the journal's checksum is never the bottleneck.
 static uint32_t crc32c_table[256];

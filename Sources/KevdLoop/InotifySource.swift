@@ -231,10 +231,10 @@ public final class InotifySource {
                 break
             }
         }
-        // The last read may have taken the last records: the kernel says how many bytes are queued, so the queue
-        // is seen empty now rather than at the next event. If records are left, the level-triggered fd brings
+        // The last read may have taken the last records: the kernel says whether any are queued, so the queue is
+        // seen empty now rather than at the next event. If records are left, the level-triggered fd brings
         // the loop back for them next turn.
-        if !emptied { emptied = inotify.queuedBytes == 0 }
+        if !emptied { emptied = inotify.hasQueuedRecords == false }
         behind = full && !emptied
         guard emptied else {
             if !pendingMoves.isEmpty && !moveTimerArmed { armMoveTimer() }
