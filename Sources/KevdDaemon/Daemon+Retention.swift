@@ -1,7 +1,25 @@
 import KevdEvent
 import KevdJournal
+import KevdKernel
 
 extension Daemon {
+    /// kevd's own periodic work (journal retention), on a timerfd of its own.
+    func startHousekeeping() throws {
+        watchRetention()
+        journal.enforceRetention()
+        let timer = try TimerFD(clock: .monotonic)
+        let interval = config.journal.retentionIntervalNanoseconds
+        try timer.arm(delay: interval, interval: interval)
+        try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? timer.read()  // Only EAGAIN is possible on a monotonic timer; the work below is what matters.
+            let deleted = self.journal.enforceRetention().deleted
+            if !deleted.isEmpty {
+                self.logger.info("journal retention", metadata: ["journal.deleted": "\(deleted.joined(separator: " "))"])
+            }
+        }
+        housekeeping = timer
+    }
+
     /// Retention's reports become events, each published from the loop's inbox (a turn of its own): a consumer
     /// that lost events to retention gets a journaled `kevd`/`gap` (key `forward:NAME`, `rule:NAME` or
     /// `subscription:NAME`, `data.from`/`data.to` the lost seqs), and a retention pass that cannot list the

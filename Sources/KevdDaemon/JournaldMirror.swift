@@ -86,9 +86,8 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
         data.append("message", "journald is not keeping up; events were not mirrored to the systemd journal")
         data.append("lost", dropped)
         dropped = 0
+        // Published from `endOfTurn`: the same turn's `finishTurn` writes it out.
         pipeline.publishKevd("overflow", component: "journald", data)
-        // Published after the turn's flush: make sure a next turn writes it out.
-        loop.inbox.post {}
     }
 
     /// Sends what is still queued (the last turn's `stopping` too) and joins the thread.
