@@ -25,8 +25,11 @@ extension Daemon {
     /// `subscription:NAME`, `data.from`/`data.to` the lost seqs), and a retention pass that cannot list the
     /// journal's directory gives one `kevd`/`error` per episode and a `kevd`/`resumed` when it works again.
     func watchRetention() {
-        journal.consumers.onReport { [loop, pipeline, logger] report in
-            loop.inbox.post {
+        // Reports come from any thread (a forwarder's); the events are published by inbox work, on the loop.
+        let inbox = loop.inbox
+        let pipeline = LoopConfined(value: self.pipeline)
+        journal.consumers.onReport { [inbox, pipeline, logger] report in
+            inbox.post {
                 var data = EventData()
                 switch report {
                 case .loss(let loss):
@@ -38,25 +41,26 @@ extension Daemon {
                     logger.error("events lost to journal retention", metadata: [
                         "consumer": "\(loss.consumer)", "from": "\(loss.from)", "to": "\(loss.to)",
                     ])
-                    pipeline.publishKevd("gap", component: loss.consumer, data)
+                    pipeline.value.publishKevd("gap", component: loss.consumer, data)
                 case .position(let consumer, let message):
                     data.append("message", message)
                     data.append("reason", "position")
                     logger.error("stored position unreadable", metadata: ["consumer": "\(consumer)", "error": "\(message)"])
-                    pipeline.publishKevd("error", component: consumer, data)
+                    pipeline.value.publishKevd("error", component: consumer, data)
                 }
             }
         }
-        journal.onRetentionProblem = { [loop, pipeline] problem in
-            loop.inbox.post {
+        // On the loop thread, but maybe inside the journal's write (a rotation runs retention): a turn of its own.
+        journal.onRetentionProblem = { [inbox, pipeline] problem in
+            inbox.post {
                 var data = EventData()
                 if let problem {
                     data.append("message", problem)
                     data.append("reason", "retention")
-                    pipeline.publishKevd("error", component: "retention", data)
+                    pipeline.value.publishKevd("error", component: "retention", data)
                 } else {
                     data.append("message", "journal retention works again")
-                    pipeline.publishKevd("resumed", component: "retention", data)
+                    pipeline.value.publishKevd("resumed", component: "retention", data)
                 }
             }
         }
