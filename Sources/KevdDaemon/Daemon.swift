@@ -14,6 +14,10 @@ import Logging
 /// Start-up order matters: the pipeline and its sinks exist before any source, so the first kernel event
 /// already has somewhere to go; `kevd`/`started` is published only once every source is armed, so a client
 /// that sees it knows nothing after it can be missed.
+///
+/// One job per file: `+Startup` (the consumers in order, `started`), `+Reload` (SIGHUP and rules-directory
+/// reloads), `+JournalFailure` (the journal failure episode), `+Retention` (housekeeping and retention reports),
+/// `+Status` (STATUS=, the status reply, stats).
 public final class Daemon {
     public struct Options {
         public var configFile: String
@@ -82,7 +86,7 @@ public final class Daemon {
         if config.journald.mirror {
             // The terms were checked when the configuration was read.
             let filter = config.journald.filter.isEmpty ? nil : try EventFilter(terms: config.journald.filter)
-            let mirror = try JournaldMirror(filter: filter, loop: loop, pipeline: pipeline)
+            let mirror = try JournaldMirror(filter: filter, pipeline: pipeline)
             pipeline.add(sink: mirror)
             journaldMirror = mirror
         }

@@ -34,7 +34,6 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
     }
 
     private let filter: EventFilter?
-    private let loop: EventLoop
     /// Unowned, as in `StdoutSink`: the pipeline owns this sink, and a weak reference slows every retain of it.
     private unowned let pipeline: EventPipeline
     private let shared = Mutex(Shared())
@@ -44,9 +43,8 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
     private var dropped = 0
     private var lastReport: UInt64 = 0
 
-    init(filter: EventFilter?, loop: EventLoop, pipeline: EventPipeline) throws {
+    init(filter: EventFilter?, pipeline: EventPipeline) throws {
         self.filter = filter
-        self.loop = loop
         self.pipeline = pipeline
         wakeup = try EventFD(blocking: true)
         thread = try WorkerThread(name: "kevd-journald") { [self] in run() }

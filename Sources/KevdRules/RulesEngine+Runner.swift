@@ -1,12 +1,13 @@
-import KevdKernel
 import KevdJournal
+import KevdKernel
 import KevdLoop
 
 /// Starting runs: the turn-end dispatch (a few starts per turn, rules taking turns at going first) and the
 /// runs' output pipes, read without blocking the loop. The spawn itself is `RulesEngine+Spawner.swift`.
 extension RulesEngine {
-    /// The loop's end-of-turn work, after the turn's events went out: read on for catching-up rules, start
-    /// what may start (a few per turn), arm the timer. Returns whether it published anything.
+    /// A turn-end step (the daemon adds it with `EventPipeline.addTurnEndStep`), after the turn's events went
+    /// out: read on for catching-up rules, start what may start (a few per turn), arm the timer. What it
+    /// publishes (`rule.started`) is written out by the same turn. Returns whether it published anything.
     @discardableResult
     public func dispatch() -> Bool {
         let before = context.pipeline.nextSeq

@@ -19,6 +19,10 @@ import Logging
 ///
 /// At least once: a rule's position (everything matched through it has run) is stored; after a restart the
 /// rule reads the journal on from there, so interrupted and queued runs happen again with the same event ids.
+///
+/// One job per file: this one holds configuration and matching; `+Runner` starting runs, `+Spawner` the spawner
+/// thread, `+Outcomes` runs ending, `+Deadlines` the timer, `+CatchUp` reading from the journal, `+Positions`,
+/// `+Retention` and `+Status`.
 public final class RulesEngine: EventSink {
     public struct Context {
         public var loop: EventLoop
