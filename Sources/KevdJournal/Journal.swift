@@ -311,7 +311,10 @@ public final class Journal {
                 metadata: ["journal.durable_seq": "\(durableSeq)", "error": "\(String(cString: strerror(code)))"])
             return false
         }
+        let advanced = writtenSeq > durableSeq
         durableSeq = writtenSeq
+        // The observers hear of the last advance too: forwarders send the tail before they are stopped.
+        if advanced { notifyDurable() }
         return true
     }
 
