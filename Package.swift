@@ -68,7 +68,7 @@ let package = Package(
         .target(
             name: "KevdJournal",
             dependencies: ["KevdKernel", "KevdEvent", "CKevdShim", .product(name: "Logging", package: "swift-log")],
-            swiftSettings: hotPath
+            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
         ),
         // The epoll loop, the cross-thread queue and the five sources.
         .target(
@@ -100,7 +100,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ],
-            swiftSettings: hotPath
+            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
         ),
         // `[[forward]]`: forwarder threads that read the journal from a stored position and publish to NATS
         // JetStream, advancing only over acknowledged events.
@@ -122,7 +122,7 @@ let package = Package(
                 "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer", "KevdRules",
                 "KevdForward", "CSystemd", .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: hotPath
+            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
         ),
         // One binary for both commands: kevd runs kevctl's commands when called by that name (a link to it), so
         // the installed pair carries one static Swift runtime, not two (scripts/install; README, "Installing").

@@ -1,14 +1,35 @@
 import KevdEvent
 import KevdJournal
+import KevdKernel
 
 extension Daemon {
+    /// kevd's own periodic work (journal retention), on a timerfd of its own.
+    func startHousekeeping() throws {
+        watchRetention()
+        journal.enforceRetention()
+        let timer = try TimerFD(clock: .monotonic)
+        let interval = config.journal.retentionIntervalNanoseconds
+        try timer.arm(delay: interval, interval: interval)
+        try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? timer.read()  // Only EAGAIN is possible on a monotonic timer; the work below is what matters.
+            let deleted = self.journal.enforceRetention().deleted
+            if !deleted.isEmpty {
+                self.logger.info("journal retention", metadata: ["journal.deleted": "\(deleted.joined(separator: " "))"])
+            }
+        }
+        housekeeping = timer
+    }
+
     /// Retention's reports become events, each published from the loop's inbox (a turn of its own): a consumer
     /// that lost events to retention gets a journaled `kevd`/`gap` (key `forward:NAME`, `rule:NAME` or
     /// `subscription:NAME`, `data.from`/`data.to` the lost seqs), and a retention pass that cannot list the
     /// journal's directory gives one `kevd`/`error` per episode and a `kevd`/`resumed` when it works again.
     func watchRetention() {
-        journal.consumers.onReport { [loop, pipeline, logger] report in
-            loop.inbox.post {
+        // Reports come from any thread (a forwarder's); the events are published by inbox work, on the loop.
+        let inbox = loop.inbox
+        let pipeline = LoopConfined(value: self.pipeline)
+        journal.consumers.onReport { [inbox, pipeline, logger] report in
+            inbox.post {
                 var data = EventData()
                 switch report {
                 case .loss(let loss):
@@ -20,25 +41,26 @@ extension Daemon {
                     logger.error("events lost to journal retention", metadata: [
                         "consumer": "\(loss.consumer)", "from": "\(loss.from)", "to": "\(loss.to)",
                     ])
-                    pipeline.publishKevd("gap", component: loss.consumer, data)
+                    pipeline.value.publishKevd("gap", component: loss.consumer, data)
                 case .position(let consumer, let message):
                     data.append("message", message)
                     data.append("reason", "position")
                     logger.error("stored position unreadable", metadata: ["consumer": "\(consumer)", "error": "\(message)"])
-                    pipeline.publishKevd("error", component: consumer, data)
+                    pipeline.value.publishKevd("error", component: consumer, data)
                 }
             }
         }
-        journal.onRetentionProblem = { [loop, pipeline] problem in
-            loop.inbox.post {
+        // On the loop thread, but maybe inside the journal's write (a rotation runs retention): a turn of its own.
+        journal.onRetentionProblem = { [inbox, pipeline] problem in
+            inbox.post {
                 var data = EventData()
                 if let problem {
                     data.append("message", problem)
                     data.append("reason", "retention")
-                    pipeline.publishKevd("error", component: "retention", data)
+                    pipeline.value.publishKevd("error", component: "retention", data)
                 } else {
                     data.append("message", "journal retention works again")
-                    pipeline.publishKevd("resumed", component: "retention", data)
+                    pipeline.value.publishKevd("resumed", component: "retention", data)
                 }
             }
         }

@@ -34,7 +34,6 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
     }
 
     private let filter: EventFilter?
-    private let loop: EventLoop
     /// Unowned, as in `StdoutSink`: the pipeline owns this sink, and a weak reference slows every retain of it.
     private unowned let pipeline: EventPipeline
     private let shared = Mutex(Shared())
@@ -44,9 +43,8 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
     private var dropped = 0
     private var lastReport: UInt64 = 0
 
-    init(filter: EventFilter?, loop: EventLoop, pipeline: EventPipeline) throws {
+    init(filter: EventFilter?, pipeline: EventPipeline) throws {
         self.filter = filter
-        self.loop = loop
         self.pipeline = pipeline
         wakeup = try EventFD(blocking: true)
         thread = try WorkerThread(name: "kevd-journald") { [self] in run() }
@@ -86,9 +84,8 @@ final class JournaldMirror: EventSink, @unchecked Sendable {
         data.append("message", "journald is not keeping up; events were not mirrored to the systemd journal")
         data.append("lost", dropped)
         dropped = 0
+        // Published from `endOfTurn`: the same turn's `finishTurn` writes it out.
         pipeline.publishKevd("overflow", component: "journald", data)
-        // Published after the turn's flush: make sure a next turn writes it out.
-        loop.inbox.post {}
     }
 
     /// Sends what is still queued (the last turn's `stopping` too) and joins the thread.

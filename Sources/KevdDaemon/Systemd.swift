@@ -15,8 +15,12 @@ final class SystemdNotifier {
     private var statusTimer: TimerFD?
     private var startingTimer: TimerFD?
     private var lastStatus = ""
-    /// Set while a reload runs, so a status refresh does not say "ready" in the middle of it.
-    private var state = "starting"
+    /// Where kevd is in its life, as systemd's STATUS= line names it (`ready: 3 watches, …`).
+    enum State: String {
+        case starting, ready, reloading, stopping
+    }
+    /// `.reloading` while a reload runs, so a status refresh does not say "ready" in the middle of it.
+    private var state = State.starting
 
     /// How often the `STATUS=` line is refreshed, at most (and only when it changed).
     static let statusInterval: Int64 = 2_000_000_000
@@ -66,7 +70,7 @@ final class SystemdNotifier {
         try timer.arm(delay: Self.startingInterval, interval: Self.startingInterval)
         try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
             _ = try? timer.read()
-            guard self.state == "starting" else {
+            guard self.state == .starting else {
                 loop.unregister(fd: timer.fd.rawValue)
                 self.startingTimer = nil
                 return
@@ -83,18 +87,18 @@ final class SystemdNotifier {
     /// `startWatchdog` did not already).
     func ready(loop: EventLoop, status: @escaping () -> String) throws {
         guard enabled else { return }
-        state = "ready"
+        state = .ready
         lastStatus = status()
-        notify("READY=1\nSTATUS=\(state): \(lastStatus)")
+        notify("READY=1\nSTATUS=\(state.rawValue): \(lastStatus)")
         try startWatchdog(loop: loop)
         let timer = try TimerFD(clock: .monotonic)
         try timer.arm(delay: Self.statusInterval, interval: Self.statusInterval)
         try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
             _ = try? timer.read()
             let now = status()
-            guard now != self.lastStatus, self.state == "ready" else { return }
+            guard now != self.lastStatus, self.state == .ready else { return }
             self.lastStatus = now
-            self.notify("STATUS=\(self.state): \(now)")
+            self.notify("STATUS=\(self.state.rawValue): \(now)")
         }
         statusTimer = timer
     }
@@ -102,7 +106,7 @@ final class SystemdNotifier {
     /// A HUP reload begins (`RELOADING=1`, with the monotonic time newer managers expect).
     func reloading() {
         guard enabled else { return }
-        state = "reloading"
+        state = .reloading
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         let usec = UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
@@ -112,14 +116,14 @@ final class SystemdNotifier {
     /// The reload is over, whether it applied or kept the running configuration.
     func reloaded(status: String) {
         guard enabled else { return }
-        state = "ready"
+        state = .ready
         lastStatus = status
-        notify("READY=1\nSTATUS=\(state): \(status)")
+        notify("READY=1\nSTATUS=\(state.rawValue): \(status)")
     }
 
     func stopping(signal: String) {
         guard enabled else { return }
-        state = "stopping"
+        state = .stopping
         notify("STOPPING=1\nSTATUS=stopping (\(signal))")
     }
 

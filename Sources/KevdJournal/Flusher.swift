@@ -26,7 +26,7 @@ final class Flusher: @unchecked Sendable {
         var upTo: UInt64 = 0
         /// The size `fd` had when `upTo` was written: what a sync makes durable, and may then drop.
         var bytes = 0
-        var retired: [(fd: OwnedFD, directory: String, upTo: UInt64)] = []
+        var retired: [(fd: HandedOver, directory: String, upTo: UInt64)] = []
         var stopping = false
         /// True from a request until the flusher takes the work: further requests need no wakeup.
         var signalled = false
@@ -82,11 +82,21 @@ final class Flusher: @unchecked Sendable {
         if mustSignal { wakeup.signal() }
     }
 
+    /// A segment's fd on its way from the journal (loop thread) to the flusher thread.
+    struct HandedOver: @unchecked Sendable {
+        // @unchecked: `OwnedFD` is not Sendable, but the journal hands it over in `retire` and never touches it
+        // again (its `segment` is already the new one); from then on only the flusher thread uses it.
+        let fd: OwnedFD
+        var rawValue: Int32 { fd.rawValue }
+        func close() { fd.close() }
+    }
+
     /// Takes ownership of a segment fd that is no longer written (everything up to `upTo` is in it): synced,
     /// closed, and its directory synced, off the loop.
     func retire(_ fd: OwnedFD, directory: String, upTo: UInt64) {
+        let handedOver = HandedOver(fd: fd)
         state.withLock { state in
-            state.retired.append((fd, directory, upTo))
+            state.retired.append((handedOver, directory, upTo))
             // The fd number may be reused once closed: never sync it as the active segment again.
             if state.fd == fd.rawValue { state.fd = -1 }
         }

@@ -8,9 +8,9 @@ import Logging
 ///
 /// `append` encodes a record into a pending buffer (no syscall); `writePending`, called once per loop turn,
 /// hands the whole batch to the kernel with one `write` (page cache: safe across a kevd crash). Making it
-/// durable across a power cut is the `Flusher` thread's job: it `fdatasync`s and reports the durable seq back
-/// through `onDurable`, so the loop never waits for the disk. Synced pages are then dropped from the page cache
-/// (see `Flusher`).
+/// durable across a power cut is the `Flusher` thread's job: it `fdatasync`s and signals `flusherReports`, and
+/// the loop moves `durableSeq` and tells the `JournalDurabilityObserver`s (`Journal+Durability.swift`), so the
+/// loop never waits for the disk. Synced pages are then dropped from the page cache (see `Flusher`).
 ///
 /// A failed sync is never taken for progress: `durableSeq` stays at the last seq whose sync succeeded, the
 /// records written since are in doubt, and the journal writes them again from memory into a new segment
@@ -50,8 +50,9 @@ public final class Journal {
     public private(set) var nextSeq: UInt64
     /// Everything up to here has been handed to the kernel.
     public internal(set) var writtenSeq: UInt64
-    /// Everything up to here survives a power cut (per the sync policy).
-    public private(set) var durableSeq: UInt64
+    /// Everything up to here survives a power cut (per the sync policy). Moved on the loop thread only
+    /// (`Journal+Durability.swift`).
+    public internal(set) var durableSeq: UInt64
     /// Why the journal cannot take events now (a failed write, or a failed sync being repaired); nil when it can.
     /// The server refuses emits while it is set, and the daemon turns it into one `kevd`/`error` episode.
     public var lastError: String? { syncFailure?.message ?? writeError }
@@ -91,22 +92,24 @@ public final class Journal {
     var recoveryRetryAt: UInt64 = 0
     /// Failed syncs in the current episode (the first repair is logged, not every retry).
     var repairAttempts = 0
-    /// Called on the loop thread's behalf when `durableSeq` advances (wire it through the loop's inbox).
-    public var onDurable: ((UInt64) -> Void)?
+    /// Told on the loop thread when `durableSeq` advances (`Journal+Durability.swift`).
+    var durabilityObservers: [WeakDurabilityObserver] = []
+    /// Signalled by the flusher thread when it synced further or a sync failed: the loop watches it (readable)
+    /// and calls `applyFlusherReports`. Never signalled with `sync = none`.
+    public let flusherReports: EventFD
     /// The readers with stored positions: what retention must spare, and what they lost (Journal+Retention.swift).
     public let consumers = JournalConsumers()
     /// Retention's failure in progress (its directory cannot be listed), reported once per episode.
     var retentionProblem: String? = nil
     /// Called on the loop thread when retention starts failing (the message) and when it works again (nil).
     public var onRetentionProblem: ((String?) -> Void)?
-    /// Called from the flusher thread when a sync fails: wake the loop (its next `writePending` handles it).
-    public var onSyncFailure: (() -> Void)?
 
     /// Opens (creating if needed) the journal in `directory` and repairs its tail.
     public init(directory: String, options: Options, logger: Logger) throws {
         self.directory = directory
         self.options = options
         self.logger = logger
+        flusherReports = try EventFD()
         try Directories.make(directory, mode: 0o750)
         var recovery = Recovery()
         let segments = try JournalDirectory.segments(in: directory)
@@ -151,10 +154,11 @@ public final class Journal {
             if let code = Flusher.syncDirectory(directory) {
                 throw SyscallError(call: "fsync(\(directory))", errno: .init(rawValue: code))
             }
+            // The flusher only wakes the loop; the loop reads how far it synced (`applyFlusherReports`).
             flusher = try Flusher(
                 interval: options.sync == .always ? 0 : options.batchIntervalNanoseconds,
-                report: { [weak self] seq in self?.onDurable?(seq) },
-                onFailure: { [weak self] in self?.onSyncFailure?() })
+                report: { [flusherReports] _ in flusherReports.signal() },
+                onFailure: { [flusherReports] in flusherReports.signal() })
         }
     }
 
@@ -242,10 +246,9 @@ public final class Journal {
             pending.removeAll()
         }
         if flusher == nil && writtenSeq > durableSeq {
-            // Only on progress: the daemon's onDurable posts to the loop's inbox, and a report on every (empty)
-            // turn would wake the loop again at once, spinning it.
+            // `sync = none`: written is as durable as it gets; the observers hear of it on progress only.
             durableSeq = writtenSeq
-            onDurable?(durableSeq)
+            notifyDurable()
         }
     }
 
@@ -284,14 +287,6 @@ public final class Journal {
         flusher?.syncFigures(resettingWindow: resettingWindow) ?? SyncFigures()
     }
 
-    /// Called (on the loop thread) when the flusher reports progress.
-    public func markDurable(_ seq: UInt64) {
-        guard seq > durableSeq else { return }
-        durableSeq = seq
-        trimUnsynced(through: seq)
-        if let failure = syncFailure, seq >= failure.lastSeq { syncRepaired(failure) }
-    }
-
     /// Waits for everything written to be durable: for a clean shutdown only (it blocks). False when it could not
     /// be (a failed sync, a batch that could not be written): what was not synced is then in doubt, for start-up
     /// recovery to judge, and kevd exits non-zero.
@@ -316,7 +311,10 @@ public final class Journal {
                 metadata: ["journal.durable_seq": "\(durableSeq)", "error": "\(String(cString: strerror(code)))"])
             return false
         }
+        let advanced = writtenSeq > durableSeq
         durableSeq = writtenSeq
+        // The observers hear of the last advance too: forwarders send the tail before they are stopped.
+        if advanced { notifyDurable() }
         return true
     }
 

@@ -8,7 +8,10 @@ import Synchronization
 /// which the daemon points at the loop's inbox: the `kevd`/`gap` event is published on the loop thread, in a
 /// turn of its own, never from inside a sink that is still consuming another event.
 public final class JournalConsumers: @unchecked Sendable {
-    // @unchecked: everything mutable is behind `state`.
+    // @unchecked: everything mutable is behind `state`, except `needs`, which only the journal's owner thread (the
+    // loop) touches: consumers register there (forwarders at start-up, rules on the loop) and retention and
+    // status read them there. Their closures reach loop-confined objects (the rules engine), so they are not
+    // Sendable and must not move to a lock that other threads take.
     public struct Loss: Sendable, Equatable {
         /// `forward:NAME`, `rule:NAME` or `subscription:NAME`: the `kevd`/`gap` event's key.
         public let consumer: String
@@ -26,9 +29,10 @@ public final class JournalConsumers: @unchecked Sendable {
         case position(consumer: String, message: String)
     }
 
+    private var needs: [(id: Int, need: () -> UInt64?)] = []
+    private var nextID = 0
+
     private struct State {
-        var needs: [(id: Int, need: () -> UInt64?)] = []
-        var nextID = 0
         var lost: [String: UInt64] = [:]
         var onReport: (@Sendable (Report) -> Void)? = nil
         /// Reports made before `onReport` was set (forwarders start first): handed over then.
@@ -40,26 +44,24 @@ public final class JournalConsumers: @unchecked Sendable {
 
     public init() {}
 
-    /// Adds a consumer's need: the lowest seq it still has to read (nil: nothing, or not known yet). Called by
-    /// retention on the loop thread; it must be cheap and must not call back into this object. Returns a
-    /// token for `remove`.
+    /// Adds a consumer's need (loop thread only): the lowest seq it still has to read (nil: nothing, or not
+    /// known yet). Called by retention on the loop thread; it must be cheap and must not call back into this
+    /// object. Returns a token for `remove`.
     @discardableResult
     public func register(_ need: @escaping () -> UInt64?) -> Int {
-        state.withLock { state in
-            state.nextID += 1
-            state.needs.append((state.nextID, need))
-            return state.nextID
-        }
+        nextID += 1
+        needs.append((nextID, need))
+        return nextID
     }
 
+    /// Loop thread only, like `register`.
     public func remove(_ token: Int) {
-        state.withLock { $0.needs.removeAll { $0.id == token } }
+        needs.removeAll { $0.id == token }
     }
 
     /// The lowest seq any consumer still needs, or nil when none needs anything.
     public func lowestNeeded() -> UInt64? {
-        let needs = state.withLock { state in state.needs.map { $0.need } }
-        return needs.compactMap { $0() }.min()
+        needs.compactMap { $0.need() }.min()
     }
 
     /// Where reports go (the daemon posts them to its loop as events). Reports made before this was set are

@@ -3,8 +3,9 @@ import Logging
 
 /// kevd's one loop: one thread, one `epoll_wait`, every source an fd.
 ///
-/// Each registration is tagged with (generation, fd) in epoll's 64-bit user data, so a readiness report for
-/// an fd that was closed and reused within the same `epoll_wait` batch is recognised as stale and dropped.
+/// Each registration is tagged with (serial, fd) in epoll's 64-bit user data, the serial numbering registrations
+/// (NIO calls it the generation; kevd keeps that word for the inotify crawl's), so a readiness report for an fd
+/// that was closed and reused within the same `epoll_wait` batch is recognised as stale and dropped.
 /// Ready fds of one wakeup are dispatched in priority order (lower first), like sd-event. Handlers must not
 /// block: they drain their fd with large non-blocking reads and return.
 public final class EventLoop {
@@ -24,7 +25,7 @@ public final class EventLoop {
     }
 
     private struct Registration {
-        let generation: UInt32
+        let serial: UInt32
         let priority: Priority
         let handler: Handler
         var events: Epoll.Events
@@ -32,13 +33,16 @@ public final class EventLoop {
 
     private let epoll: Epoll
     private var registrations: [Int32: Registration] = [:]
-    private var nextGeneration: UInt32 = 1
+    private var nextSerial: UInt32 = 1
     private var ready = Epoll.ReadyList()
     private var order: [Int] = []
     private var turnEndHandlers: [() -> Void] = []
     private var stopRequested = false
-    /// Priorities whose fds are left out of epoll for now (`pause`): their input waits in the kernel.
-    private var paused: Set<Priority> = []
+    /// Set by `requestTurn`: the next wait does not block.
+    private var turnRequested = false
+    /// Priorities whose fds are left out of epoll for now (`withhold`): their input waits in the kernel. ("Paused"
+    /// is the inotify source's read pacing; this is the loop's back-pressure.)
+    private var withheld: Set<Priority> = []
     /// The longest turn (handlers and turn-end work, not the wait) since `takeLongestTurn`: how long the loop
     /// was deaf at worst, for `kevd`/`stats`.
     public private(set) var longestTurnNanoseconds: UInt64 = 0
@@ -57,12 +61,12 @@ public final class EventLoop {
     /// Watches `fd` for `events`; `handler` runs on the loop thread when it is ready.
     public func register(fd: Int32, events: Epoll.Events, priority: Priority, handler: @escaping Handler) throws {
         precondition(registrations[fd] == nil, "fd \(fd) registered twice")
-        let generation = nextGeneration
-        nextGeneration &+= 1
-        try epoll.add(fd, events: events, data: Self.tag(generation: generation, fd: fd))
-        // Added all the same, so that a bad fd fails here; while its priority is paused it stays out of the set.
-        if paused.contains(priority) { try? epoll.remove(fd) }
-        registrations[fd] = Registration(generation: generation, priority: priority, handler: handler, events: events)
+        let serial = nextSerial
+        nextSerial &+= 1
+        try epoll.add(fd, events: events, data: Self.tag(serial: serial, fd: fd))
+        // Added all the same, so that a bad fd fails here; while its priority is withheld it stays out of the set.
+        if withheld.contains(priority) { try? epoll.remove(fd) }
+        registrations[fd] = Registration(serial: serial, priority: priority, handler: handler, events: events)
     }
 
     /// Changes the events watched on a registered fd (e.g. adds `.writable` while output is queued).
@@ -70,34 +74,34 @@ public final class EventLoop {
         guard var registration = registrations[fd] else { return }
         registration.events = events
         registrations[fd] = registration
-        guard !paused.contains(registration.priority) else { return }
-        try epoll.modify(fd, events: events, data: Self.tag(generation: registration.generation, fd: fd))
+        guard !withheld.contains(registration.priority) else { return }
+        try epoll.modify(fd, events: events, data: Self.tag(serial: registration.serial, fd: fd))
     }
 
     /// Stops (or resumes) watching every fd of `priority`, current and future, without unregistering them. For
     /// back-pressure: while the journal cannot write, kernel input is left in the kernel's own bounded queues
     /// (which overflow visibly, `inotify`/`overflow`) instead of piling up in kevd's memory. Level-triggered,
-    /// so whatever is queued is reported again as soon as it resumes. Paused fds leave the epoll set rather than
+    /// so whatever is queued is reported again as soon as it resumes. Withheld fds leave the epoll set rather than
     /// stay with an empty mask: a masked fd's new input still wakes `epoll_wait`, for nothing, each time.
-    public func pause(_ priority: Priority, _ pause: Bool = true) {
-        guard paused.contains(priority) != pause else { return }
-        if pause { paused.insert(priority) } else { paused.remove(priority) }
+    public func withhold(_ priority: Priority, _ withhold: Bool = true) {
+        guard withheld.contains(priority) != withhold else { return }
+        if withhold { withheld.insert(priority) } else { withheld.remove(priority) }
         for (fd, registration) in registrations where registration.priority == priority {
             // Fails only for an fd closed without unregistering: the kernel dropped it from the set already.
-            if pause {
+            if withhold {
                 try? epoll.remove(fd)
             } else {
-                try? epoll.add(fd, events: registration.events, data: Self.tag(generation: registration.generation, fd: fd))
+                try? epoll.add(fd, events: registration.events, data: Self.tag(serial: registration.serial, fd: fd))
             }
         }
     }
 
-    public func isPaused(_ priority: Priority) -> Bool { paused.contains(priority) }
+    public func isWithheld(_ priority: Priority) -> Bool { withheld.contains(priority) }
 
     /// Stops watching `fd`. Call before closing it.
     public func unregister(fd: Int32) {
         guard registrations.removeValue(forKey: fd) != nil else { return }
-        // ENOENT: its priority is paused (out of the set); EBADF: it was already closed, and the kernel dropped it.
+        // ENOENT: its priority is withheld (out of the set); EBADF: it was already closed, and the kernel dropped it.
         try? epoll.remove(fd)
     }
 
@@ -107,11 +111,20 @@ public final class EventLoop {
         turnEndHandlers.append(body)
     }
 
-    /// Waits once (up to `timeoutMilliseconds`, -1 forever), runs the ready handlers in priority order, then the
-    /// turn-end handlers. Returns how many handlers ran.
+    /// Asks for another turn straight after this one, without waiting for an fd: for work left for later on the
+    /// loop thread (a bounded slice of catching up, turn-end work past its bound). The next wait only looks at
+    /// the fds (timeout 0), so what is ready is still served first. Loop thread only; other threads use `inbox`.
+    public func requestTurn() {
+        turnRequested = true
+    }
+
+    /// Waits once (up to `timeoutMilliseconds`, -1 forever; not at all after `requestTurn`), runs the ready
+    /// handlers in priority order, then the turn-end handlers. Returns how many handlers ran.
     @discardableResult
     public func runOnce(timeoutMilliseconds: Int32) throws -> Int {
-        try epoll.wait(into: &ready, timeoutMilliseconds: timeoutMilliseconds)
+        let timeout = turnRequested ? 0 : timeoutMilliseconds
+        turnRequested = false
+        try epoll.wait(into: &ready, timeoutMilliseconds: timeout)
         let turnStart = Clock.monotonicNanoseconds()
         order.removeAll(keepingCapacity: true)
         for i in 0..<ready.count { order.append(i) }
@@ -131,7 +144,7 @@ public final class EventLoop {
             let (events, data) = ready[i]
             let fd = Self.fd(of: data)
             // Stale: an earlier handler of this batch unregistered the fd (and maybe a new one took its number).
-            guard let registration = registrations[fd], registration.generation == Self.generation(of: data) else {
+            guard let registration = registrations[fd], registration.serial == Self.serial(of: data) else {
                 continue
             }
             registration.handler(events)
@@ -163,9 +176,9 @@ public final class EventLoop {
     public func stop() { stopRequested = true }
     public var isStopping: Bool { stopRequested }
 
-    private static func tag(generation: UInt32, fd: Int32) -> UInt64 {
-        UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
+    private static func tag(serial: UInt32, fd: Int32) -> UInt64 {
+        UInt64(serial) << 32 | UInt64(UInt32(bitPattern: fd))
     }
     private static func fd(of tag: UInt64) -> Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: tag)) }
-    private static func generation(of tag: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: tag >> 32) }
+    private static func serial(of tag: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: tag >> 32) }
 }

@@ -4,7 +4,9 @@ import KevdKernel
 /// A consumer of stamped events: the journal, the subscriber server, the rules engine, `--stdout`.
 ///
 /// `consume` runs on the loop thread for every event, in seq order, and must not block; work that needs a
-/// syscall should be batched and done in `endOfTurn`, which the loop calls once per wakeup. `line` is the
+/// syscall should be batched and done in `endOfTurn`, which the loop calls at least once per wakeup (again in
+/// the same turn when events were published after it: `EventPipeline.finishTurn`). A sink may publish from
+/// `endOfTurn`: the event is written out by the same turn. `line` is the
 /// event's JSON line (newline included), encoded once by the pipeline for every sink; it is valid only during
 /// the call.
 public protocol EventSink: AnyObject {
@@ -24,7 +26,8 @@ extension EventSink {
 /// A sink may publish from `consume` (the rules engine reports a refusal that way). Such a nested event is
 /// stamped at once, so seqs follow publishing order, but it is delivered only after the current event has
 /// reached every sink: the sinks after the publishing one still read the current event's line, and every sink
-/// sees every event whole and in seq order.
+/// sees every event whole and in seq order. What a sink publishes from `endOfTurn`, or a turn-end step from
+/// the rules or the daemon, is written out by the same turn's `finishTurn`.
 public final class EventPipeline {
     public private(set) var nextSeq: UInt64
     public let idBase: EventIDBase
@@ -99,8 +102,56 @@ public final class EventPipeline {
         nested.removeAll(keepingCapacity: true)
     }
 
+    /// One round of every sink's `endOfTurn` (the journal writes, subscribers are sent to). `finishTurn` is the
+    /// loop's turn end; this is one step of it, for tests that drive sinks without a loop.
     public func endOfTurn() {
+        endedThrough = nextSeq
         for sink in sinks { sink.endOfTurn() }
+    }
+
+    // MARK: The turn's end
+
+    /// Work after the sinks' turn end, once per turn, in order (the daemon's journal-failure watch, the rules'
+    /// dispatch): each may publish, and what it publishes goes to the journal and subscribers before the next
+    /// step runs.
+    private var turnEndSteps: [() -> Void] = []
+    /// `nextSeq` when the sinks last began their turn end: events from here on are not yet written out.
+    private var endedThrough: UInt64 = 0
+    /// Rounds of the sinks' turn end `finishTurn` makes at most, for what the sinks publish from their own
+    /// `endOfTurn` (an overflow report, a damage report). A sink that publishes every round cannot keep the loop
+    /// from its fds: after this many, the rest waits for the next turn, which the loop takes without blocking.
+    public static let maxTurnEndRounds = 8
+
+    /// Adds a step to every turn's end, after the sinks' first round (see `finishTurn`).
+    public func addTurnEndStep(_ step: @escaping () -> Void) {
+        turnEndSteps.append(step)
+    }
+
+    /// The turn's end, once per loop turn: the sinks write out what the turn published; then each turn-end step
+    /// runs, and what it published is written out before the next; then the sinks end the turn again while
+    /// they themselves published something, up to `maxTurnEndRounds` rounds. Publishing from a sink or a step
+    /// therefore never needs another wakeup. Returns true when it stopped at the bound with events not yet
+    /// written out: the caller asks for another turn at once (`EventLoop.requestTurn`).
+    @discardableResult
+    public func finishTurn() -> Bool {
+        endOfTurn()
+        for step in turnEndSteps {
+            step()
+            if nextSeq != endedThrough { endOfTurn() }
+        }
+        var rounds = 1
+        while nextSeq != endedThrough && rounds < Self.maxTurnEndRounds {
+            endOfTurn()
+            rounds += 1
+        }
+        return nextSeq != endedThrough
+    }
+
+    /// Makes `finishTurn` `loop`'s turn-end work, and asks the loop for another turn when it stopped at its bound.
+    public func finishTurns(of loop: EventLoop) {
+        loop.onTurnEnd { [unowned self, unowned loop] in
+            if self.finishTurn() { loop.requestTurn() }
+        }
     }
 
     /// Convenience for kevd's own events (`kevd`/`started`, `error`, `overflow`…).

@@ -47,7 +47,7 @@ struct AppendResult {
     var writeSeconds: Double
     /// Until the last durable report (for `none`, the same as `writeSeconds`).
     var durableSeconds: Double
-    /// Sync rounds that made progress (the journal's `onDurable` calls; the ceiling's `fdatasync`s). Nil for `none`.
+    /// Sync rounds (the journal flusher's `fdatasync`s; the ceiling's). Nil for `none`.
     var syncs: Int?
     /// CPU time of the appending thread until the last `write` returned: near `writeSeconds` when the loop is
     /// CPU-bound, lower when it waited (in `write`, or for a core the machine's other work had).
@@ -60,7 +60,9 @@ struct AppendResult {
 }
 
 /// Where the durable seq reported from a sync thread is seen by the appending thread, and when it reached the end.
-final class DurableProgress: @unchecked Sendable {
+final class DurableProgress: JournalDurabilityObserver, @unchecked Sendable {
+    func durableAdvanced(_ seq: UInt64) { report(seq) }
+
     // @unchecked: the shared state is atomics and an eventfd, both safe from any thread.
     let target: UInt64
     private let durable = Atomic<UInt64>(0)
@@ -89,6 +91,18 @@ final class DurableProgress: @unchecked Sendable {
         return reachedAt.load(ordering: .acquiring)
     }
 
+    /// The same for a journal, whose observers hear of durability on its own thread (the loop's, here this one):
+    /// waits on the journal's flusher eventfd and applies what it reports. The time includes that wakeup, as it
+    /// does in the daemon.
+    func wait(applyingReportsOf journal: Journal) -> UInt64 {
+        while durable.load(ordering: .acquiring) < target {
+            var pfd = pollfd(fd: journal.flusherReports.fd.rawValue, events: Int16(POLLIN), revents: 0)
+            _ = poll(&pfd, 1, 100)
+            journal.applyFlusherReports()
+        }
+        return reachedAt.load(ordering: .acquiring)
+    }
+
     var reports: Int { reportCount.load(ordering: .relaxed) }
 }
 
@@ -107,7 +121,7 @@ enum JournalAppendRun {
         if policy.sync == .batch { options.batchIntervalNanoseconds = policy.intervalNanoseconds }
         let journal = try Journal(directory: directory, options: options, logger: logger)
         let progress = try DurableProgress(target: UInt64(count))
-        journal.onDurable = { progress.report($0) }
+        journal.addDurabilityObserver(progress)
         // The pipeline's reused line buffer.
         let line = ByteBuffer(capacity: 4096)
 
@@ -140,13 +154,15 @@ enum JournalAppendRun {
         let written = Clock.monotonicNanoseconds()
         let loopCPU = ThreadCPU.nanoseconds() - startCPU
         // `none` reports from inside `writePending`, before `written` was read: its run ends when the writes did.
-        let durable = policy.sync == .none ? written : progress.wait()
+        let durable = policy.sync == .none ? written : progress.wait(applyingReportsOf: journal)
+        // The flusher's syncs (each one that made progress): the observers hear of several at once.
+        let syncs = Int(journal.syncFigures().count)
         journal.close()
 
         let bytes = try JournalDirectory.segments(in: directory).reduce(0) { $0 + $1.size }
         return AppendResult(
             events: count, bytes: bytes, writeSeconds: Seconds.between(start, written),
-            durableSeconds: Seconds.between(start, durable), syncs: policy.sync == .none ? nil : progress.reports,
+            durableSeconds: Seconds.between(start, durable), syncs: policy.sync == .none ? nil : syncs,
             loopCPUSeconds: Double(loopCPU) / 1e9)
     }
 }

@@ -64,15 +64,13 @@ struct ReliabilityJournalSyncFailureTests {
         var options = Journal.Options()
         options.sync = .always
         let journal = try f.open(options)
-        let reported = Mutex<UInt64>(0)
-        journal.onDurable = { seq in reported.withLock { $0 = max($0, seq) } }
         /// Turns of the "loop" until `done`, applying the flusher's reports as the daemon does.
         func turns(until what: String, _ done: () -> Bool) throws {
             let deadline = Date().addingTimeInterval(20)
             while !done() {
                 try #require(Date() < deadline, "timed out waiting for \(what)")
                 journal.writePending()
-                journal.markDurable(reported.withLock { $0 })
+                journal.applyFlusherReports()
                 usleep(1_000)
             }
         }

@@ -250,10 +250,14 @@ struct JournalTests {
             options.batchIntervalNanoseconds = 1_000_000
             let journal = try f.open(options)
             let durable = LockedMax()
-            journal.onDurable = { durable.update($0) }
+            journal.addDurabilityObserver(durable)
             f.write(journal, count: 50)
             let deadline = Date().addingTimeInterval(5)
-            while durable.value < 50 && Date() < deadline { usleep(1000) }
+            // The loop's part: the flusher's reports are applied on the journal's thread.
+            while durable.value < 50 && Date() < deadline {
+                journal.applyFlusherReports()
+                usleep(1000)
+            }
             #expect(durable.value == 50, "\(sync)")
             journal.close()
         }
@@ -272,11 +276,14 @@ struct JournalTests {
         options.segmentBytes = 256 * 1024
         let journal = try f.open(options)
         let durable = LockedMax()
-        journal.onDurable = { durable.update($0) }
+        journal.addDurabilityObserver(durable)
         let count = 6000
         f.write(journal, count: count, batch: 200)
         let deadline = Date().addingTimeInterval(30)
-        while durable.value < UInt64(count) && Date() < deadline { usleep(1000) }
+        while durable.value < UInt64(count) && Date() < deadline {
+            journal.applyFlusherReports()
+            usleep(1000)
+        }
         #expect(durable.value == UInt64(count))
 
         let segments = f.segments
@@ -357,7 +364,9 @@ struct JournalTests {
     }
 }
 
-final class LockedMax: @unchecked Sendable {
+final class LockedMax: JournalDurabilityObserver, @unchecked Sendable {
+    func durableAdvanced(_ seq: UInt64) { update(seq) }
+
     private let lock = NSLock()
     private var stored: UInt64 = 0
     func update(_ v: UInt64) {
