@@ -167,6 +167,8 @@ let package = Package(
             dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
+        .testTarget(name: "KevdServerTests", dependencies: ["KevdServer", "KevdConfig", "KevdEvent"]),
+        .testTarget(name: "KevdForwardTests", dependencies: ["KevdForward", "KevdConfig"]),
         .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
     ],
     swiftLanguageModes: [.v5],
