@@ -19,8 +19,11 @@ import Synchronization
 /// operating-system crash and its seq given to a different event, and a stream must never hold an event the
 /// journal does not.
 final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
-    // @unchecked: `state` is behind a Mutex; `reader`, `publisher` and the buffers belong to the forwarder's
-    // thread alone; the rest is immutable.
+    // @unchecked: `state` is behind a Mutex and is all that libnats's threads and the loop touch (through
+    // `published`, `connectionLost`, `durableAdvanced`, `snapshot`); `reader`, `publisher`, `held`, `subjects`,
+    // `lastStore`, `lastLoggedError` and `thread` belong to the forwarder's thread alone (`thread` is set by `start`
+    // and joined by `stop`, on the loop's thread, before and after the forwarder's thread runs); the rest is
+    // immutable. The compiler cannot see the thread ownership, hence unchecked.
     struct Snapshot: Sendable {
         var phase = "starting"
         var connectedURL: String? = nil

@@ -63,8 +63,9 @@ extension Server {
             if handled == Self.requestsPerTurn {
                 // More next turn; the inbox wakes the loop even if the socket has nothing new.
                 let id = c.id
-                context.loop.inbox.post { [weak self] in
-                    guard let self, let c = self.connections[id] else { return }
+                let bound = LoopBound(server: self)
+                context.loop.inbox.post {
+                    guard let self = bound.server, let c = self.connections[id] else { return }
                     self.readInput(c)
                 }
                 break
@@ -173,8 +174,9 @@ extension Server {
             // journal's file (first in every turn) before any socket.
             if c.input.contains(UInt8(ascii: "\n")) {
                 let id = c.id
-                context.loop.inbox.post { [weak self] in
-                    guard let self, let c = self.connections[id] else { return }
+                let bound = LoopBound(server: self)
+                context.loop.inbox.post {
+                    guard let self = bound.server, let c = self.connections[id] else { return }
                     self.processInput(c)
                 }
             }

@@ -101,8 +101,8 @@ public final class Server: EventSink {
             }
         }
         positions = try PositionStore(directory: context.stateDirectory + "/subscriptions") {
-            [inbox = context.loop.inbox] token, ok in
-            inbox.post { [weak self] in self?.positionStored(token: token, ok: ok) }
+            [inbox = context.loop.inbox, bound = LoopBound(server: self)] token, ok in
+            inbox.post { bound.server?.positionStored(token: token, ok: ok) }
         }
         try context.loop.register(fd: listener.rawValue, events: .readable, priority: .clients) { [unowned self] _ in
             self.acceptAll()
