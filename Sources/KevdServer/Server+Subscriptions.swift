@@ -18,13 +18,10 @@ extension Server {
                 "too many subscriptions: uid \(c.credentials.uid) holds \(held) (limit \(settings.maxSubscriptionsPerUID), "
                     + "[server] max_subscriptions_per_uid); close one first")
         }
-        var terms: [String] = []
-        if let f = value["filter"] {
-            guard let array = f.arrayValue else { return c.replyError("\"filter\" must be a list of terms") }
-            for term in array {
-                guard let text = term.stringValue else { return c.replyError("filter terms must be strings") }
-                terms.append(text)
-            }
+        var terms: [String]
+        switch SubscribeRequest.terms(value) {
+        case .success(let parsed): terms = parsed
+        case .failure(let error): return c.replyError(error.message)
         }
         if let allowed = permissions.sources {
             // The restriction is one more term, so both delivery paths apply it the same way.
@@ -36,31 +33,25 @@ extension Server {
         } catch {
             return c.replyError("\(error)")
         }
-        var name: String? = nil
-        if let n = value["name"] {
-            guard let text = n.stringValue, PositionName.isValid(text) else {
-                return c.replyError("\"name\" must be 1-64 letters, digits, '.', '_' or '-'")
-            }
-            guard names[text] == nil else { return c.replyError("subscription '\(text)' is in use by another client") }
-            name = text
+        let name: String?
+        switch SubscribeRequest.name(value) {
+        case .success(let parsed): name = parsed
+        case .failure(let error): return c.replyError(error.message)
         }
+        if let name, names[name] != nil { return c.replyError("subscription '\(name)' is in use by another client") }
         let head = context.pipeline.nextSeq
         var start: JournalReader.Start? = nil
-        if let from = value["from"] {
-            if let text = from.stringValue {
-                switch text {
-                case "new": start = nil
-                case "all": start = .first
-                default:
-                    guard let time = WallTime(rfc3339: text) else {
-                        return c.replyError("\"from\" must be \"new\", \"all\", a seq or an RFC 3339 time")
-                    }
-                    start = .time(time.nanoseconds)
-                }
-            } else if let seq = from.uint64Value {
-                start = seq >= head ? nil : .seq(seq)
-            } else {
-                return c.replyError("\"from\" must be \"new\", \"all\", a seq or an RFC 3339 time")
+        let from: SubscribeRequest.From?
+        switch SubscribeRequest.from(value) {
+        case .success(let parsed): from = parsed
+        case .failure(let error): return c.replyError(error.message)
+        }
+        if let from {
+            switch from {
+            case .new: start = nil
+            case .all: start = .first
+            case .time(let time): start = .time(time.nanoseconds)
+            case .seq(let seq): start = seq >= head ? nil : .seq(seq)
             }
         } else if let name, let stored = positions.load(name) {
             start = stored + 1 >= head ? nil : .seq(stored + 1)
