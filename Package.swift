@@ -88,7 +88,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
-            swiftSettings: hotPath
+            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
         ),
         // The rules engine: matches events to rules, runs their scripts (spawn, reap, timeouts, retries, debounce),
         // keeps each rule's journal position for at-least-once runs across restarts.
@@ -111,10 +111,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
-            swiftSettings: hotPath
+            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
         ),
         // The client side of the socket protocol, for kevctl, tests and benchmarks.
-        .target(name: "KevdClient", dependencies: ["KevdEvent", "KevdKernel", "CKevdShim"]),
+        .target(
+            name: "KevdClient", dependencies: ["KevdEvent", "KevdKernel", "CKevdShim"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // Wiring: config, start-up order, signals, reload, shutdown, sinks.
         .target(
             name: "KevdDaemon",
@@ -167,6 +170,8 @@ let package = Package(
             dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
+        .testTarget(name: "KevdServerTests", dependencies: ["KevdServer", "KevdConfig", "KevdEvent"]),
+        .testTarget(name: "KevdForwardTests", dependencies: ["KevdForward", "KevdConfig"]),
         .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
     ],
     swiftLanguageModes: [.v5],

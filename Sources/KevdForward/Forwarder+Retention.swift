@@ -22,21 +22,4 @@ extension Forwarder {
             "from": "\(from)", "to": "\(to)",
         ])
     }
-
-    /// The stored position, from the file or its backup (`PositionFile`). A file that cannot be read or is
-    /// damaged is reported as a `kevd`/`error`; with its backup unreadable too, the forwarder starts at the
-    /// oldest record kept, as a new one does: events are published again (JetStream's duplicate window
-    /// collapses the recent ones), none is skipped.
-    static func loadPosition(_ path: String, reportingTo consumers: JournalConsumers, as name: String) -> UInt64 {
-        let loaded = PositionFile.load(path) { bytes -> UInt64? in
-            guard bytes.last == UInt8(ascii: "\n") else { return nil }
-            return UInt64(String(decoding: bytes.dropLast(), as: UTF8.self))
-        }
-        if let problem = loaded.problem {
-            let resolution = loaded.value.map { "resuming after seq \($0)" }
-                ?? "publishing again from the oldest record kept (duplicates, not gaps)"
-            consumers.positionProblem(name, "stored position of \(name) unreadable: \(problem); \(resolution)")
-        }
-        return loaded.value ?? 0
-    }
 }

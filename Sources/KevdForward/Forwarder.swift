@@ -1,4 +1,3 @@
-import DequeModule
 import Glibc
 import KevdConfig
 import KevdEvent
@@ -20,12 +19,16 @@ import Synchronization
 /// operating-system crash and its seq given to a different event, and a stream must never hold an event the
 /// journal does not.
 final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
-    // @unchecked: `state` is behind a Mutex; `reader`, `publisher` and the buffers belong to the forwarder's
-    // thread alone; the rest is immutable.
+    // @unchecked: `state` is behind a Mutex and is all that libnats's threads and the loop touch (through
+    // `published`, `connectionLost`, `durableAdvanced`, `snapshot`); `reader`, `publisher`, `held`, `subjects`,
+    // `lastStore`, `lastLoggedError` and `thread` belong to the forwarder's thread alone (`thread` is set by `start`
+    // and joined by `stop`, on the loop's thread, before and after the forwarder's thread runs); the rest is
+    // immutable. The compiler cannot see the thread ownership, hence unchecked.
     struct Snapshot: Sendable {
         var phase = "starting"
         var connectedURL: String? = nil
-        /// The last seq such that every event up to it is acknowledged (or filtered out).
+        /// The last seq such that every event up to it is acknowledged (or filtered out): `acks.position`, copied
+        /// when the snapshot is taken.
         var position: UInt64 = 0
         var stored: UInt64 = 0
         var inFlight = 0
@@ -40,14 +43,10 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         var lastErrorTime: Int64? = nil
     }
 
-    private enum Outcome { case inFlight, acknowledged, failed }
-
-    private struct State {
+    struct State {
         var snapshot = Snapshot()
-        /// Published seqs in order, with what became of each.
-        var pending = Deque<(seq: UInt64, outcome: Outcome)>()
-        /// The last seq read from the journal (published or filtered out).
-        var readThrough: UInt64 = 0
+        /// What has been read and published, and how far everything is acknowledged (AcknowledgedPrefix.swift).
+        var acks = AcknowledgedPrefix(position: 0)
         /// A publish failed: publish nothing more until all in flight are resolved, then read from `position`.
         var failed = false
         /// Counts connections; reports from an older one are ignored.
@@ -60,23 +59,17 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         var wakeInFlightAtMost = -1
         var wakeDurableAbove = UInt64.max
         var stopping = false
-
-        mutating func advance() {
-            while let first = pending.first, first.outcome == .acknowledged { pending.removeFirst() }
-            snapshot.position = pending.first.map { $0.seq - 1 } ?? readThrough
-        }
     }
 
     let spec: ForwardSpec
-    private let positionFile: String
+    let positionFile: String
     private let journalDirectory: String
-    private let host: [UInt8]
     private let filter: EventFilter?
     let logger: Logger
     /// Where retention asks what this forwarder still needs, and where it reports what it lost.
     let consumers: JournalConsumers
     var consumerName: String { "forward:" + spec.name }
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let wakeup: EventFD
     private var thread: WorkerThread? = nil
 
@@ -84,8 +77,8 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     private var publisher: NatsPublisher? = nil
     /// A record read past the durable seq, kept until the journal has synced it.
     private var held: (seq: UInt64, payload: [UInt8])? = nil
-    private var subject: [UInt8] = []
-    private var lastStore: UInt64 = 0
+    private var subjects: SubjectBuilder
+    var lastStore: UInt64 = 0
     private var lastLoggedError = ""
 
     static let storeIntervalNanoseconds: UInt64 = 50_000_000
@@ -101,7 +94,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         }
         positionFile = directory + "/" + spec.name
         self.journalDirectory = journalDirectory
-        self.host = Self.token(Array(host.utf8))
+        subjects = SubjectBuilder(template: spec.subject, host: host)
         filter = spec.filter.isEmpty ? nil : try EventFilter(terms: spec.filter)
         var logger = logger
         logger[metadataKey: "forward"] = "\(spec.name)"
@@ -110,8 +103,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         let stored = Self.loadPosition(positionFile, reportingTo: consumers, as: "forward:" + spec.name)
         state.withLock { state in
             state.durable = durable
-            state.readThrough = stored
-            state.snapshot.position = stored
+            state.acks = AcknowledgedPrefix(position: stored)
             state.snapshot.stored = stored
         }
     }
@@ -141,34 +133,29 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         if wake { wakeup.signal() }
     }
 
-    var snapshot: Snapshot { state.withLock { $0.snapshot } }
+    var snapshot: Snapshot {
+        state.withLock { state in
+            var snapshot = state.snapshot
+            snapshot.position = state.acks.position
+            return snapshot
+        }
+    }
 
     // MARK: NatsPublisher.Delegate (libnats's threads)
 
     func published(seq: UInt64, generation: UInt64, error: String?, duplicate: Bool) {
         let wake = state.withLock { state -> Bool in
             guard generation == state.generation else { return false }
-            // Binary search: acknowledgements come mostly in order, so usually the first probe hits.
-            var low = 0
-            var high = state.pending.count
-            while low < high {
-                let mid = (low + high) / 2
-                if state.pending[mid].seq < seq { low = mid + 1 } else { high = mid }
-            }
-            guard low < state.pending.count, state.pending[low].seq == seq, state.pending[low].outcome == .inFlight
-            else { return false }
+            guard state.acks.resolve(seq, failed: error != nil) else { return false }
             state.snapshot.inFlight -= 1
             if let error {
-                state.pending[low].outcome = .failed
                 state.failed = true
                 state.snapshot.failures += 1
                 state.snapshot.lastError = "publish of seq \(seq): \(error)"
                 state.snapshot.lastErrorTime = Clock.realtimeNanoseconds()
             } else {
-                state.pending[low].outcome = .acknowledged
                 state.snapshot.acknowledged += 1
                 if duplicate { state.snapshot.duplicates += 1 }
-                if low == 0 { state.advance() }
             }
             guard state.sleeping, error != nil || state.snapshot.inFlight <= state.wakeInFlightAtMost else { return false }
             state.sleeping = false
@@ -199,7 +186,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         var positionAtFailure: UInt64 = 0
         while !state.withLock({ $0.stopping }) {
             if publisher != nil && (state.withLock({ $0.lost }) || publisher?.isClosed == true) {
-                let position = state.withLock { $0.snapshot.position }
+                let position = state.withLock { $0.acks.position }
                 if position > positionAtFailure { backoff = initialBackoff }
                 positionAtFailure = position
                 logger.warning("connection lost; reconnecting", metadata: ["position": "\(position)"])
@@ -224,7 +211,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
                 }
             }
             var waitFor = WaitFor.anything
-            let (failed, inFlight, position) = state.withLock { ($0.failed, $0.snapshot.inFlight, $0.snapshot.position) }
+            let (failed, inFlight, position) = state.withLock { ($0.failed, $0.snapshot.inFlight, $0.acks.position) }
             if failed {
                 waitFor = .allResolved
                 if inFlight == 0 {
@@ -271,7 +258,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         let position = state.withLock { state -> UInt64 in
             state.snapshot.connectedURL = url
             state.snapshot.phase = "forwarding"
-            return state.snapshot.position
+            return state.acks.position
         }
         try seek(after: position)
         lastLoggedError = ""
@@ -284,22 +271,20 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         publisher = nil
         state.withLock { state in
             state.generation += 1
-            state.pending.removeAll()
+            state.acks.rewind()
             state.failed = false
             state.lost = false
             state.snapshot.inFlight = 0
-            state.readThrough = state.snapshot.position
         }
     }
 
     /// After a failure, once nothing is in flight: read again from the first unacknowledged event.
     private func rewind() throws {
         let position = state.withLock { state -> UInt64 in
-            state.pending.removeAll()
+            state.acks.rewind()
             state.failed = false
-            state.readThrough = state.snapshot.position
             state.snapshot.phase = "retrying"
-            return state.snapshot.position
+            return state.acks.position
         }
         try seek(after: position)
     }
@@ -342,7 +327,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
             }
             guard let record = try reader.next() else { return .durable(durable) }
             // Retention deleted what comes next while the forwarder was behind (the hard ceiling): say so.
-            let expected = state.withLock { $0.readThrough } + 1
+            let expected = state.withLock { $0.acks.readThrough } + 1
             if record.seq > expected { skipDeleted(from: expected, to: record.seq - 1, lost: true) }
             if record.seq > durable {
                 // Read ahead of the sync: keep it until the journal has it on disk.
@@ -366,94 +351,42 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
             }()
             if !passes {
                 state.withLock { state in
-                    state.readThrough = seq
+                    state.acks.skipped(seq)
                     state.snapshot.skipped += 1
-                    if state.pending.isEmpty { state.snapshot.position = seq }
                 }
                 return true
             }
         }
         var id: [UInt8] = []
         if let header {
-            buildSubject(
+            subjects.build(
                 source: UnsafeRawBufferPointer(rebasing: payload[header.sourceRange]),
                 type: UnsafeRawBufferPointer(rebasing: payload[header.typeRange]))
             // `,"id":"` follows the seq's digits; the id is 36 characters.
             let idStart = header.seqRange.upperBound + 7
             id = Array(UnsafeRawBufferPointer(rebasing: payload[idStart..<(idStart + 36)]))
         } else if let decoded {
-            buildSubject(source: Array(decoded.source.name.utf8), type: Array(decoded.type.utf8))
+            subjects.build(source: Array(decoded.source.name.utf8), type: Array(decoded.type.utf8))
             id = Array(decoded.id.string.utf8)
         } else {
             // Not an event line (damage that still passed the CRC?): nothing to publish; do not stop on it.
             record(error: "seq \(seq) is not an event line; skipped", phase: nil)
             state.withLock { state in
-                state.readThrough = seq
+                state.acks.skipped(seq)
                 state.snapshot.skipped += 1
-                if state.pending.isEmpty { state.snapshot.position = seq }
             }
             return true
         }
         state.withLock { state in
-            state.pending.append((seq, .inFlight))
-            state.readThrough = seq
+            state.acks.published(seq)
             state.snapshot.inFlight += 1
             state.snapshot.published += 1
         }
-        let error = subject.withUnsafeBytes { s in id.withUnsafeBytes { publisher.publish(subject: s, id: $0, payload: payload) } }
+        let error = subjects.subject.withUnsafeBytes { s in id.withUnsafeBytes { publisher.publish(subject: s, id: $0, payload: payload) } }
         guard let error else { return true }
         // Never handed to libnats, so no acknowledgement will come: resolve it here.
         published(seq: seq, generation: state.withLock { $0.generation }, error: error, duplicate: false)
         return false
-    }
-
-    private func buildSubject(source: UnsafeRawBufferPointer, type: UnsafeRawBufferPointer) {
-        subject.removeAll(keepingCapacity: true)
-        for (i, part) in spec.subject.parts.enumerated() {
-            if i > 0 { subject.append(UInt8(ascii: ".")) }
-            switch part {
-            case .literal(let text): subject.append(contentsOf: text.utf8)
-            case .host: subject.append(contentsOf: host)
-            case .source: Self.appendToken(source, to: &subject)
-            case .type: Self.appendToken(type, to: &subject)
-            }
-        }
-    }
-
-    private func buildSubject(source: [UInt8], type: [UInt8]) {
-        source.withUnsafeBytes { s in type.withUnsafeBytes { buildSubject(source: s, type: $0) } }
-    }
-
-    /// A value as one subject token: bytes NATS would read as a separator, a wildcard or whitespace become `_`.
-    private static func appendToken(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
-        guard !bytes.isEmpty else {
-            out.append(UInt8(ascii: "_"))
-            return
-        }
-        for c in bytes {
-            let keep = SubjectTemplate.isLiteralByte(c) && c != UInt8(ascii: "*") && c != UInt8(ascii: ">")
-            out.append(keep ? c : UInt8(ascii: "_"))
-        }
-    }
-
-    static func token(_ bytes: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        bytes.withUnsafeBytes { appendToken($0, to: &out) }
-        return out
-    }
-
-    private func storePosition(force: Bool) {
-        let now = Clock.monotonicNanoseconds()
-        guard force || now &- lastStore >= Self.storeIntervalNanoseconds else { return }
-        let (position, stored) = state.withLock { ($0.snapshot.position, $0.snapshot.stored) }
-        guard position != stored else { return }
-        lastStore = now
-        if PositionFile.save(positionFile, Array("\(position)\n".utf8)) {
-            state.withLock { $0.snapshot.stored = position }
-        } else {
-            let why = String(cString: strerror(errno))
-            record(error: "cannot store the position in \(positionFile): \(why)", phase: nil)
-        }
     }
 
     /// Sleeps until an acknowledgement, a durable advance, a reconnect or a stop wakes it, or the position is due
@@ -478,7 +411,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
                 break
             }
             state.sleeping = true
-            return state.snapshot.position == state.snapshot.stored ? 1000 : Int32(Self.storeIntervalNanoseconds / 1_000_000)
+            return state.acks.position == state.snapshot.stored ? 1000 : Int32(Self.storeIntervalNanoseconds / 1_000_000)
         }
         guard let timeout else { return }
         var pfd = pollfd(fd: wakeup.fd.rawValue, events: Int16(POLLIN), revents: 0)
@@ -507,13 +440,12 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     /// Moves the read point over seqs that will never be read (deleted by retention), counting `lost` of them.
     func markRead(through seq: UInt64, lost: UInt64) {
         state.withLock { state in
-            state.readThrough = max(state.readThrough, seq)
+            state.acks.markRead(through: seq)
             state.snapshot.lost += lost
-            if state.pending.isEmpty { state.snapshot.position = state.readThrough }
         }
     }
 
-    private func record(error: String, phase: String?) {
+    func record(error: String, phase: String?) {
         state.withLock { state in
             state.snapshot.lastError = error
             state.snapshot.lastErrorTime = Clock.realtimeNanoseconds()
@@ -531,5 +463,4 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         }
         logger.info("forwarder stopped", metadata: ["position": "\(snapshot.position)"])
     }
-
 }

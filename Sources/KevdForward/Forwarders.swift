@@ -6,8 +6,8 @@ import Logging
 
 /// The daemon's `[[forward]]` forwarders. The loop only tells them when the journal's durable seq advances and
 /// reads their status; each does its reading, publishing and position storing on its own thread.
-public final class Forwarders: @unchecked Sendable {
-    // @unchecked: `forwarders` is set once in init; each Forwarder is thread-safe.
+public final class Forwarders: Sendable {
+    // Checked: `forwarders` is set once in init, and each Forwarder is Sendable (its own claim is explained there).
     private let forwarders: [Forwarder]
 
     /// Starts one forwarder per spec. `durable` is the journal's durable seq now.

@@ -8,7 +8,8 @@ import Synchronization
 /// thread, so the loop never waits for the disk; completion comes back through `done` (to be posted to the
 /// loop's inbox).
 final class PositionStore: @unchecked Sendable {
-    // @unchecked: `jobs` is the only shared state and is behind a Mutex; `directory` is immutable.
+    // @unchecked: `jobs` and `stopping` are the only shared state and are behind Mutexes; `directory`, `wakeup` and
+    // `done` are immutable; `thread` is set in init and joined in `stop`, both on the owner's (the loop's) thread.
     let directory: String
     private let jobs = Mutex<[(name: String, seq: UInt64, token: UInt64)]>([])
     private let wakeup: EventFD

@@ -1,4 +1,5 @@
 import Glibc
+import KevdConfig
 import KevdKernel
 
 /// Who gets a connection (issue 15, part 3): one local user must not be able to take every slot.
@@ -19,13 +20,22 @@ extension Server {
     /// Why `connection` may not be admitted now, or nil when it may.
     func admissionRefusal(_ connection: Connection) -> AdmissionRefusal? {
         let uid = connection.credentials.uid
-        let total = connections.count
+        return Self.admissionRefusal(
+            uid: uid, total: connections.count, heldByUID: clientsByUID[uid, default: 0],
+            exempt: isExemptFromPerUIDLimits(uid), settings: settings)
+    }
+
+    /// The decision alone: `total` connections open, `heldByUID` of them this uid's; `exempt`: root or kevd's
+    /// own user.
+    static func admissionRefusal(
+        uid: UInt32, total: Int, heldByUID held: Int, exempt: Bool, settings: ServerSettings
+    ) -> AdmissionRefusal? {
         if total >= settings.maxClients {
             return AdmissionRefusal(
                 limit: .maxClients, configured: settings.maxClients, value: total,
                 message: "too many clients (limit \(settings.maxClients), [server] max_clients); try again later")
         }
-        guard !isExemptFromPerUIDLimits(uid) else { return nil }
+        guard !exempt else { return nil }
         let open = settings.maxClients - settings.reservedClients
         if total >= open {
             return AdmissionRefusal(
@@ -34,7 +44,6 @@ extension Server {
                     + "root and kevd's own user (limit \(settings.maxClients), [server] max_clients and "
                     + "reserved_clients); try again later")
         }
-        let held = clientsByUID[uid, default: 0]
         if settings.maxClientsPerUID > 0 && held >= settings.maxClientsPerUID {
             return AdmissionRefusal(
                 limit: .maxClientsPerUID, configured: settings.maxClientsPerUID, value: held,
