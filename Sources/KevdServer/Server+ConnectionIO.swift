@@ -149,7 +149,7 @@ extension Server {
         // Catch-up work left for later (a per-turn budget keeps the loop fair), or events published after the
         // journal's write this turn (a sink's own `overflow`): come back next turn. While the journal fails,
         // its retry timer brings the turns.
-        if !dirty.isEmpty || (!heldForJournal.isEmpty && context.journal.lastError == nil) { context.loop.inbox.post {} }
+        if !dirty.isEmpty || (!heldForJournal.isEmpty && context.journal.lastError == nil) { context.loop.requestTurn() }
     }
 
     func flush(_ c: Connection) {

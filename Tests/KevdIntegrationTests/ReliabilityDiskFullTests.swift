@@ -74,8 +74,10 @@ struct ReliabilityDiskFullTests {
         try Root.check()
         // Enough file events to pass the pending limit (4 MiB, ~14,000 events) and then the kernel's inotify
         // queue (16,384 records; each file makes four or five, of which kevd publishes two). Kept small: the
-        // short variant runs beside the other suites in CI.
-        let files = Reliability.size(short: 30_000, full: 100_000)
+        // short variant runs beside the other suites in CI. A raised fs.inotify.max_queued_events needs more.
+        let queueLimit = Int((try? String(contentsOfFile: "/proc/sys/fs/inotify/max_queued_events", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "16384") ?? 16384
+        let files = max(Reliability.size(short: 30_000, full: 100_000), queueLimit / 3 + 10_000)
         let kevd = try DiskFullDaemon(
             tmpfsBytes: 64 << 20,
             rule: """
