@@ -24,8 +24,13 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     // `lastStore`, `lastLoggedError` and `thread` belong to the forwarder's thread alone (`thread` is set by `start`
     // and joined by `stop`, on the loop's thread, before and after the forwarder's thread runs); the rest is
     // immutable. The compiler cannot see the thread ownership, hence unchecked.
+    /// What the forwarder is doing; its raw value is the `state` that `status` shows.
+    enum Phase: String, Sendable {
+        case starting, connecting, forwarding, retrying, disconnected, stopped
+    }
+
     struct Snapshot: Sendable {
-        var phase = "starting"
+        var phase = Phase.starting
         var connectedURL: String? = nil
         /// The last seq such that every event up to it is acknowledged (or filtered out): `acks.position`, copied
         /// when the snapshot is taken.
@@ -170,7 +175,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
             state.lost = true
             state.sleeping = false
             state.snapshot.failures += 1
-            state.snapshot.phase = "disconnected"
+            state.snapshot.phase = .disconnected
             state.snapshot.lastError = "connection to \(state.snapshot.connectedURL ?? "the server") lost"
             state.snapshot.lastErrorTime = Clock.realtimeNanoseconds()
         }
@@ -199,7 +204,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
                 do {
                     try connect()
                 } catch {
-                    record(error: "\(error)", phase: "connecting")
+                    record(error: "\(error)", phase: .connecting)
                     // Once per distinct error, not once per retry: an outage would fill the log.
                     if "\(error)" != lastLoggedError {
                         lastLoggedError = "\(error)"
@@ -221,7 +226,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
                     do {
                         try rewind()
                     } catch {
-                        record(error: "journal: \(error)", phase: "retrying")
+                        record(error: "journal: \(error)", phase: .retrying)
                     }
                     sleep(nanoseconds: backoff)
                     backoff = min(backoff * 2, maxBackoff)
@@ -231,7 +236,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
                 do {
                     waitFor = try publishAvailable()
                 } catch {
-                    record(error: "journal: \(error)", phase: "retrying")
+                    record(error: "journal: \(error)", phase: .retrying)
                     sleep(nanoseconds: maxBackoff)
                     continue
                 }
@@ -244,7 +249,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
 
     private func connect() throws {
         let generation = state.withLock { state -> UInt64 in
-            state.snapshot.phase = "connecting"
+            state.snapshot.phase = .connecting
             state.lost = false
             // A new number per attempt: the closing of a failed attempt's connection must not count against this.
             state.generation += 1
@@ -257,7 +262,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         let url = publisher.connectedURL
         let position = state.withLock { state -> UInt64 in
             state.snapshot.connectedURL = url
-            state.snapshot.phase = "forwarding"
+            state.snapshot.phase = .forwarding
             return state.acks.position
         }
         try seek(after: position)
@@ -283,7 +288,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         let position = state.withLock { state -> UInt64 in
             state.acks.rewind()
             state.failed = false
-            state.snapshot.phase = "retrying"
+            state.snapshot.phase = .retrying
             return state.acks.position
         }
         try seek(after: position)
@@ -313,7 +318,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     private func publishAvailable() throws -> WaitFor {
         guard let reader, let publisher else { return .anything }
         var any = false
-        defer { if any { state.withLock { $0.snapshot.phase = "forwarding" } } }
+        defer { if any { state.withLock { $0.snapshot.phase = .forwarding } } }
         while true {
             let (durable, inFlight) = state.withLock { ($0.durable, $0.snapshot.inFlight) }
             guard inFlight < spec.maxInFlight else { return .window }
@@ -445,7 +450,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         }
     }
 
-    func record(error: String, phase: String?) {
+    func record(error: String, phase: Phase?) {
         state.withLock { state in
             state.snapshot.lastError = error
             state.snapshot.lastErrorTime = Clock.realtimeNanoseconds()
@@ -458,7 +463,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         storePosition(force: true)
         publisher = nil
         state.withLock { state in
-            state.snapshot.phase = "stopped"
+            state.snapshot.phase = .stopped
             state.snapshot.inFlight = 0
         }
         logger.info("forwarder stopped", metadata: ["position": "\(snapshot.position)"])

@@ -52,7 +52,7 @@ public final class Forwarders: Sendable {
                 ("type", .string("nats")),
                 ("url", s.connectedURL.map { .string($0) } ?? .string(forwarder.spec.urls.joined(separator: ","))),
                 ("stream", .string(forwarder.spec.stream)),
-                ("state", .string(s.phase)),
+                ("state", .string(s.phase.rawValue)),
                 ("position", .uint(s.position)),
                 ("stored", .uint(s.stored)),
                 ("lag", .uint(head > s.position ? head - s.position : 0)),
