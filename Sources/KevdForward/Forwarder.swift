@@ -18,7 +18,7 @@ import Synchronization
 /// Only durable journal records are forwarded: a record past the journal's durable seq could be lost by an
 /// operating-system crash and its seq given to a different event, and a stream must never hold an event the
 /// journal does not.
-final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
+final class Forwarder: ForwardTargetDelegate, @unchecked Sendable {
     // @unchecked: `state` is behind a Mutex and is all that libnats's threads and the loop touch (through
     // `published`, `connectionLost`, `durableAdvanced`, `snapshot`); `reader`, `publisher`, `held`, `subjects`,
     // `lastStore`, `lastLoggedError` and `thread` belong to the forwarder's thread alone (`thread` is set by `start`
@@ -79,7 +79,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     private var thread: WorkerThread? = nil
 
     private var reader: JournalReader? = nil
-    private var publisher: NatsPublisher? = nil
+    private var publisher: ForwardTarget? = nil
     /// A record read past the durable seq, kept until the journal has synced it.
     private var held: (seq: UInt64, payload: [UInt8])? = nil
     private var subjects: SubjectBuilder
@@ -146,7 +146,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
         }
     }
 
-    // MARK: NatsPublisher.Delegate (libnats's threads)
+    // MARK: ForwardTargetDelegate (the target's threads: libnats's)
 
     func published(seq: UInt64, generation: UInt64, error: String?, duplicate: Bool) {
         let wake = state.withLock { state -> Bool in
@@ -255,7 +255,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
             state.generation += 1
             return state.generation
         }
-        let publisher = try NatsPublisher(spec: spec, delegate: self, generation: generation)
+        let publisher = try ForwardTargets.connect(spec: spec, delegate: self, generation: generation)
         let note = try publisher.ensureStream(spec)
         if reader == nil { reader = try JournalReader(directory: journalDirectory) }
         self.publisher = publisher
@@ -345,7 +345,7 @@ final class Forwarder: NatsPublisher.Delegate, @unchecked Sendable {
     }
 
     /// Publishes one record, or records it as filtered out; false when the publish failed.
-    private func forward(seq: UInt64, payload: UnsafeRawBufferPointer, _ publisher: NatsPublisher) -> Bool {
+    private func forward(seq: UInt64, payload: UnsafeRawBufferPointer, _ publisher: ForwardTarget) -> Bool {
         let header = EventLineHeader(payload)
         var decoded: Event? = nil
         if header == nil { decoded = try? Event(jsonLine: payload) }

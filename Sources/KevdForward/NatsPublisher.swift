@@ -3,19 +3,14 @@ import Glibc
 import KevdConfig
 
 /// A NATS connection and its JetStream context, configured from a `[[forward]]` table: the only code that calls
-/// libnats. libnats runs its own threads (reading, delivering acknowledgements); `Delegate` receives what they
-/// report, tagged with the publisher's `generation` so that a late report from a replaced connection is ignored.
+/// libnats: the `ForwardTarget` for NATS JetStream. libnats runs its own threads (reading, delivering
+/// acknowledgements); the delegate receives what they report, tagged with the publisher's `generation`.
 ///
 /// A connection is never reconnected: libnats would send the publishes it buffered while disconnected after
 /// reconnecting, so events that followed one lost with the old socket would be stored ahead of it. A lost
 /// connection closes instead, and the forwarder connects anew and publishes again from its position, in order.
-final class NatsPublisher {
-    protocol Delegate: AnyObject {
-        /// On a libnats thread: the acknowledgement (or failure) of the publish of `seq`.
-        func published(seq: UInt64, generation: UInt64, error: String?, duplicate: Bool)
-        /// On a libnats thread: the connection was lost.
-        func connectionLost(generation: UInt64)
-    }
+final class NatsPublisher: ForwardTarget {
+    typealias Delegate = ForwardTargetDelegate
 
     /// What libnats's callbacks get as their closure. libnats gives no guarantee that no callback is still on
     /// its way once a connection is destroyed (the closed callback runs later on its own thread; an ack timeout
