@@ -1,9 +1,9 @@
 import DequeModule
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdJournal
 import KevdKernel
+import KevdSpec
 import Logging
 import Synchronization
 

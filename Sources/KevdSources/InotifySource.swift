@@ -1,7 +1,8 @@
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdKernel
+import KevdReactor
+import KevdSpec
 import Logging
 
 /// File and directory changes under the configured `[[watch]]` paths.

@@ -1,7 +1,8 @@
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdKernel
+import KevdReactor
+import KevdSpec
 import Logging
 
 /// Crawls: watching whole trees (at start-up, for new roots on reload, after an overflow, for a directory moved in)

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import KevdLoop
+@testable import KevdSources
 
 @Suite("inotify watch table")
 struct WatchTableTests {
