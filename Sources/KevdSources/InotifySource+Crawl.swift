@@ -86,8 +86,11 @@ extension InotifySource {
 
     /// The prefetcher's thread, or none (the crawl then reads cold directories on the loop, as it must without it).
     func startPrefetcher() -> CrawlPrefetcher? {
+        // The prefetcher's thread never calls `deliver`: it posts it to the loop's inbox, so it runs on the loop
+        // thread, where the source lives. The compiler cannot see that hand-off, hence the unchecked reference.
+        nonisolated(unsafe) weak let source = self
         do {
-            return try CrawlPrefetcher(inbox: loop.inbox) { [weak self] jobs in self?.prefetched(jobs) }
+            return try CrawlPrefetcher(inbox: loop.inbox) { jobs in source?.prefetched(jobs) }
         } catch {
             logger.warning("no crawl prefetcher; cold directories are read on the loop", metadata: ["error": "\(error)"])
             return nil

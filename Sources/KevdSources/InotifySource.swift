@@ -29,7 +29,7 @@ public final class InotifySource {
 
     /// A class, not a struct: every event reads its root, and copying a struct of strings, a set and arrays
     /// retains and releases each of them (a tenth of the loop's time went to reference counting).
-    final class Root: @unchecked Sendable {
+    final class Root: Sendable {
         let spec: WatchSpec
         /// `spec.events` as bits (`FileEventType.bit`): checked for every event, so no hashing.
         let events: UInt32
