@@ -63,8 +63,9 @@ let package = Package(
         // Durations and calendar (cron) schedules: pure arithmetic, no I/O.
         .target(name: "KevdSchedule", swiftSettings: swift6),
         // Thin Swift wrappers over syscalls and libudev, and the only module that imports libudev. CKevdShim is
-        // imported here and, for what has no wrapper (fd flags, fdatasync, socket options), by KevdJournal,
-        // KevdServer, KevdDaemon and kevd-bench.
+        // imported here and, for calls that have no wrapper here, directly by KevdJournal (kevd_write_some,
+        // CRC-32C), KevdServer (Unix sockets, peer credentials, kevd_write_some), KevdDaemon (the --stdout sink's
+        // writes) and kevd-bench.
         .target(
             name: "KevdKernel",
             dependencies: ["CKevdShim", "CUdev", .product(name: "SystemPackage", package: "swift-system")],
