@@ -1,4 +1,3 @@
-import Glibc
 import KevdKernel
 
 /// Read pacing: when the inotify fd is read, how much per turn, and when a busy tree is read less often.

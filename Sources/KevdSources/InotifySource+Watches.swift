@@ -1,4 +1,3 @@
-import Glibc
 import KevdEvent
 import KevdKernel
 import KevdSpec
