@@ -10,14 +10,23 @@ let hotPath: [SwiftSetting] = [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
 
+/// The Swift 6 language mode (issue 16), module by module: its data-race checks hold the cross-thread hand-offs
+/// (inbox, prefetcher, worker threads, the spawner, forwarders) to what the compiler can prove. The modules
+/// without it stay in Swift 5 mode (the package's default below) until they are moved.
+let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
 let package = Package(
     name: "kevd",
     products: [
         .executable(name: "kevd", targets: ["kevd"]),
         .executable(name: "kevctl", targets: ["kevctl"]),
         // For the fuzz targets (Fuzz/Package.swift) only: the parsers of untrusted input, as a library a
-        // separate package can link. Nothing installs or ships it.
-        .library(name: "KevdParsers", targets: ["KevdEvent", "KevdConfig", "KevdJournal", "KevdKernel", "KevdLoop"]),
+        // separate package can link (requests and filters, config and rule files, journal lines, inotify records,
+        // uevents and the events they become), without the loop or the sources. Nothing installs or ships it.
+        .library(
+            name: "KevdParsers",
+            targets: ["KevdEvent", "KevdSpec", "KevdConfig", "KevdJournal", "KevdKernel", "KevdDeviceEvents"]
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -50,96 +59,120 @@ let package = Package(
         ),
 
         // The immutable event and its JSON line form. Imports nothing of ours.
-        .target(name: "KevdEvent", swiftSettings: hotPath),
+        .target(name: "KevdEvent", swiftSettings: hotPath + swift6),
         // Durations and calendar (cron) schedules: pure arithmetic, no I/O.
-        .target(name: "KevdSchedule"),
-        // Thin Swift wrappers over syscalls and libudev; the only module that imports the C shims.
+        .target(name: "KevdSchedule", swiftSettings: swift6),
+        // Thin Swift wrappers over syscalls and libudev, and the only module that imports libudev. CKevdShim is
+        // imported here and, for calls that have no wrapper here, directly by KevdJournal (kevd_write_some,
+        // CRC-32C), KevdServer (Unix sockets, peer credentials, kevd_write_some), KevdDaemon (the --stdout sink's
+        // writes) and kevd-bench.
         .target(
             name: "KevdKernel",
             dependencies: ["CKevdShim", "CUdev", .product(name: "SystemPackage", package: "swift-system")],
-            swiftSettings: hotPath
+            swiftSettings: hotPath + swift6
         ),
-        // The configuration file: TOML in, validated values out, errors with file:line:col.
+        // What the configuration and the rule files specify, as plain values: watches, timers, udev, rules,
+        // forwards, the daemon's, journal's and server's settings. No TOML: the runtime modules depend on this,
+        // not on the parser.
+        .target(name: "KevdSpec", dependencies: ["KevdSchedule"], swiftSettings: swift6),
+        // The configuration and rule files: TOML in, validated KevdSpec values out, errors with file:line:col.
         .target(
             name: "KevdConfig",
-            dependencies: ["KevdSchedule", "KevdKernel", "KevdEvent", "CKevdTOML"]
+            dependencies: ["KevdSpec", "KevdSchedule", "KevdKernel", "KevdEvent", "CKevdTOML"],
+            swiftSettings: swift6
         ),
         // The durable journal: segments, framing, CRC-32C, recovery, readers, the flusher thread.
         .target(
             name: "KevdJournal",
             dependencies: ["KevdKernel", "KevdEvent", "CKevdShim", .product(name: "Logging", package: "swift-log")],
-            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
+            swiftSettings: hotPath + swift6
         ),
-        // The epoll loop, the cross-thread queue and the five sources.
+        // The reactor: the epoll loop, the cross-thread inbox and the event pipeline (stamp, then the sinks).
         .target(
-            name: "KevdLoop",
+            name: "KevdReactor",
             dependencies: [
-                "KevdKernel", "KevdEvent", "KevdSchedule", "KevdConfig",
+                "KevdKernel", "KevdEvent",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
-            swiftSettings: hotPath
+            swiftSettings: hotPath + swift6
+        ),
+        // The event a device (uevent) becomes: pure, apart from the loop, so the uevent fuzz target reaches it.
+        .target(name: "KevdDeviceEvents", dependencies: ["KevdKernel", "KevdEvent"], swiftSettings: hotPath + swift6),
+        // The sources on the loop: inotify (watch table, crawl, prefetcher), signals, timers, udev.
+        .target(
+            name: "KevdSources",
+            dependencies: [
+                "KevdReactor", "KevdDeviceEvents", "KevdKernel", "KevdEvent", "KevdSchedule", "KevdSpec",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: hotPath + swift6
         ),
         // The client socket: protocol, subscribers with bounded send buffers and journal catch-up, emit, status.
         .target(
             name: "KevdServer",
             dependencies: [
-                "KevdLoop", "KevdJournal", "KevdEvent", "KevdKernel", "KevdConfig", "CKevdShim",
+                "KevdReactor", "KevdJournal", "KevdEvent", "KevdKernel", "KevdSpec", "CKevdShim",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
-            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
+            swiftSettings: hotPath + swift6
         ),
         // The rules engine: matches events to rules, runs their scripts (spawn, reap, timeouts, retries, debounce),
         // keeps each rule's journal position for at-least-once runs across restarts.
         .target(
             name: "KevdRules",
             dependencies: [
-                "KevdLoop", "KevdJournal", "KevdEvent", "KevdKernel", "KevdConfig", "CKevdShim",
+                "KevdReactor", "KevdJournal", "KevdEvent", "KevdKernel", "KevdSpec",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ],
-            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
+            swiftSettings: hotPath + swift6
         ),
         // `[[forward]]`: forwarder threads that read the journal from a stored position and publish to NATS
         // JetStream, advancing only over acknowledged events.
         .target(
             name: "KevdForward",
             dependencies: [
-                "KevdJournal", "KevdEvent", "KevdKernel", "KevdConfig", "CNats",
+                "KevdJournal", "KevdEvent", "KevdKernel", "KevdSpec", "CNats",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
-            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
+            swiftSettings: hotPath + swift6
         ),
         // The client side of the socket protocol, for kevctl, tests and benchmarks.
         .target(
-            name: "KevdClient", dependencies: ["KevdEvent", "KevdKernel", "CKevdShim"],
-            swiftSettings: [.swiftLanguageMode(.v6)]
+            name: "KevdClient",
+            dependencies: ["KevdEvent", "KevdKernel", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: swift6
         ),
         // Wiring: config, start-up order, signals, reload, shutdown, sinks.
         .target(
             name: "KevdDaemon",
             dependencies: [
-                "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer", "KevdRules",
-                "KevdForward", "CSystemd", .product(name: "Logging", package: "swift-log"),
+                "KevdReactor", "KevdSources", "KevdConfig", "KevdSpec", "KevdEvent", "KevdKernel", "KevdJournal",
+                "KevdServer", "KevdRules", "KevdForward", "CKevdShim", "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: hotPath + [.swiftLanguageMode(.v6)]
+            swiftSettings: hotPath + swift6
         ),
         // One binary for both commands: kevd runs kevctl's commands when called by that name (a link to it), so
         // the installed pair carries one static Swift runtime, not two (scripts/install; README, "Installing").
         .executableTarget(
             name: "kevd",
             dependencies: [
-                "KevdDaemon", "KevctlCommands", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "KevdDaemon", "KevctlCommands", "KevdConfig", "KevdSpec",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // kevctl's commands (Sources/kevctl), for the `kevctl` executable (builds, tests) and the multi-call kevd.
         .target(
             name: "KevctlCommands",
             dependencies: [
-                "KevdConfig", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule", "KevdClient",
+                "KevdConfig", "KevdSpec", "KevdEvent", "KevdJournal", "KevdKernel", "KevdSchedule", "KevdClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -151,7 +184,7 @@ let package = Package(
         .executableTarget(
             name: "kevd-bench",
             dependencies: [
-                "KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim", "KevdForward", "KevdConfig", "CNats",
+                "KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim", "KevdForward", "KevdSpec", "CNats",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -159,19 +192,23 @@ let package = Package(
 
         .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent"]),
         .testTarget(name: "KevdScheduleTests", dependencies: ["KevdSchedule"]),
-        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig", "KevdKernel"]),
+        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig", "KevdSpec"]),
         .testTarget(name: "KevdKernelTests", dependencies: ["KevdKernel", "CKevdShim"]),
         .testTarget(
             name: "KevdRulesTests",
-            dependencies: ["KevdRules", "KevdConfig", "KevdEvent", "KevdKernel", "KevdLoop", "KevdJournal"]
+            dependencies: ["KevdRules", "KevdReactor", "KevdSpec", "KevdEvent", "KevdKernel"]
         ),
         .testTarget(
-            name: "KevdLoopTests",
-            dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
+            name: "KevdReactorTests",
+            dependencies: ["KevdReactor", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "KevdSourcesTests",
+            dependencies: ["KevdSources", "KevdDeviceEvents", "KevdKernel", "KevdEvent"]
         ),
         .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
-        .testTarget(name: "KevdServerTests", dependencies: ["KevdServer", "KevdConfig", "KevdEvent"]),
-        .testTarget(name: "KevdForwardTests", dependencies: ["KevdForward", "KevdConfig"]),
+        .testTarget(name: "KevdServerTests", dependencies: ["KevdServer", "KevdSpec", "KevdEvent"]),
+        .testTarget(name: "KevdForwardTests", dependencies: ["KevdForward", "KevdSpec"]),
         .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
     ],
     swiftLanguageModes: [.v5],

@@ -1,3 +1,5 @@
+import KevdSpec
+
 /// `[server]` keys that decide who gets a connection: `max_clients_per_uid`, `reserved_clients` and
 /// `first_request_timeout` (docs/PROTOCOL.md, "Limits").
 extension TableReader {

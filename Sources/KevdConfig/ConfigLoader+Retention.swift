@@ -1,3 +1,5 @@
+import KevdSpec
+
 extension TableReader {
     /// `[journal] max_bytes_hard`, `min_free` and `retention_interval` (docs/JOURNAL.md, "Retention").
     func journalRetentionSettings(_ t: TOMLTable, into settings: inout JournalSettings) throws {

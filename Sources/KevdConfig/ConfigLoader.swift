@@ -1,4 +1,5 @@
 import KevdKernel
+import KevdSpec
 
 /// Reads and validates a kevd configuration file.
 ///

@@ -1,5 +1,6 @@
 import Glibc
 import KevdEvent
+import KevdSpec
 
 /// Reads the rule files: every `*.toml` in the rule directories, each declaring `[[rule]]`s and, like the
 /// configuration file, `[[watch]]`es and `[[timer]]`s.
@@ -18,7 +19,7 @@ import KevdEvent
 public enum RuleLoader {
     /// The PATH bare program names are looked up in, here and by the engine: fixed, so what a rule runs does
     /// not depend on the environment kevd was started from.
-    public static let fixedPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    public static let fixedPATH = RuleSpec.fixedPATH
 
     public struct Options: Sendable {
         /// Refuse rule files not owned by root: their owner decides what kevd runs, as root.

@@ -1,4 +1,5 @@
 import KevdSchedule
+import KevdSpec
 
 /// Walks parsed TOML tables, checking names and types as it goes; every problem is a `ConfigError` located by
 /// the `TOMLLocator`. Shared by the configuration file and the rule files, which declare `[[watch]]` and

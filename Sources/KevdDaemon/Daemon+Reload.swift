@@ -1,7 +1,9 @@
 import KevdConfig
 import KevdEvent
-import KevdLoop
+import KevdReactor
 import KevdRules
+import KevdSources
+import KevdSpec
 
 /// Reload, in one place: SIGHUP re-reads the config and the rule files (`reload`), a settled change in a
 /// rules directory re-reads the rule files (`reloadRules`; the debounce is `RuleDirectoryWatcher`'s); both

@@ -4,8 +4,11 @@ import KevdEvent
 import KevdForward
 import KevdJournal
 import KevdKernel
+import KevdReactor
 import KevdRules
 import KevdServer
+import KevdSources
+import KevdSpec
 
 /// Start-up: the consumers of the pipeline, in the order they must see events (journal, stdout, mirror, then
 /// the server, then the rules), and what start-up repaired in the journal.

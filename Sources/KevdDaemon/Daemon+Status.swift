@@ -1,6 +1,7 @@
 import KevdConfig
 import KevdEvent
 import KevdKernel
+import KevdSpec
 
 /// What the daemon says about itself: systemd's STATUS= line, the `status` reply's fields, `kevd`/`stats`.
 extension Daemon {

@@ -4,9 +4,11 @@ import KevdEvent
 import KevdForward
 import KevdJournal
 import KevdKernel
-import KevdLoop
+import KevdReactor
 import KevdRules
 import KevdServer
+import KevdSources
+import KevdSpec
 import Logging
 
 /// The running daemon: builds the loop and its sources from a config, reloads on HUP, stops on TERM/INT.

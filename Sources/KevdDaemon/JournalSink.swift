@@ -1,6 +1,6 @@
 import KevdEvent
 import KevdJournal
-import KevdLoop
+import KevdReactor
 
 /// Puts every event in the journal; registered first, so an event is in the page cache before any other sink
 /// (subscribers, rules, stdout) writes it anywhere.

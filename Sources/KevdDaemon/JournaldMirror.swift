@@ -2,7 +2,7 @@ import CSystemd
 import Glibc
 import KevdEvent
 import KevdKernel
-import KevdLoop
+import KevdReactor
 import Synchronization
 
 /// `[journald] mirror = true`: a copy of the events (those its filter matches) in the systemd journal, as

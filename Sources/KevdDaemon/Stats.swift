@@ -1,7 +1,7 @@
 import KevdEvent
 import KevdJournal
 import KevdKernel
-import KevdLoop
+import KevdReactor
 
 /// Counts every event the pipeline publishes, by source. A sink, so the counts are exactly what was journaled
 /// and delivered, nothing a source merely saw.

@@ -2,7 +2,7 @@ import CKevdShim
 import Glibc
 import KevdEvent
 import KevdKernel
-import KevdLoop
+import KevdReactor
 
 /// `--stdout`: every event as one JSON line, for watching a daemon by hand or piping it into a script.
 ///

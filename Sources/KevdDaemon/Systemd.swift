@@ -1,7 +1,7 @@
 import CSystemd
 import Glibc
 import KevdKernel
-import KevdLoop
+import KevdReactor
 import Logging
 
 /// The service manager's side of kevd, through libsystemd: readiness and status (`sd_notify`), the watchdog

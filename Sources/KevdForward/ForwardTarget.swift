@@ -1,4 +1,4 @@
-import KevdConfig
+import KevdSpec
 
 /// What the forwarder publishes to: one connection to a broker, made for one attempt and dropped whole when it is
 /// lost (never reconnected underneath the forwarder, which would reorder what it had in flight).

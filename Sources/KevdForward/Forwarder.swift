@@ -1,8 +1,8 @@
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdJournal
 import KevdKernel
+import KevdSpec
 import Logging
 import Synchronization
 

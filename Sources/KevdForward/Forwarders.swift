@@ -1,7 +1,7 @@
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdJournal
+import KevdSpec
 import Logging
 
 /// The daemon's `[[forward]]` forwarders. The loop only tells them when the journal's durable seq advances and

@@ -1,6 +1,6 @@
 import CNats
 import Glibc
-import KevdConfig
+import KevdSpec
 
 /// A NATS connection and its JetStream context, configured from a `[[forward]]` table: the only code that calls
 /// libnats: the `ForwardTarget` for NATS JetStream. libnats runs its own threads (reading, delivering

@@ -1,4 +1,4 @@
-import KevdConfig
+import KevdSpec
 
 /// The NATS subject of each event, from the `[[forward]] subject` template (`kevd.{host}.{source}.{type}`).
 /// Values become single tokens: bytes NATS would read as a separator, a wildcard or whitespace become `_`, so an

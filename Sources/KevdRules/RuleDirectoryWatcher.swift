@@ -1,5 +1,5 @@
 import KevdKernel
-import KevdLoop
+import KevdReactor
 import Logging
 
 /// Watches the rules directories with an inotify instance of its own (their changes are kevd's business, not

@@ -1,8 +1,8 @@
 import DequeModule
 import HeapModule
-import KevdConfig
 import KevdEvent
 import KevdJournal
+import KevdSpec
 
 /// One matched event waiting to run (or between attempts).
 struct Job {

@@ -1,5 +1,5 @@
 import Glibc
-import KevdConfig
+import KevdSpec
 import KevdEvent
 import KevdKernel
 

@@ -1,6 +1,6 @@
 import KevdJournal
 import KevdKernel
-import KevdLoop
+import KevdReactor
 
 /// Starting runs: the turn-end dispatch (a few starts per turn, rules taking turns at going first) and the
 /// runs' output pipes, read without blocking the loop. The spawn itself is `RulesEngine+Spawner.swift`.

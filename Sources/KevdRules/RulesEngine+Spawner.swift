@@ -1,7 +1,7 @@
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdKernel
+import KevdSpec
 
 /// Starting runs off the loop thread.
 ///

@@ -1,10 +1,10 @@
 import Glibc
 import HeapModule
-import KevdConfig
 import KevdEvent
 import KevdJournal
 import KevdKernel
-import KevdLoop
+import KevdReactor
+import KevdSpec
 import Logging
 
 /// Runs rules' scripts for the events they match, on the loop thread, without ever blocking it.

@@ -1,5 +1,5 @@
-import KevdConfig
 import KevdEvent
+import KevdSpec
 
 /// A rule's command line and environment for one event.
 ///
@@ -57,7 +57,7 @@ enum RunCommand {
         _ spec: RuleSpec, for event: Event, socket: String, depth: Int, attempt: Int
     ) -> [String] {
         var env: [String] = [
-            "PATH=" + RuleLoader.fixedPATH,
+            "PATH=" + RuleSpec.fixedPATH,
             "KEVD_EVENT_ID=" + event.id.string,
             "KEVD_SEQ=" + String(event.seq),
             "KEVD_TIME=" + event.time.rfc3339,

@@ -1,6 +1,6 @@
 import KevdEvent
 import KevdKernel
-import KevdLoop
+import KevdReactor
 import Logging
 
 /// The limits that keep one local user from exhausting the daemon for everyone else, by the names the

@@ -1,5 +1,5 @@
 import Glibc
-import KevdConfig
+import KevdSpec
 
 /// Who may do what (`[[access]]`), decided from the peer's SO_PEERCRED credentials (`Connection.credentials`).
 extension Server {

@@ -1,5 +1,5 @@
 import Glibc
-import KevdConfig
+import KevdSpec
 import KevdKernel
 
 /// Who gets a connection (issue 15, part 3): one local user must not be able to take every slot.

@@ -1,7 +1,7 @@
 import CKevdShim
 import Glibc
 import KevdKernel
-import KevdLoop
+import KevdReactor
 
 /// Connection I/O on the loop thread: reading request lines (bounded per turn and by `max_request`), the turn's
 /// single write per connection, interest in readable/writable, dropping a connection.

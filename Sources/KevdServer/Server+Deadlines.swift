@@ -2,7 +2,7 @@ import CKevdShim
 import DequeModule
 import Glibc
 import KevdKernel
-import KevdLoop
+import KevdReactor
 import Logging
 
 /// `[server] first_request_timeout`: a connection that has not sent a complete request line this long after it

@@ -1,6 +1,6 @@
 import KevdEvent
 import KevdKernel
-import KevdLoop
+import KevdReactor
 
 /// `emit`: validation, permission, the emit rate, the cascade limit and the idempotency window; the reply waits
 /// until the event is durable (Server+DurableReplies.swift).

@@ -1,6 +1,6 @@
 import CKevdShim
 import Glibc
-import KevdConfig
+import KevdSpec
 import KevdKernel
 import Logging
 

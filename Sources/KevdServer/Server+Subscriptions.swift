@@ -1,6 +1,6 @@
 import KevdEvent
 import KevdJournal
-import KevdConfig
+import KevdSpec
 import KevdKernel
 
 /// `subscribe` and `ack`, and live delivery to caught-up subscribers (journal catch-up: Server+CatchUp.swift).

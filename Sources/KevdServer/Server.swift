@@ -1,10 +1,10 @@
 import CKevdShim
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdJournal
 import KevdKernel
-import KevdLoop
+import KevdReactor
+import KevdSpec
 import Logging
 
 /// The client socket (docs/PROTOCOL.md): requests in, replies and events out, on the loop thread.

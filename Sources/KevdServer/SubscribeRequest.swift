@@ -1,4 +1,4 @@
-import KevdConfig
+import KevdSpec
 import KevdEvent
 
 /// The fields of a `subscribe` request, checked (docs/PROTOCOL.md). Pure: permissions, the per-uid limit, names

@@ -5,6 +5,7 @@ import KevdConfig
 import KevdEvent
 import KevdKernel
 import KevdSchedule
+import KevdSpec
 
 /// The options every command that talks to the daemon shares: which socket to connect to.
 struct ClientOptions: ParsableArguments {

@@ -5,6 +5,7 @@ import KevdEvent
 import KevdJournal
 import KevdKernel
 import KevdSchedule
+import KevdSpec
 
 /// `kevctl journal`: print, follow, verify and vacuum the journal. Works without the daemon running.
 struct JournalCommand: ParsableCommand {

@@ -5,6 +5,7 @@ import KevdConfig
 import KevdEvent
 import KevdJournal
 import KevdKernel
+import KevdSpec
 
 /// `kevctl rules`: check rule files before kevd reloads them, try them on an event without running anything,
 /// and list what the running daemon's rules are doing.

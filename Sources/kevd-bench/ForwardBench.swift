@@ -1,11 +1,11 @@
 import ArgumentParser
 import CNats
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdForward
 import KevdJournal
 import KevdKernel
+import KevdSpec
 import Logging
 import Synchronization
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import KevdConfig
 import KevdDaemon
+import KevdSpec
 import Logging
 
 struct Kevd: ParsableCommand {

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import KevdConfig
+import KevdSpec
 
 @Suite("configuration")
 struct ConfigLoaderTests: ConfigText {

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import KevdConfig
+import KevdSpec
 
 /// Config suites parse TOML text as if it were /etc/kevd/kevd.toml and look at the one error it gives.
 protocol ConfigText {}

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import KevdConfig
+import KevdSpec
 
 @Suite("configuration: [[forward]]")
 struct ForwardConfigTests: ConfigText {

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import KevdConfig
+import KevdSpec
 
 /// Inputs `scripts/fuzz` found (Fuzz/), kept as regression cases: each must be a located error, not an abort.
 @Suite("Reliability: fuzz regressions (TOML)")

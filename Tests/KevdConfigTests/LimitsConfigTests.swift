@@ -1,6 +1,7 @@
 import Testing
 
 @testable import KevdConfig
+import KevdSpec
 
 @Suite("configuration: per-uid limits, log format, journald mirror")
 struct LimitsConfigTests: ConfigText {

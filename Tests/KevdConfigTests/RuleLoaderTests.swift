@@ -3,6 +3,7 @@ import Glibc
 import Testing
 
 @testable import KevdConfig
+import KevdSpec
 
 /// A temporary directory tree for rule files, removed with the last reference.
 final class Sandbox {

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import KevdConfig
+import KevdSpec
 
 /// The TOML layer (toml++ behind CKevdTOML): every shape TOML allows for a setting reads the same, a value of
 /// the wrong TOML type is a located error, and input toml++ refuses is a located syntax error, never an abort.

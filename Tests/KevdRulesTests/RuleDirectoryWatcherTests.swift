@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import KevdKernel
-import KevdLoop
+import KevdReactor
 import Logging
 import Testing
 

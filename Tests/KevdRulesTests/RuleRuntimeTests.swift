@@ -1,5 +1,5 @@
-import KevdConfig
 import KevdEvent
+import KevdSpec
 import Testing
 
 @testable import KevdRules

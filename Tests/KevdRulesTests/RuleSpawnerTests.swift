@@ -1,8 +1,8 @@
 import Foundation
 import Glibc
-import KevdConfig
 import KevdEvent
 import KevdKernel
+import KevdSpec
 import Testing
 
 @testable import KevdRules

@@ -1,4 +1,4 @@
-import KevdConfig
+import KevdSpec
 import Testing
 
 @testable import KevdServer

@@ -1,6 +1,6 @@
-import KevdConfig
 import KevdEvent
 import KevdFuzzSupport
+import KevdSpec
 
 /// One client request line, as the server's `request(_:_:)` takes it apart (Sources/KevdServer/Server.swift):
 /// the JSON reader, then the checks each op makes of its fields that need no daemon state (filter terms,

@@ -1,7 +1,7 @@
+import KevdDeviceEvents
 import KevdEvent
-import KevdKernel
-import KevdLoop
 import KevdFuzzSupport
+import KevdKernel
 
 /// One kernel uevent datagram (`ACTION@DEVPATH\0KEY=VALUE\0…`): rejected, or a device whose event (as the udev
 /// source makes it) survives the journal.
@@ -10,7 +10,7 @@ public func fuzzUevent(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     guard let start else { return 0 }
     guard let device = UeventDecoder.decode(UnsafeBufferPointer(start: start, count: count)) else { return 0 }
     Fuzz.check(!device.action.isEmpty && device.devpath.hasPrefix("/") && device.subsystem != nil, "an incomplete device")
-    Fuzz.checkRoundTrip(Fuzz.stamp(UdevSource.draft(device)))
+    Fuzz.checkRoundTrip(Fuzz.stamp(UdevDeviceEvent.draft(device)))
     return 0
 }
 

@@ -2,7 +2,7 @@ import KevdEvent
 import KevdKernel
 import Testing
 
-@testable import KevdLoop
+@testable import KevdReactor
 
 /// A sink that publishes while it consumes, as the rules engine does when it refuses a run: for every event of
 /// type `trigger` it publishes `answers` follow-ups, each with a payload big enough to make the pipeline's line

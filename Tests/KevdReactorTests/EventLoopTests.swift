@@ -5,7 +5,7 @@ import KevdKernel
 import Logging
 import Testing
 
-@testable import KevdLoop
+@testable import KevdReactor
 
 /// Collects what the pipeline publishes.
 final class RecordingSink: EventSink {

@@ -1,6 +1,8 @@
-import KevdConfig
+import KevdDeviceEvents
 import KevdEvent
 import KevdKernel
+import KevdReactor
+import KevdSpec
 import Logging
 
 /// Device events: from libudev's monitor when udevd runs (`udev`), or the kernel's raw uevents (`kernel`),
@@ -24,8 +26,6 @@ public final class UdevSource {
     public let sourceName: String
     public private(set) var overflowCount = 0
     private var received: [UdevMonitor.Device] = []
-
-    private static let ownFields: Set<String> = ["subsystem", "devtype", "devnode", "driver", "sysname", "seqnum"]
 
     /// Devices per wakeup before yielding to the loop, so sinks flush during a storm (epoll is level-triggered).
     static let devicesPerWakeup = 2048
@@ -112,23 +112,9 @@ public final class UdevSource {
         pipeline.publish(Self.draft(device))
     }
 
-    /// The event a device becomes; public for the uevent fuzz target, which checks it survives the journal.
+    /// The event a device becomes (KevdDeviceEvents, where the uevent fuzz target reaches it without the loop).
     public static func draft(_ device: UdevMonitor.Device) -> EventDraft {
-        var data = EventData(capacity: 6 + device.properties.count)
-        data.append("subsystem", device.subsystem ?? "")
-        data.append("devtype", device.devtype ?? "")
-        data.append("devnode", device.devnode ?? "")
-        data.append("driver", device.driver ?? "")
-        data.append("sysname", device.sysname ?? "")
-        data.append("seqnum", .int(Int64(clamping: device.seqnum)))
-        // Property names are upper case (ACTION, DEVNAME…); a lower-case one must not shadow the fields above.
-        for property in device.properties {
-            if let first = property.name.utf8.first, first >= UInt8(ascii: "a"), Self.ownFields.contains(property.name) {
-                continue
-            }
-            data.append(property.name, property.value)
-        }
-        return EventDraft(source: .udev, type: device.action, key: device.devpath, data: data)
+        UdevDeviceEvent.draft(device)
     }
 }
 

@@ -1,6 +1,7 @@
 import Glibc
 import KevdEvent
 import KevdKernel
+import KevdReactor
 import Logging
 
 /// Signals as events, from one signalfd.

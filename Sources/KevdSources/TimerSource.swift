@@ -1,7 +1,8 @@
-import KevdConfig
 import KevdEvent
 import KevdKernel
+import KevdReactor
 import KevdSchedule
+import KevdSpec
 import Logging
 
 /// Named `[[timer]]`s, one timerfd each.

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import KevdLoop
+@testable import KevdSources
 
 @Suite("inotify watch table")
 struct WatchTableTests {
@@ -73,5 +73,58 @@ struct WatchTableTests {
         path = table.path(of: 1_000_000)
         #expect(path == "far")  // the parent is gone: what is known
         #expect(MemoryLayout<WatchTable.Entry?>.stride == 32)
+    }
+
+    @Test("insert, remove and re-add: a removed watch has no path, its children keep what is known, a reused descriptor gets its new path")
+    func insertRemoveReuse() {
+        var table = sample()
+        #expect(table.count == 4)
+        #expect(table.contains(3))
+        #expect(table.isAncestor(1, of: 3) && table.isAncestor(2, of: 3) && !table.isAncestor(3, of: 1))
+        var path = table.path(of: 2)
+        #expect(path == "/r/a")
+        #expect(table.remove(2)?.name == "a")
+        #expect(table.remove(2) == nil)
+        #expect(!table.contains(2))
+        path = table.path(of: 2)
+        #expect(path == nil)
+        path = table.path(of: 3)
+        #expect(path == "b")  // its parent is gone: the part that is known
+        #expect(table.child(of: 1, named: "a") == nil)
+        // The source removes a vanished directory's subtree with it (`removeSubtree`).
+        table.remove(3)
+        // The same descriptor number again, somewhere else: the cached "/r/a" must not come back.
+        table.confirm(2, parent: 4, name: "new", path: "/r/c/new", role: .tree(root: 0), generation: 0)
+        path = table.path(of: 2)
+        #expect(path == "/r/c/new")
+        #expect(table.child(of: 4, named: "new") == 2)
+        #expect(Set(table.subtree(of: 4)) == [4, 2])
+    }
+
+    @Test("rename within a directory: the path and the child lookup follow the new name")
+    func renameInPlace() {
+        var table = sample()
+        var path = table.path(of: 3)
+        #expect(path == "/r/a/b")
+        table.move(2, toParent: 1, name: "renamed", path: "/r/renamed")
+        #expect(table.child(of: 1, named: "a") == nil)
+        #expect(table.child(of: 1, named: "renamed") == 2)
+        path = table.path(of: 3)
+        #expect(path == "/r/renamed/b")
+        // A move of a descriptor the table does not hold changes nothing.
+        table.move(99, toParent: 1, name: "x", path: "/r/x")
+        #expect(table.count == 4 && table.child(of: 1, named: "x") == nil)
+    }
+
+    @Test("paths under the root directory have one slash")
+    func rootDirectory() {
+        var table = WatchTable()
+        table.confirm(1, parent: WatchTable.noParent, name: "/", path: "/", role: .tree(root: 0), generation: 0)
+        table.confirm(2, parent: 1, name: "etc", path: "/etc", role: .tree(root: 0), generation: 0)
+        table.confirm(3, parent: 2, name: "kevd", path: "/etc/kevd", role: .tree(root: 0), generation: 0)
+        var path = table.path(of: 1)
+        #expect(path == "/")
+        path = table.path(of: 3)
+        #expect(path == "/etc/kevd")
     }
 }

@@ -4,7 +4,7 @@ import KevdKernel
 import Logging
 import Testing
 
-@testable import KevdLoop
+@testable import KevdReactor
 
 /// A sink that publishes from its own `endOfTurn`, `times` times in all (an overflow report, say).
 final class LatePublishingSink: EventSink {

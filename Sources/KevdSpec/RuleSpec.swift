@@ -108,6 +108,12 @@ public enum PlaceholderField: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+extension RuleSpec {
+    /// The PATH bare program names are looked up in, by the rule loader and by the engine: fixed, so what a
+    /// rule runs does not depend on the environment kevd was started from.
+    public static let fixedPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
 /// Every rule file, in the order read, and what they declare together.
 public struct RuleSet: Sendable, Equatable {
     public struct File: Sendable, Equatable {
@@ -115,6 +121,11 @@ public struct RuleSet: Sendable, Equatable {
         public var name: String
         /// The path it was read from, after overriding.
         public var path: String
+
+        public init(name: String, path: String) {
+            self.name = name
+            self.path = path
+        }
     }
 
     public var files: [File] = []

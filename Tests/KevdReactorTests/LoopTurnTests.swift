@@ -2,7 +2,7 @@ import KevdKernel
 import Logging
 import Testing
 
-@testable import KevdLoop
+@testable import KevdReactor
 
 /// The loop measures its own turns: the longest since the last look is what `kevd`/`stats` reports.
 @Suite("loop turn measurement")

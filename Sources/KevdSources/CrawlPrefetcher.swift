@@ -1,6 +1,7 @@
 import DequeModule
 import Glibc
 import KevdKernel
+import KevdReactor
 import Synchronization
 
 /// Reads directories into the kernel's caches on a thread of its own, just before the loop's crawl watches and

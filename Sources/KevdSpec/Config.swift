@@ -70,6 +70,17 @@ public struct DaemonSettings: Sendable, Equatable {
     public static let defaultSocket = "/run/kevd/kevd.sock"
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
     public static let logFormats = ["auto", "journald", "plain"]
+
+    public init(
+        stateDir: String, socket: String, logLevel: String, logFormat: String = "auto",
+        statsIntervalNanoseconds: Int64 = 60_000_000_000
+    ) {
+        self.stateDir = stateDir
+        self.socket = socket
+        self.logLevel = logLevel
+        self.logFormat = logFormat
+        self.statsIntervalNanoseconds = statsIntervalNanoseconds
+    }
 }
 
 /// The `[rules]` table.
@@ -94,6 +105,13 @@ public struct WatchSpec: Sendable, Equatable {
     /// Globs: without a `/` they match any file or directory name in the tree; with one, the path relative to
     /// `path`. Excluded directories are not descended into.
     public var exclude: [String]
+
+    public init(path: String, recursive: Bool, events: Set<FileEventType>, exclude: [String]) {
+        self.path = path
+        self.recursive = recursive
+        self.events = events
+        self.exclude = exclude
+    }
 }
 
 /// The inotify event types a watch can ask for.
@@ -133,6 +151,11 @@ public struct TimerSpec: Sendable, Equatable {
 
     public var name: String
     public var schedule: Schedule
+
+    public init(name: String, schedule: Schedule) {
+        self.name = name
+        self.schedule = schedule
+    }
 }
 
 /// The `[udev]` table.
@@ -144,12 +167,24 @@ public struct UdevSpec: Sendable, Equatable {
     public struct Match: Sendable, Equatable {
         public var subsystem: String
         public var devtype: String?
+
+        public init(subsystem: String, devtype: String?) {
+            self.subsystem = subsystem
+            self.devtype = devtype
+        }
     }
 
     public var enabled: Bool
     public var source: Source
     public var matches: [Match]
     public var receiveBuffer: Int
+
+    public init(enabled: Bool, source: Source, matches: [Match], receiveBuffer: Int) {
+        self.enabled = enabled
+        self.source = source
+        self.matches = matches
+        self.receiveBuffer = receiveBuffer
+    }
 
     public static let defaultReceiveBuffer = 16 * 1024 * 1024
     public static let disabled = UdevSpec(enabled: false, source: .auto, matches: [], receiveBuffer: defaultReceiveBuffer)

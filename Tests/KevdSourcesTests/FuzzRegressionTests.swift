@@ -3,7 +3,7 @@ import KevdEvent
 import Testing
 
 @testable import KevdKernel
-@testable import KevdLoop
+@testable import KevdSources
 
 /// Inputs `scripts/fuzz` found (Fuzz/), kept as regression cases.
 @Suite("Reliability: fuzz regressions (uevents)")
