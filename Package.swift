@@ -154,20 +154,29 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent"]),
-        .testTarget(name: "KevdScheduleTests", dependencies: ["KevdSchedule"]),
-        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig", "KevdKernel"]),
-        .testTarget(name: "KevdKernelTests", dependencies: ["KevdKernel", "CKevdShim"]),
+        // What the test targets share (seeded random numbers, temporary directories, waits with a deadline, Unix
+        // sockets, a nats-server): test code only, none of kevd's modules.
+        .target(name: "KevdTestSupport", path: "Tests/KevdTestSupport"),
+        .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent", "KevdTestSupport"]),
+        .testTarget(name: "KevdScheduleTests", dependencies: ["KevdSchedule", "KevdTestSupport"]),
+        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig", "KevdKernel", "KevdTestSupport"]),
+        .testTarget(name: "KevdKernelTests", dependencies: ["KevdKernel", "CKevdShim", "KevdTestSupport"]),
         .testTarget(
             name: "KevdRulesTests",
             dependencies: ["KevdRules", "KevdConfig", "KevdEvent", "KevdKernel", "KevdLoop", "KevdJournal"]
         ),
         .testTarget(
             name: "KevdLoopTests",
-            dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "KevdLoop", "KevdKernel", "KevdEvent", "KevdTestSupport", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
-        .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
-        .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
+        .testTarget(
+            name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim", "KevdTestSupport"]
+        ),
+        .testTarget(
+            name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats", "KevdTestSupport"]
+        ),
     ],
     swiftLanguageModes: [.v5],
     cxxLanguageStandard: .cxx17  // toml++'s minimum

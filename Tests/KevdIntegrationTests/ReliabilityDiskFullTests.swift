@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// kevd with its state directory on a small tmpfs that a test fills: the tmpfs is mounted inside a private mount
@@ -35,11 +36,7 @@ private final class DiskFullDaemon {
             recursive = false
             events = ["create", "delete"]
             """
-        let launcher = [
-            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            #"mount -t tmpfs -o "$1",mode=0750 tmpfs "$0" && shift && exec "$@""#,
-            dir.file("state"), "size=\(tmpfsBytes)" + (inodes > 0 ? ",nr_inodes=\(inodes)" : ""),
-        ]
+        let launcher = tmpfsLauncher(mountingOn: dir.file("state"), bytes: tmpfsBytes, inodes: inodes)
         daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
     }
 
