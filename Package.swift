@@ -18,6 +18,11 @@ let package = Package(
         // For the fuzz targets (Fuzz/Package.swift) only: the parsers of untrusted input, as a library a
         // separate package can link. Nothing installs or ships it.
         .library(name: "KevdParsers", targets: ["KevdEvent", "KevdConfig", "KevdJournal", "KevdKernel", "KevdLoop"]),
+        // For the benchmarks (bench/Package.swift) only: the parts `kevd-bench` drives directly (the journal, the
+        // NATS forwarder). Nothing installs or ships it.
+        .library(
+            name: "KevdBenchParts", targets: ["KevdEvent", "KevdConfig", "KevdJournal", "KevdKernel", "KevdForward", "CKevdShim"]
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -144,15 +149,6 @@ let package = Package(
             path: "Sources/kevctl"
         ),
         .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main"),
-        // Benchmarks (`kevd-bench journal`): not shipped, measures the journal against a ceiling it measures too.
-        .executableTarget(
-            name: "kevd-bench",
-            dependencies: [
-                "KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim", "KevdForward", "KevdConfig", "CNats",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
-        ),
 
         // What the test targets share (seeded random numbers, temporary directories, waits with a deadline, Unix
         // sockets, a nats-server): test code only, none of kevd's modules.
