@@ -27,23 +27,7 @@ struct ReliabilityRulesJournalTests {
             match = ["source=inotify", "type=create", "key=*/trigger-*"]
             run = ["\(script)"]
             """)
-        let config = """
-            [daemon]
-            state_dir = "state"
-            socket = "kevd.sock"
-            log_level = "warning"
-
-            [rules]
-            directories = ["rules"]
-
-            [journal]
-            segment_size = "64KiB"
-
-            [[watch]]
-            path = "w"
-            recursive = false
-            events = ["create"]
-            """
+        let config = diskFullConfig(events: ["create"])
         // As in ReliabilityDiskFullTests: the tmpfs is mounted in a private mount namespace kevd runs in.
         let launcher = tmpfsLauncher(mountingOn: dir.file("state"), bytes: 16 << 20)
         let daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
