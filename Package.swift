@@ -27,6 +27,12 @@ let package = Package(
             name: "KevdParsers",
             targets: ["KevdEvent", "KevdSpec", "KevdConfig", "KevdJournal", "KevdKernel", "KevdDeviceEvents"]
         ),
+        // For the benchmarks (bench/Package.swift) only: the parts `kevd-bench` drives directly (the journal, the
+        // NATS forwarder). Nothing installs or ships it.
+        .library(
+            name: "KevdBenchParts",
+            targets: ["KevdEvent", "KevdSpec", "KevdConfig", "KevdJournal", "KevdKernel", "KevdForward", "CKevdShim"]
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -180,36 +186,36 @@ let package = Package(
             path: "Sources/kevctl"
         ),
         .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main"),
-        // Benchmarks (`kevd-bench journal`): not shipped, measures the journal against a ceiling it measures too.
-        .executableTarget(
-            name: "kevd-bench",
-            dependencies: [
-                "KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim", "KevdForward", "KevdSpec", "CNats",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
-        ),
 
-        .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent"]),
-        .testTarget(name: "KevdScheduleTests", dependencies: ["KevdSchedule"]),
-        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig", "KevdSpec"]),
-        .testTarget(name: "KevdKernelTests", dependencies: ["KevdKernel", "CKevdShim"]),
+        // What the test targets share (seeded random numbers, temporary directories, waits with a deadline, Unix
+        // sockets, a nats-server): test code only, none of kevd's modules.
+        .target(name: "KevdTestSupport", path: "Tests/KevdTestSupport"),
+        .testTarget(name: "KevdEventTests", dependencies: ["KevdEvent", "KevdTestSupport"]),
+        .testTarget(name: "KevdScheduleTests", dependencies: ["KevdSchedule", "KevdTestSupport"]),
+        .testTarget(name: "KevdConfigTests", dependencies: ["KevdConfig", "KevdSpec", "KevdTestSupport"]),
+        .testTarget(name: "KevdKernelTests", dependencies: ["KevdKernel", "CKevdShim", "KevdTestSupport"]),
         .testTarget(
             name: "KevdRulesTests",
-            dependencies: ["KevdRules", "KevdReactor", "KevdSpec", "KevdEvent", "KevdKernel"]
+            dependencies: ["KevdRules", "KevdReactor", "KevdSpec", "KevdEvent", "KevdKernel", "KevdTestSupport"]
         ),
         .testTarget(
             name: "KevdReactorTests",
-            dependencies: ["KevdReactor", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "KevdReactor", "KevdKernel", "KevdEvent", "KevdTestSupport", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "KevdSourcesTests",
-            dependencies: ["KevdSources", "KevdDeviceEvents", "KevdKernel", "KevdEvent"]
+            dependencies: ["KevdSources", "KevdDeviceEvents", "KevdKernel", "KevdEvent", "KevdTestSupport"]
         ),
-        .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
-        .testTarget(name: "KevdServerTests", dependencies: ["KevdServer", "KevdSpec", "KevdEvent"]),
-        .testTarget(name: "KevdForwardTests", dependencies: ["KevdForward", "KevdSpec"]),
-        .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
+        .testTarget(
+            name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim", "KevdTestSupport"]
+        ),
+        .testTarget(name: "KevdServerTests", dependencies: ["KevdServer", "KevdSpec", "KevdEvent", "KevdTestSupport"]),
+        .testTarget(name: "KevdForwardTests", dependencies: ["KevdForward", "KevdSpec", "KevdTestSupport"]),
+        .testTarget(
+            name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats", "KevdTestSupport"]
+        ),
     ],
     swiftLanguageModes: [.v5],
     cxxLanguageStandard: .cxx17  // toml++'s minimum

@@ -16,9 +16,12 @@ import tempfile
 import threading
 import time
 
+from benchlib import DEFAULT_KEVD, kevd_daemon_config, parse_count, sysctl
+from benchlib import log as _log
+
 
 def log(*args):
-    print(*args, file=sys.stderr, flush=True)
+    _log("crawl", " ".join(str(a) for a in args))
 
 
 def make_tree(base, count):
@@ -55,16 +58,6 @@ def drop_caches():
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
-
-
-def sysctl(name, value=None):
-    path = "/proc/sys/" + name.replace(".", "/")
-    with open(path) as f:
-        old = f.read().strip()
-    if value is not None:
-        with open(path, "w") as f:
-            f.write(f"{value}\n")
-    return old
 
 
 def major_faults(pid):
@@ -194,8 +187,8 @@ def run_kevd(kevd, tree, cold, overflow, state_base):
     state = tempfile.mkdtemp(prefix="kevd-crawl-", dir=state_base)
     conf = os.path.join(state, "kevd.toml")
     with open(conf, "w") as f:
-        f.write(f'[daemon]\nstate_dir = "{state}/state"\nsocket = "{state}/kevd.sock"\nlog_level = "warning"\n'
-                f'[[watch]]\npath = "{tree}"\nrecursive = true\nevents = ["create"]\n')
+        f.write(kevd_daemon_config(f"{state}/state", f"{state}/kevd.sock")
+                + f'[[watch]]\npath = "{tree}"\nrecursive = true\nevents = ["create"]\n')
     old_queue = None
     if overflow:
         # Read by inotify_init1 when kevd starts: a tiny queue for this instance only, restored right after.
@@ -288,8 +281,8 @@ def run_kevd(kevd, tree, cold, overflow, state_base):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kevd", default=".build/release/kevd")
-    parser.add_argument("--dirs", type=int, default=100_000, help="directories in the tree (default 100,000)")
+    parser.add_argument("--kevd", default=DEFAULT_KEVD, help=f"kevd binary (default {DEFAULT_KEVD}, which bench/run builds)")
+    parser.add_argument("--dirs", type=parse_count, default=100_000, help="directories in the tree (default 100,000)")
     parser.add_argument("--base", default="/var/tmp/kevd-crawl-bench", help="where the tree is made (a disk fs)")
     parser.add_argument("--warm", action="store_true", help="also warm runs")
     parser.add_argument("--no-inotifywait", action="store_true")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Journal benchmark (bench/JOURNAL.md): builds kevd-bench and kevctl in release mode into .build-bench (its own
-# scratch directory, so it never waits on the lock of the main .build), then runs `kevd-bench journal`.
+# Journal benchmark (bench/JOURNAL.md): builds kevd-bench and kevctl in release mode from the bench package
+# (bench/Package.swift) into .build-bench (its own scratch directory, so it never waits on the lock of the main
+# .build), then runs `kevd-bench journal`. `bench/run journal` runs the same; this script adds --profile.
 #
 #   bench/journal_bench.sh                       # all policies, 1,000,000 events, 3 runs each
 #   bench/journal_bench.sh --count 200000        # any kevd-bench journal option is passed on
@@ -12,8 +13,8 @@ cd "$(dirname "$0")/.."
 scratch="$PWD/.build-bench"
 
 # One build at a time: the machine has two cores, and the products share most of their modules.
-swift build -c release --product kevd-bench --scratch-path "$scratch"
-swift build -c release --product kevctl --scratch-path "$scratch"
+swift build -c release --package-path bench --product kevd-bench --scratch-path "$scratch"
+swift build -c release --package-path bench --product kevctl --scratch-path "$scratch"
 bench="$scratch/release/kevd-bench"
 
 if [[ "${1:-}" != --profile ]]; then

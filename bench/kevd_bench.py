@@ -41,9 +41,9 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable, Optional
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
-DEFAULT_KEVD = "/work/main/.build/release/kevd"
+from benchlib import BENCH_DIR, DEFAULT_KEVD, REPO_DIR, fs_type, kevd_daemon_config, parse_count, sysctl, toml_str
+from benchlib import log as _log
+
 GEN_SOURCE = BENCH_DIR / "kevd_gen.c"
 INOTIFY_TYPES = ("create", "modify", "close_write", "delete")
 F_SETPIPE_SZ = 1031
@@ -63,7 +63,7 @@ def kill_group(pgid: int, sig: int) -> None:
 
 
 def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+    _log("bench", msg)
 
 
 # --------------------------------------------------------------------------
@@ -449,10 +449,6 @@ def kevd_usable(path: str) -> tuple[bool, str]:
     return True, ""
 
 
-def toml_str(s: str) -> str:
-    return json.dumps(s)  # a JSON string is a valid TOML basic string
-
-
 def write_kevd_config(tmp: Path, body: str, args: argparse.Namespace) -> Path:
     state = tmp / "state"
     if args.kevd_state_parent is None:
@@ -463,12 +459,7 @@ def write_kevd_config(tmp: Path, body: str, args: argparse.Namespace) -> Path:
     conf = tmp / "kevd.toml"
     journal = (f"\n[journal]\nmax_bytes = {toml_str(args.kevd_journal_max_bytes)}\n"
                if args.kevd_journal_max_bytes else "")
-    conf.write_text(
-        "[daemon]\n"
-        f"state_dir = {toml_str(str(state))}\n"
-        f"socket = {toml_str(str(state / 'kevd.sock'))}\n"
-        'log_level = "warning"\n'
-        + body + journal)
+    conf.write_text(kevd_daemon_config(str(state), str(state / "kevd.sock")) + body + journal)
     return conf
 
 
@@ -828,19 +819,6 @@ def tool_version(argv: list[str]) -> str:
         return "?"
 
 
-def fs_type(path: Path) -> str:
-    best, fstype = "", "?"
-    try:
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            mnt = parts[1].replace("\\040", " ")
-            if (str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                best, fstype = mnt, parts[2]
-    except OSError:
-        pass
-    return fstype
-
-
 def machine_info(args, base: Path) -> dict:
     def read(p):
         try:
@@ -881,21 +859,8 @@ def machine_info(args, base: Path) -> dict:
 
 # --------------------------------------------------------------------------
 
-def parse_count(s: str) -> int:
-    s = s.strip().lower().replace("_", "").replace(",", "")
-    mult = 1
-    if s.endswith("k"):
-        mult, s = 1000, s[:-1]
-    elif s.endswith("m"):
-        mult, s = 1000000, s[:-1]
-    v = int(float(s) * mult)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return v
-
-
 def parse_args(argv: list[str]):
-    p = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="bench/run inotify", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kevd", default=DEFAULT_KEVD, help=f"kevd binary (default {DEFAULT_KEVD})")
     p.add_argument("--sizes", default="100k,1m",
@@ -988,15 +953,13 @@ def main(argv: list[str]) -> int:
     base_parent = args.dir or default_base()
     base_parent.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="kevd-bench-", dir=base_parent))
-    qpath = Path("/proc/sys/fs/inotify/max_queued_events")
     old_q = None
     rows: list[Row] = []
     interrupted = False
     started = _dt.datetime.now()
     try:
         if args.max_queued_events:
-            old_q = qpath.read_text().strip()
-            qpath.write_text(str(args.max_queued_events))
+            old_q = sysctl("fs.inotify.max_queued_events", args.max_queued_events)
         info = machine_info(args, base)
         log(f"work dir {base} ({info['work_fs']}), {info['cpus']} CPUs, kernel {info['kernel']}, "
             f"inotify max_queued_events {info['inotify_max_queued_events']}")
@@ -1014,7 +977,7 @@ def main(argv: list[str]) -> int:
             _netns.delete()
         if old_q is not None:
             try:
-                qpath.write_text(old_q)
+                sysctl("fs.inotify.max_queued_events", old_q)
             except OSError:
                 pass
         shutil.rmtree(base, ignore_errors=True)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 @testable import KevdConfig
@@ -10,8 +11,7 @@ final class Sandbox {
     let root: String
 
     init() {
-        var template = Array("/tmp/kevd-rules-XXXXXX".utf8CString)
-        root = String(cString: mkdtemp(&template)!)
+        root = try! makeTemporaryDirectory(prefix: "kevd-rules")
     }
 
     deinit { try? FileManager.default.removeItem(atPath: root) }

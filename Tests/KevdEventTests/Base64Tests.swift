@@ -1,4 +1,5 @@
 import Foundation
+import KevdTestSupport
 import Testing
 
 import KevdEvent
@@ -19,7 +20,7 @@ import KevdEvent
     }
 
     @Test func matchesFoundationForRandomBytes() {
-        var rng = SeededGenerator(seed: 64)
+        var rng = SplitMix64(seed: 64)
         for length in 0...100 {
             for _ in 0..<20 {
                 let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }

@@ -1,4 +1,5 @@
 import Foundation
+import KevdTestSupport
 import Testing
 
 import KevdEvent
@@ -27,7 +28,7 @@ import KevdEvent
     }
 
     @Test func versionVariantAndTimestamp() {
-        var rng = SeededGenerator(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for _ in 0..<5000 {
             let ms = rng.next() >> 16
             let base = EventIDBase(randA: rng.next(), randB: rng.next())
@@ -47,7 +48,7 @@ import KevdEvent
     }
 
     @Test func parseRoundTrip() {
-        var rng = SeededGenerator(seed: 8)
+        var rng = SplitMix64(seed: 8)
         for _ in 0..<2000 {
             let id = EventID(high: rng.next(), low: rng.next())
             #expect(EventID(id.string) == id)

@@ -1,4 +1,5 @@
 import Foundation
+import KevdTestSupport
 import Testing
 
 @testable import KevdEvent
@@ -191,7 +192,7 @@ import Testing
     /// Strings of random bytes are accepted exactly when they are valid UTF-8 without controls, quotes or
     /// backslashes, and then read back byte for byte.
     @Test func stringValidationAgreesWithTheStdlibOnRandomBytes() throws {
-        var rng = SeededGenerator(seed: 0x0017_F008)
+        var rng = SplitMix64(seed: 0x0017_F008)
         let alphabet: [UInt8] = [0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC2, 0xC0, 0xDF, 0xE0, 0xED, 0xEF,
             0xF0, 0xF4, 0xF5, 0xFF]
         var accepted = 0
@@ -216,7 +217,7 @@ import Testing
     /// Random bytes and mutations of valid documents: the parser must return or throw, never trap or hang, and
     /// whatever it accepts Foundation must accept too, with the same content.
     @Test func survivesRandomAndMutatedInput() throws {
-        var rng = SeededGenerator(seed: 0xF022)
+        var rng = SplitMix64(seed: 0xF022)
         let seeds = Self.corpus.map { Array($0.utf8) }
         let interesting: [UInt8] = Array(#"{}[]",:\-+.eE0123456789 tfnu"#.utf8) + [0x00, 0x0A, 0x80, 0xC3, 0xED, 0xFF]
         var accepted = 0
@@ -273,7 +274,7 @@ import Testing
     /// Random documents written with random whitespace, escapes and number spellings: the reader must return
     /// the value they were written from, and Foundation must read the same.
     @Test func randomDocumentsAgreeWithFoundation() throws {
-        var rng = SeededGenerator(seed: 0xD0C5)
+        var rng = SplitMix64(seed: 0xD0C5)
         for _ in 0..<1500 {
             var text: [UInt8] = []
             let value = RandomJSON.value(depth: 0, using: &rng, writingTo: &text)
@@ -326,14 +327,14 @@ enum FoundationJSON {
 
 /// Writes random JSON text together with the value it denotes.
 enum RandomJSON {
-    static func whitespace(using rng: inout SeededGenerator, to out: inout [UInt8]) {
+    static func whitespace(using rng: inout SplitMix64, to out: inout [UInt8]) {
         guard Int.random(in: 0..<4, using: &rng) == 0 else { return }
         for _ in 0..<Int.random(in: 1...3, using: &rng) {
             out.append([0x20, 0x09, 0x0A, 0x0D].randomElement(using: &rng)!)
         }
     }
 
-    static func value(depth: Int, using rng: inout SeededGenerator, writingTo out: inout [UInt8]) -> JSONValue {
+    static func value(depth: Int, using rng: inout SplitMix64, writingTo out: inout [UInt8]) -> JSONValue {
         whitespace(using: &rng, to: &out)
         defer { whitespace(using: &rng, to: &out) }
         let kinds = depth < 5 ? 9 : 7
@@ -388,7 +389,7 @@ enum RandomJSON {
     }
 
     /// A finite double in one of several spellings; its value is whatever the stdlib reads from that text.
-    static func double(using rng: inout SeededGenerator, writingTo out: inout [UInt8]) -> JSONValue {
+    static func double(using rng: inout SplitMix64, writingTo out: inout [UInt8]) -> JSONValue {
         var d = Double(bitPattern: rng.next())
         if !d.isFinite || Bool.random(using: &rng) { d = Double(Int64(bitPattern: rng.next()) >> 40) / 1024 }
         var text = d.description
@@ -404,7 +405,7 @@ enum RandomJSON {
     }
 
     /// Writes `s` quoted, each scalar raw or escaped at random (as `\uXXXX`, surrogate pairs for astral ones).
-    static func string(_ s: String, using rng: inout SeededGenerator, writingTo out: inout [UInt8]) {
+    static func string(_ s: String, using rng: inout SplitMix64, writingTo out: inout [UInt8]) {
         func hex(_ unit: UInt16) {
             let upper = Bool.random(using: &rng)
             out.append(contentsOf: "\\u".utf8)

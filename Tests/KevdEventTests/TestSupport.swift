@@ -1,18 +1,6 @@
 import Foundation
 import KevdEvent
-
-/// SplitMix64: deterministic, so a failing property test fails the same way on every run.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import KevdTestSupport
 
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
@@ -119,7 +107,7 @@ enum RandomText {
         "\u{7F}", "\u{80}", "\u{1F600}", "\"", "\\", "/",
     ]
 
-    static func scalar(using rng: inout SeededGenerator) -> Unicode.Scalar {
+    static func scalar(using rng: inout SplitMix64) -> Unicode.Scalar {
         switch Int.random(in: 0..<6, using: &rng) {
         case 0: return Unicode.Scalar(UInt8.random(in: 0...0x1F, using: &rng))
         case 1: return Unicode.Scalar(UInt8.random(in: 0x20...0x7E, using: &rng))
@@ -133,7 +121,7 @@ enum RandomText {
         }
     }
 
-    static func string(using rng: inout SeededGenerator, maxLength: Int = 24) -> String {
+    static func string(using rng: inout SplitMix64, maxLength: Int = 24) -> String {
         var s = String.UnicodeScalarView()
         for _ in 0..<Int.random(in: 0...maxLength, using: &rng) { s.append(scalar(using: &rng)) }
         return String(s)

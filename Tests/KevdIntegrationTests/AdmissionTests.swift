@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Many connections as another user, each sending half a request line and then nothing (slowloris): `setpriv`

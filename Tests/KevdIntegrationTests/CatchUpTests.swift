@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Issue 15, parts 4 and 5: subscribers replaying the journal. A large replay must not hold the loop (it goes

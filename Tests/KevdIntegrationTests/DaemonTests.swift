@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 @Suite("signals, timers and reload")

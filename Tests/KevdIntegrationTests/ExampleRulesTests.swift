@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// The example rule files of `Rules/`, as shipped: each test copies a file unmodified into a test's rules

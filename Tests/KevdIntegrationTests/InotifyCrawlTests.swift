@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Crawls of a big tree (start-up, an overflow rescan) run while kevd goes on serving: `status` is answered,

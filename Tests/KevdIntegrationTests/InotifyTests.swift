@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Creates a file with `bytes`, through plain syscalls (one create, one write, one close).

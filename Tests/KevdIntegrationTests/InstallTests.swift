@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// `scripts/install` into a temporary DESTDIR, with the test build's binaries (`--bindir-from`, so no release

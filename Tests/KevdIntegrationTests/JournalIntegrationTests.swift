@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Runs kevctl, with `environment` added to the test's own, and returns its exit status, stdout and stderr.
@@ -21,15 +22,33 @@ func kevctl(_ arguments: [String], environment: [String: String] = [:]) throws -
     errThread.start()
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    while errData.value == nil { usleep(1000) }
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData.value!, as: UTF8.self))
+    // kevctl has exited, so its stderr is at end of file: the reader thread is finishing, not waiting on it.
+    let errBytes = try errData.wait(timeout: 30, what: "kevctl's stderr to be read to its end")
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errBytes, as: UTF8.self))
 }
 
 final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
+    // @unchecked: `stored` is guarded by `condition`.
+    private let condition = NSCondition()
     private var stored: Data?
-    func set(_ d: Data) { lock.lock(); stored = d; lock.unlock() }
-    var value: Data? { lock.lock(); defer { lock.unlock() }; return stored }
+    func set(_ d: Data) {
+        condition.lock()
+        stored = d
+        condition.broadcast()
+        condition.unlock()
+    }
+    var value: Data? { condition.lock(); defer { condition.unlock() }; return stored }
+
+    /// The data once `set`, waiting for it up to `timeout` seconds.
+    func wait(timeout: Double, what: String) throws -> Data {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while stored == nil {
+            guard condition.wait(until: deadline) || stored != nil else { throw WaitTimeout(what: what) }
+        }
+        return stored!
+    }
 }
 
 func journalLines(_ stdout: String) -> [[String: Any]] {

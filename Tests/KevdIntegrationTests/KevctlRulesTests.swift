@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Helpers of the kevctl rules tests, in a namespace so they cannot collide with other suites' free functions.

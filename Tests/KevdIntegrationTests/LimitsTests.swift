@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// A protocol client connected as another user: `setpriv` starts a small perl bridge (perl-base is part of every

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Log lines never make the loop wait: stderr is written by a thread of its own through a bounded queue, and

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// A config with a `[daemon] stats_interval`, a watch on `<dir>/w` and rules from `<dir>/rules`.

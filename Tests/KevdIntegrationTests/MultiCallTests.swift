@@ -1,4 +1,5 @@
 import Foundation
+import KevdTestSupport
 import Testing
 
 /// kevd is one binary for both commands, and an installation makes kevctl a link to it (scripts/install): called

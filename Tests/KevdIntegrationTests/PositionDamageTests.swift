@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Stored positions that cannot be read (issue 15, part 5): a damaged file, and a read that fails (EISDIR: a
@@ -26,14 +27,7 @@ struct PositionDamageTests {
     @Test("a rule whose stored position is unreadable is told so and runs what it had not run", arguments: Damage.allCases)
     func rulePosition(_ damage: Damage) throws {
         let dir = try TemporaryDirectory()
-        let script = try writeScript(dir, "block.sh", "while [ ! -e \(dir.file("go")) ]; do sleep 0.05; done\n")
-        try writeRuleFile(dir, "10-block.toml", """
-            [[rule]]
-            name = "block"
-            match = ["source=emit", "type=pos"]
-            run = ["\(script)"]
-            timeout = "10m"
-            """)
+        try writeBlockingRule(dir, type: "pos")
         var daemon = try DaemonProcess(config: rulesConfig(), in: dir)
         // The rule's first position is stored at once; its script then holds it below these five events.
         var seqs: [Int] = []
@@ -56,15 +50,7 @@ struct PositionDamageTests {
         let dir = try TemporaryDirectory()
         let nats = try NatsServer(name: "pos", store: dir.file("nats"))
         try nats.start()
-        let config = serverConfig("""
-
-            [[forward]]
-            type = "nats"
-            url = ["\(nats.url)"]
-            stream = "KEVD"
-            ack_timeout = "500ms"
-            filter = ["source=emit"]
-            """)
+        let config = serverConfig("\n" + natsForwardConfig(url: nats.url))
         var daemon = try DaemonProcess(config: config, in: dir)
         let reader = try StreamReader(urls: [nats.url])
         let emitter = try RawClient(dir.file("state/kevd.sock"))

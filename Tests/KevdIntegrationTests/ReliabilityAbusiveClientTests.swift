@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Clients that misbehave while a well-behaved emitter and subscriber (`LatencyProbe`) keep working: each test

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// What kevd told its clients during the crash test: every acknowledged emit and every event a subscriber
@@ -203,7 +204,7 @@ struct ReliabilityCrashTests {
         signal(SIGPIPE, SIG_IGN)  // A client writing to a killed kevd must get EPIPE, not kill the test.
         let rounds = Reliability.crashRounds
         let seed = Reliability.crashSeed
-        var random = SeededRandom(seed: seed)
+        var random = SplitMix64(seed: seed)
         print("RELIABILITY crash start rounds=\(rounds) seed=\(seed)")
         let dir = try TemporaryDirectory()
         try makeDirectory(dir.file("w"))

@@ -1,6 +1,29 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
+
+/// The configuration of a kevd whose state directory `<dir>/state` is a small tmpfs (`tmpfsLauncher`): its socket
+/// outside it at `<dir>/kevd.sock`, rules from `<dir>/rules`, 64 KiB segments, and `<dir>/w` watched for `events`.
+func diskFullConfig(events: [String]) -> String {
+    """
+    [daemon]
+    state_dir = "state"
+    socket = "kevd.sock"
+    log_level = "warning"
+
+    [rules]
+    directories = ["rules"]
+
+    [journal]
+    segment_size = "64KiB"
+
+    [[watch]]
+    path = "w"
+    recursive = false
+    events = [\(events.map { "\"\($0)\"" }.joined(separator: ", "))]
+    """
+}
 
 /// kevd with its state directory on a small tmpfs that a test fills: the tmpfs is mounted inside a private mount
 /// namespace kevd runs in (`unshare`), so nothing is left mounted whatever happens to the test; the test reaches
@@ -18,28 +41,8 @@ private final class DiskFullDaemon {
         try makeDirectory(dir.file("state"))
         try makeDirectory(dir.file("w"))
         try writeRuleFile(dir, "10-rule.toml", rule)
-        let config = """
-            [daemon]
-            state_dir = "state"
-            socket = "kevd.sock"
-            log_level = "warning"
-
-            [rules]
-            directories = ["rules"]
-
-            [journal]
-            segment_size = "64KiB"
-
-            [[watch]]
-            path = "w"
-            recursive = false
-            events = ["create", "delete"]
-            """
-        let launcher = [
-            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            #"mount -t tmpfs -o "$1",mode=0750 tmpfs "$0" && shift && exec "$@""#,
-            dir.file("state"), "size=\(tmpfsBytes)" + (inodes > 0 ? ",nr_inodes=\(inodes)" : ""),
-        ]
+        let config = diskFullConfig(events: ["create", "delete"])
+        let launcher = tmpfsLauncher(mountingOn: dir.file("state"), bytes: tmpfsBytes, inodes: inodes)
         daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
     }
 

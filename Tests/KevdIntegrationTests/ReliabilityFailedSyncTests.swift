@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// kevd with its state directory on `scripts/faultfs.py`, a FUSE file system whose `fsync` fails on command and

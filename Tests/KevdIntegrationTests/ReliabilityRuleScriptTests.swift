@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Rule scripts that misbehave, each fired by an emitted event while a separate subscriber receives a stream of

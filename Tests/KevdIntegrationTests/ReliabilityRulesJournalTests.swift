@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 @Suite("Reliability: rules while the journal cannot write", .enabled(if: Root.shouldRun, Root.reason), .serialized)
@@ -26,29 +27,9 @@ struct ReliabilityRulesJournalTests {
             match = ["source=inotify", "type=create", "key=*/trigger-*"]
             run = ["\(script)"]
             """)
-        let config = """
-            [daemon]
-            state_dir = "state"
-            socket = "kevd.sock"
-            log_level = "warning"
-
-            [rules]
-            directories = ["rules"]
-
-            [journal]
-            segment_size = "64KiB"
-
-            [[watch]]
-            path = "w"
-            recursive = false
-            events = ["create"]
-            """
+        let config = diskFullConfig(events: ["create"])
         // As in ReliabilityDiskFullTests: the tmpfs is mounted in a private mount namespace kevd runs in.
-        let launcher = [
-            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            #"mount -t tmpfs -o "$1",mode=0750 tmpfs "$0" && shift && exec "$@""#,
-            dir.file("state"), "size=\(16 << 20)",
-        ]
+        let launcher = tmpfsLauncher(mountingOn: dir.file("state"), bytes: 16 << 20)
         let daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
         defer { _ = daemon.stop() }
         let state = "/proc/\(daemon.pid)/root" + dir.file("state")

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// kevd started for the soak without `--stdout` (a test reading every event for ten minutes would measure
@@ -432,15 +433,7 @@ struct ReliabilitySoakNatsOutageTests {
         let dir = try TemporaryDirectory()
         let nats = try NatsServer(name: "soak", store: dir.file("nats"))
         try nats.start()
-        let config = serverConfig("""
-
-            [[forward]]
-            type = "nats"
-            url = ["\(nats.url)"]
-            stream = "KEVD"
-            ack_timeout = "500ms"
-            filter = ["source=emit"]
-            """)
+        let config = serverConfig("\n" + natsForwardConfig(url: nats.url))
         try config.write(toFile: dir.file("kevd.toml"), atomically: true, encoding: .utf8)
         let daemon = try SoakDaemon(configPath: dir.file("kevd.toml"), netns: nil, stderrPath: dir.file("kevd.stderr"))
         func forward() -> [String: Any]? {

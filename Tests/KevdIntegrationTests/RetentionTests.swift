@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// Journal retention against consumers that fall behind (issue 15, part 2): a forwarder whose NATS server is
@@ -111,14 +112,7 @@ struct RetentionTests {
         let dir = try TemporaryDirectory()
         let nats = try NatsServer(name: "ret", store: dir.file("nats"))
         try nats.start()
-        let config = serverConfig(journalConfig(hard: hard) + """
-            [[forward]]
-            type = "nats"
-            url = ["\(nats.url)"]
-            stream = "KEVD"
-            ack_timeout = "500ms"
-            filter = ["source=emit"]
-            """)
+        let config = serverConfig(journalConfig(hard: hard) + natsForwardConfig(url: nats.url))
         let daemon = try DaemonProcess(config: config, in: dir)
         let socket = dir.file("state/kevd.sock")
         var emitted = try emitPadded(socket, type: "ret", count: 40)
@@ -187,15 +181,9 @@ struct RetentionTests {
         let dir = try TemporaryDirectory()
         let nats = try NatsServer(name: "mid", store: dir.file("nats"))
         try nats.start()
-        let daemon = try DaemonProcess(config: serverConfig(journalConfig(hard: "128K") + """
-            [[forward]]
-            type = "nats"
-            url = ["\(nats.url)"]
-            stream = "KEVD"
-            ack_timeout = "60s"
-            max_in_flight = 8
-            filter = ["source=emit"]
-            """), in: dir)
+        let daemon = try DaemonProcess(config: serverConfig(
+                journalConfig(hard: "128K") + natsForwardConfig(url: nats.url, ackTimeout: "60s", extra: "max_in_flight = 8")),
+            in: dir)
         defer { daemon.stop() }
         let socket = dir.file("state/kevd.sock")
         var emitted = try emitPadded(socket, type: "ret", count: 40)
@@ -248,17 +236,8 @@ struct RetentionTests {
             [server]
             emit_rate_per_uid = 0
 
-            [[forward]]
-            type = "nats"
-            url = ["\(nats.url)"]
-            stream = "KEVD"
-            ack_timeout = "500ms"
-            filter = ["source=emit"]
-            """
-        let launcher = [
-            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            #"mount -t tmpfs -o "$1",mode=0750 tmpfs "$0" && shift && exec "$@""#, dir.file("state"), "size=4194304",
-        ]
+            """ + natsForwardConfig(url: nats.url)
+        let launcher = tmpfsLauncher(mountingOn: dir.file("state"), bytes: 4_194_304)
         let daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
         defer { daemon.stop() }
         let socket = dir.file("kevd.sock")
@@ -301,14 +280,7 @@ struct RetentionTests {
         throws -> (dir: TemporaryDirectory, daemon: DaemonProcess, emitted: [Int], keptWhileBlocked: Int)
     {
         let dir = try TemporaryDirectory()
-        let script = try writeScript(dir, "block.sh", "while [ ! -e \(dir.file("go")) ]; do sleep 0.05; done\n")
-        try writeRuleFile(dir, "10-block.toml", """
-            [[rule]]
-            name = "block"
-            match = ["source=emit", "type=ret"]
-            run = ["\(script)"]
-            timeout = "10m"
-            """)
+        try writeBlockingRule(dir, type: "ret")
         let daemon = try DaemonProcess(config: rulesConfig(journalConfig(hard: hard)), in: dir)
         let emitted = try emitPadded(dir.file("state/kevd.sock"), type: "ret", count: count)
         try daemon.waitFor("the first run", timeout: 10) { $0.isRule("started", "block") }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// A config whose rules come only from `<dir>/rules` (not the machine's /etc/kevd/rules.d).
@@ -23,6 +24,19 @@ func writeScript(_ dir: TemporaryDirectory, _ name: String, _ body: String) thro
     try ("#!/bin/sh\n" + body).write(toFile: path, atomically: false, encoding: .utf8)
     chmod(path, 0o755)
     return path
+}
+
+/// A rule `block` for the emitted events of `type` whose script waits until the file `<dir>/go` exists (make it
+/// to release the runs), with a timeout long enough never to end a run during a test.
+func writeBlockingRule(_ dir: TemporaryDirectory, type: String) throws {
+    let script = try writeScript(dir, "block.sh", "while [ ! -e \(dir.file("go")) ]; do sleep 0.05; done\n")
+    try writeRuleFile(dir, "10-block.toml", """
+        [[rule]]
+        name = "block"
+        match = ["source=emit", "type=\(type)"]
+        run = ["\(script)"]
+        timeout = "10m"
+        """)
 }
 
 extension Dictionary where Key == String, Value == Any {

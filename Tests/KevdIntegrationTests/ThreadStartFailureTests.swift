@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Testing
 
 /// A helper thread that cannot start is a clear start-up failure, not a crash later. The failure is real:

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KevdTestSupport
 import Logging
 import Synchronization
 import Testing
@@ -15,8 +16,7 @@ private final class FaultFSMount {
     private var armed = 0
 
     init() throws {
-        var template = Array("/tmp/kevd-faultfs-XXXXXX".utf8CString)
-        root = String(cString: mkdtemp(&template)!)
+        root = try makeTemporaryDirectory(prefix: "kevd-faultfs")
         mkdir(root + "/disk", 0o750)
         mkdir(mountpoint, 0o750)
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

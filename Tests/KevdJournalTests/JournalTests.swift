@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import KevdEvent
 import KevdKernel
+import KevdTestSupport
 import Logging
 import Testing
 
@@ -15,8 +16,7 @@ final class JournalFixture {
     let idBase = EventIDBase(randA: 7, randB: 11)
 
     init() throws {
-        var template = Array("/tmp/kevd-journal-XXXXXX".utf8CString)
-        directory = String(cString: mkdtemp(&template)!) + "/journal"
+        directory = try makeTemporaryDirectory(prefix: "kevd-journal") + "/journal"
     }
 
     /// A journal in `directory`, whose parent the fixture removes at the end.

@@ -1,5 +1,6 @@
 import Glibc
 import KevdKernel
+import KevdTestSupport
 import Testing
 
 @Suite("mkdir -p")
@@ -22,8 +23,7 @@ struct DirectoriesTests {
 
     @Test("an absolute path, and one that exists already")
     func absolutePath() throws {
-        var template = Array("/tmp/kevd-dirs-XXXXXX".utf8CString)
-        let base = String(cString: try #require(mkdtemp(&template)))
+        let base = try makeTemporaryDirectory(prefix: "kevd-dirs")
         defer {
             rmdir(base + "/x/y")
             rmdir(base + "/x")

@@ -1,6 +1,7 @@
 import CKevdShim
 import Glibc
 import KevdKernel
+import KevdTestSupport
 import Testing
 
 /// Spawn, Children, Pipes and MemoryFile against real processes. Serialized: `Children.nextExited` sees every
@@ -9,8 +10,7 @@ import Testing
 @Suite(.serialized)
 struct SpawnTests {
     @Test func hostileArgumentsArriveByteExact() throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
+        let directory = try TemporaryDirectory(prefix: "kevd-spawn")
         let hostile = [
             "with space", "new\nline", "tab\there", "\"double\" 'single'", "$(touch pwned)", "`touch pwned`",
             "; touch pwned", "-n", "--help", "", "héllo wörld ✓ 日本", "*", "\\0 \\n %s %%",
@@ -188,7 +188,9 @@ struct SpawnTests {
         #expect(try child.wait() == .signaled(SIGKILL, coreDumped: false))
         // Reparented, the grandchild is reaped by init (or a subreaper); one that does not reap leaves a zombie,
         // which is dead too.
-        let vanished = try waitUntil("grandchild \(grandchild) to die") {
+        let vanished = try waitUntil(
+            "grandchild \(grandchild) to die", timeout: Double(timeoutNanoseconds) / 1e9, interval: 0.001
+        ) {
             if kill(grandchild, 0) != 0 && errno == ESRCH { return true }
             return processState(grandchild) == "Z" ? false : nil
         }
@@ -259,8 +261,7 @@ struct SpawnTests {
     }
 
     @Test func theChildRunsInTheRequestedDirectory() throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
+        let directory = try TemporaryDirectory(prefix: "kevd-spawn")
         var request = SpawnRequest(path: "/bin/pwd", arguments: ["pwd"], environment: [])
         request.directory = directory.path
         let (output, status) = try run(request)
@@ -310,7 +311,7 @@ private final class Started {
     /// Waits for the child to exit, then reaps it.
     func wait() throws -> ChildStatus {
         var status: Int32 = 0
-        _ = try waitUntil("pid \(pid) to exit") {
+        _ = try waitUntil("pid \(pid) to exit", timeout: Double(timeoutNanoseconds) / 1e9, interval: 0.001) {
             let result = waitpid(pid, &status, WNOHANG)
             if result < 0 && errno != EINTR { throw SyscallError(call: "waitpid", errno: .init(rawValue: errno)) }
             return result == pid ? true : nil
@@ -339,23 +340,13 @@ private func run(_ request: SpawnRequest) throws -> (output: [UInt8], status: Ch
     return (output, try child.wait())
 }
 
-/// Polls `check` about every millisecond until it returns true or false; throws after the timeout.
-private func waitUntil(_ what: String, _ check: () throws -> Bool?) throws -> Bool {
-    let deadline = Clock.monotonicNanoseconds() + timeoutNanoseconds
-    while true {
-        if let done = try check() { return done }
-        guard Clock.monotonicNanoseconds() < deadline else {
-            throw TimedOut(description: "timed out waiting for \(what)")
-        }
-        usleep(1000)
-    }
-}
-
 /// Waits until `pid` has exited, leaving it unreaped.
 private func waitUntilExited(_ pid: Int32) throws {
     var code: Int32 = 0
     var status: Int32 = 0
-    _ = try waitUntil("pid \(pid) to exit") { kevd_waitid_exited(pid, 1, &code, &status) == pid ? true : nil }
+    _ = try waitUntil("pid \(pid) to exit", timeout: Double(timeoutNanoseconds) / 1e9, interval: 0.001) {
+        kevd_waitid_exited(pid, 1, &code, &status) == pid ? true : nil
+    }
 }
 
 /// Reads `fd`, non-blocking, until `done` says the bytes so far suffice or end of file.
@@ -431,20 +422,3 @@ private func link(_ path: String) throws -> String {
     return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-/// A fresh directory under /tmp; `remove()` deletes it and any `pwned` file a failed test left in it.
-private struct TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        var template = Array("/tmp/kevd-spawn-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw SyscallError(call: "mkdtemp", errno: .init(rawValue: errno))
-        }
-        path = String(cString: made)
-    }
-
-    func remove() {
-        unlink(path + "/pwned")
-        rmdir(path)
-    }
-}

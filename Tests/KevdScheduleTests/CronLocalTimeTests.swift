@@ -1,4 +1,5 @@
 import Foundation
+import KevdTestSupport
 import Testing
 @testable import KevdSchedule
 

@@ -1,3 +1,4 @@
+import KevdTestSupport
 import Testing
 @testable import KevdSchedule
 

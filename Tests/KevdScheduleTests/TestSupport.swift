@@ -1,4 +1,5 @@
 import Glibc
+import KevdTestSupport
 
 // Helpers shared by the schedule tests. Calendar conversion here deliberately goes through glibc (timegm/gmtime_r),
 // not through KevdSchedule's own arithmetic, so the tests check the module against an independent implementation.
@@ -35,19 +36,6 @@ func calendarFields(_ seconds: Int64, local: Bool) -> tm {
     var f = tm()
     if local { localtime_r(&t, &f) } else { gmtime_r(&t, &f) }
     return f
-}
-
-/// A small deterministic generator so a failing random case can be replayed from the printed seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// A randomly generated cron expression together with the value sets it must mean, computed here independently of

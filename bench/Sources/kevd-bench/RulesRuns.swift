@@ -380,42 +380,23 @@ final class RuleOutcomeReader: @unchecked Sendable {
 
 /// Samples the bench rule's counters (`status` every 100 ms): how far the queue grew, how many ran at once,
 /// whether it read its matches from the journal (`catching_up`, past 4,096 queued jobs).
-final class RuleStatusMonitor: @unchecked Sendable {
-    let client: LineClient
-    var samples = 0
+final class RuleStatusMonitor: StatusPoller, @unchecked Sendable {
     var maxPending: Int64 = 0
     var maxRunning: Int64 = 0
     var maxLag: Int64 = 0
     var catchingUpSamples = 0
-    var error: String?
-    private let stopping = Atomic<Bool>(false)
 
-    init(client: LineClient) { self.client = client }
-
-    func stop() { stopping.store(true, ordering: .releasing) }
-
-    func run() {
-        while !stopping.load(ordering: .acquiring) {
-            do {
-                let reply = try client.request(#"{"op":"status"}"#, timeout: 10)
-                let value = try JSONReader.parse(reply)
-                guard case .array(let active)? = value["rules"]?["active"],
-                    let rule = active.first(where: { $0["name"]?.stringValue == "bench" })
-                else {
-                    error = "status without the bench rule: \(reply.prefix(200))"
-                    return
-                }
-                samples += 1
-                maxPending = max(maxPending, rule["pending"]?.int64Value ?? 0)
-                maxRunning = max(maxRunning, rule["running"]?.int64Value ?? 0)
-                maxLag = max(maxLag, rule["lag"]?.int64Value ?? 0)
-                if rule["catching_up"]?.boolValue == true { catchingUpSamples += 1 }
-            } catch {
-                self.error = "\(error)"
-                return
-            }
-            Sleep.nanoseconds(100_000_000)
+    override func take(_ value: JSONValue, reply: String) -> String? {
+        guard case .array(let active)? = value["rules"]?["active"],
+            let rule = active.first(where: { $0["name"]?.stringValue == "bench" })
+        else {
+            return "status without the bench rule: \(reply.prefix(200))"
         }
+        maxPending = max(maxPending, rule["pending"]?.int64Value ?? 0)
+        maxRunning = max(maxRunning, rule["running"]?.int64Value ?? 0)
+        maxLag = max(maxLag, rule["lag"]?.int64Value ?? 0)
+        if rule["catching_up"]?.boolValue == true { catchingUpSamples += 1 }
+        return nil
     }
 }
 

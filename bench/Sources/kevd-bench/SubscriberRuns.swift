@@ -452,40 +452,21 @@ final class ReplyCounter: @unchecked Sendable {
 }
 
 /// Asks for `status` every 100 ms, to see whether subscribers fell behind (journal mode) during the run.
-final class StatusMonitor: @unchecked Sendable {
-    let client: LineClient
-    var samples = 0
+final class StatusMonitor: StatusPoller, @unchecked Sendable {
     var maxJournalMode = 0
     var maxLag: Int64 = 0
     var maxBuffered: Int64 = 0
-    var error: String?
-    private let stopping = Atomic<Bool>(false)
 
-    init(client: LineClient) { self.client = client }
-
-    func stop() { stopping.store(true, ordering: .releasing) }
-
-    func run() {
-        while !stopping.load(ordering: .acquiring) {
-            do {
-                let reply = try client.request(#"{"op":"status"}"#, timeout: 10)
-                let value = try JSONReader.parse(reply)
-                guard case .array(let subs)? = value["subscribers"] else {
-                    error = "status without subscribers: \(reply.prefix(200))"
-                    return
-                }
-                samples += 1
-                maxJournalMode = max(maxJournalMode, subs.filter { $0["mode"]?.stringValue == "journal" }.count)
-                for s in subs {
-                    maxLag = max(maxLag, s["lag"]?.int64Value ?? 0)
-                    maxBuffered = max(maxBuffered, s["buffered"]?.int64Value ?? 0)
-                }
-            } catch {
-                self.error = "\(error)"
-                return
-            }
-            Sleep.nanoseconds(100_000_000)
+    override func take(_ value: JSONValue, reply: String) -> String? {
+        guard case .array(let subs)? = value["subscribers"] else {
+            return "status without subscribers: \(reply.prefix(200))"
         }
+        maxJournalMode = max(maxJournalMode, subs.filter { $0["mode"]?.stringValue == "journal" }.count)
+        for s in subs {
+            maxLag = max(maxLag, s["lag"]?.int64Value ?? 0)
+            maxBuffered = max(maxBuffered, s["buffered"]?.int64Value ?? 0)
+        }
+        return nil
     }
 }
 

@@ -124,8 +124,8 @@ struct Machine {
 }
 
 /// A plain-text table: the first column left-aligned, the others right-aligned, two spaces apart.
-final class TextTable {
-    private var rows: [[String]]
+class TextTable {
+    private(set) var rows: [[String]]
 
     init(header: [String]) { rows = [header] }
 
@@ -133,11 +133,17 @@ final class TextTable {
 
     var hasRows: Bool { rows.count > 1 }
 
-    func print() {
-        var widths = [Int](repeating: 0, count: rows.map(\.count).max() ?? 0)
+    /// The widest cell of each column, and at least `minimum`.
+    func columnWidths(minimum: Int = 0) -> [Int] {
+        var widths = [Int](repeating: minimum, count: rows.map(\.count).max() ?? 0)
         for row in rows {
             for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
         }
+        return widths
+    }
+
+    func print() {
+        let widths = columnWidths()
         for row in rows {
             var line = ""
             for (i, cell) in row.enumerated() {
@@ -146,6 +152,28 @@ final class TextTable {
             }
             Swift.print(line)
         }
+    }
+}
+
+/// The same table in Markdown, its columns padded (readable as text, pastable into the docs).
+final class MarkdownTable: TextTable {
+    override func print() {
+        let widths = columnWidths(minimum: 3)
+        let columns = widths.count
+        func line(_ row: [String]) -> String {
+            var out = "|"
+            for i in 0..<columns {
+                let cell = i < row.count ? row[i] : ""
+                let pad = String(repeating: " ", count: widths[i] - cell.count)
+                out += " " + (i == 0 ? cell + pad : pad + cell) + " |"
+            }
+            return out
+        }
+        Swift.print(line(rows[0]))
+        Swift.print("|" + widths.enumerated().map { i, w in
+            " " + String(repeating: "-", count: i == 0 ? w : w - 1) + (i == 0 ? "" : ":") + " "
+        }.joined(separator: "|") + "|")
+        for row in rows.dropFirst() { Swift.print(line(row)) }
     }
 }
 

@@ -371,36 +371,3 @@ struct RulesBench: ParsableCommand {
         table.print()
     }
 }
-
-/// A Markdown table with padded columns (readable as text, pastable into the docs).
-final class MarkdownTable {
-    private var rows: [[String]]
-
-    init(header: [String]) { rows = [header] }
-
-    func add(_ row: [String]) { rows.append(row) }
-
-    var hasRows: Bool { rows.count > 1 }
-
-    func print() {
-        let columns = rows.map(\.count).max() ?? 0
-        var widths = [Int](repeating: 3, count: columns)
-        for row in rows {
-            for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
-        }
-        func line(_ row: [String]) -> String {
-            var out = "|"
-            for i in 0..<columns {
-                let cell = i < row.count ? row[i] : ""
-                let pad = String(repeating: " ", count: widths[i] - cell.count)
-                out += " " + (i == 0 ? cell + pad : pad + cell) + " |"
-            }
-            return out
-        }
-        Swift.print(line(rows[0]))
-        Swift.print("|" + widths.enumerated().map { i, w in
-            " " + String(repeating: "-", count: i == 0 ? w : w - 1) + (i == 0 ? "" : ":") + " "
-        }.joined(separator: "|") + "|")
-        for row in rows.dropFirst() { Swift.print(line(row)) }
-    }
-}
