@@ -183,9 +183,10 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            path: "Sources/kevctl"
+            path: "Sources/kevctl",
+            swiftSettings: swift6
         ),
-        .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main"),
+        .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main", swiftSettings: swift6),
 
         // What the test targets share (seeded random numbers, temporary directories, waits with a deadline, Unix
         // sockets, a nats-server): test code only, none of kevd's modules.
