@@ -80,6 +80,18 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // The input and ACPI sources' C side: evdev ioctls, the acpi_event generic-netlink socket, logind's Inhibit
+        // through sd-bus.
+        .target(name: "CKevdInput", linkerSettings: [.linkedLibrary("systemd")]),
+        // `[input]` (evdev keys and switches) and `[acpi]` (the acpi_event netlink family) as sources on the loop.
+        .target(
+            name: "KevdInput",
+            dependencies: [
+                "CKevdInput", "KevdLoop", "KevdKernel", "KevdEvent", "KevdConfig",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: hotPath
+        ),
         // The client socket: protocol, subscribers with bounded send buffers and journal catch-up, emit, status.
         .target(
             name: "KevdServer",
@@ -120,7 +132,7 @@ let package = Package(
             name: "KevdDaemon",
             dependencies: [
                 "KevdLoop", "KevdConfig", "KevdEvent", "KevdKernel", "KevdJournal", "KevdServer", "KevdRules",
-                "KevdForward", "CSystemd", .product(name: "Logging", package: "swift-log"),
+                "KevdForward", "KevdInput", "CSystemd", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPath
         ),
@@ -167,6 +179,7 @@ let package = Package(
             dependencies: ["KevdLoop", "KevdKernel", "KevdEvent", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "KevdJournalTests", dependencies: ["KevdJournal", "KevdEvent", "KevdKernel", "CKevdShim"]),
+        .testTarget(name: "KevdInputTests", dependencies: ["KevdInput", "KevdConfig", "KevdEvent"]),
         .testTarget(name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats"]),
     ],
     swiftLanguageModes: [.v5],

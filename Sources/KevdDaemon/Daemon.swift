@@ -49,6 +49,7 @@ public final class Daemon {
     private var inotify: InotifySource?
     private var timers: TimerSource?
     private var udev: UdevSource?
+    let inputSources = InputSources()
     private var rules: RulesEngine?
     private var ruleWatcher: RuleDirectoryWatcher?
     /// `[[forward]]`: each on its own thread, started before the server so the durable hook can reach them.
@@ -455,6 +456,7 @@ public final class Daemon {
                 reportError("cannot start the udev monitor", error: "\(error)", component: "udev")
             }
         }
+        applyInput(new)
         rules?.configure(ruleSet.rules, settings: new.rules)
         watchRuleDirectories(new.rules.directories)
         try configureStats(interval: new.daemon.statsIntervalNanoseconds)
