@@ -15,7 +15,8 @@ enum ExampleRules {
     }
 
     static let files = [
-        "10-usb-storage.toml", "20-inbox-settled.toml", "30-nightly-disk-report.toml", "90-dead-letter-alert.toml",
+        "10-usb-storage.toml", "20-inbox-settled.toml", "30-nightly-disk-report.toml", "40-power-button.toml",
+        "41-lid.toml", "90-dead-letter-alert.toml",
     ]
 
     static func text(_ name: String) throws -> String {
