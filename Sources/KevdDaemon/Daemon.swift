@@ -456,8 +456,8 @@ public final class Daemon {
                 reportError("cannot start the udev monitor", error: "\(error)", component: "udev")
             }
         }
-        applyInput(new)
         rules?.configure(ruleSet.rules, settings: new.rules)
+        applyInput(new)  // After the rules: a switch's position at start is published now, and rules see it.
         watchRuleDirectories(new.rules.directories)
         try configureStats(interval: new.daemon.statsIntervalNanoseconds)
         self.ruleSet = ruleSet

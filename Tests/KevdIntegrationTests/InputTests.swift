@@ -82,3 +82,24 @@ struct InputTests {
         #expect(typed.isEmpty, "KEY_A, not configured, became an event")
     }
 }
+
+@Suite("input and acpi sources start")
+struct InputSourcesStartTests {
+    /// Runs on any host: the ACPI socket resolves the kernel's `acpi_event` family and joins its group, and the
+    /// input source starts with whatever /dev/input holds (nothing, in a container). `[acpi]` is only asked
+    /// for where the kernel runs ACPI (/sys/firmware/acpi): elsewhere it has no `acpi_event` family, and kevd
+    /// rightly reports a `kevd`/`error`.
+    @Test("kevd starts with [input] and [acpi] and reports no error for either")
+    func start() throws {
+        let dir = try TemporaryDirectory()
+        let acpi = access("/sys/firmware/acpi", F_OK) == 0 ? "[acpi]\n" : ""
+        let daemon = try DaemonProcess(
+            config: "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n[input]\ninhibit = []\n" + acpi, in: dir)
+        defer { daemon.stop() }
+        let errors = try daemon.waitForCount("errors", count: 0) {
+            $0.isEvent("kevd", "error") && ($0.key == "input" || $0.key == "acpi")
+        }
+        #expect(errors.isEmpty, "\(errors)")
+        #expect(daemon.stop() == 0)
+    }
+}
