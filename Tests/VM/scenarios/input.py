@@ -12,10 +12,11 @@ rules Rules/40-power-button.toml and Rules/41-lid.toml enabled the way their REA
   device and an `acpi` event of class button/power, both example rules run, and with
   `inhibit = ["power-key", …]` logind sees the key ("Power key pressed" in its log) but does not power off;
 - without the inhibitor (a reload drops it), system_powerdown powers the machine off: logind's configured
-  action (HandlePowerKey=poweroff, Debian's default) is seen. This is the scenario's last step: the VM is gone
+  action (HandlePowerKey=poweroff, Debian's default, set again by the scenario's drop-in) is seen. This is the scenario's last step: the VM is gone
   after it.
 
-logind's lid handling is set to ignore (a drop-in) so the test devices' lid cannot suspend the guest.
+A drop-in sets logind's HandlePowerKey back to poweroff (the image ignores it) and its lid handling to ignore,
+so the test devices' lid cannot suspend the guest.
 The uinput devices come from Tests/VM/guest/uinput-emit.c, built statically here (the guest has no compiler).
 """
 import os
@@ -49,12 +50,17 @@ def run(context):
     emitter = os.path.join(vm.share, "data", "uinput-emit")
     subprocess.run(["gcc", "-static", "-O2", "-o", emitter, os.path.join(HERE, "guest", "uinput-emit.c")], check=True)
 
-    vm.run("""modprobe uinput
+    # The image sets HandlePowerKey=ignore (other scenarios' system_powerdown is only an input event); here logind
+    # gets Debian's default action back, poweroff, so that its lock and its action can be seen. zz- sorts the
+    # drop-in after the image's vmtest.conf.
+    vm.run("""set -e
+modprobe uinput
 install -m 0755 /mnt/vmtest/data/uinput-emit /usr/local/bin/uinput-emit
 mkdir -p /etc/systemd/logind.conf.d
-printf '[Login]\\nHandleLidSwitch=ignore\\nHandleLidSwitchExternalPower=ignore\\nHandleLidSwitchDocked=ignore\\n' \\
-    >/etc/systemd/logind.conf.d/vmtest-lid.conf
+printf '[Login]\\nHandlePowerKey=poweroff\\nHandleLidSwitch=ignore\\nHandleLidSwitchExternalPower=ignore\\nHandleLidSwitchDocked=ignore\\n' \\
+    >/etc/systemd/logind.conf.d/zz-vmtest-input.conf
 systemctl restart systemd-logind
+systemctl is-active systemd-logind
 cp /usr/share/kevd/examples/rules/40-power-button.toml /usr/share/kevd/examples/rules/41-lid.toml /etc/kevd/rules.d/
 systemctl stop kevd.service
 rm -f /run/vmtest-*
