@@ -11,6 +11,8 @@ final class InputDevice {
     let switchBits: [UInt8]
     private(set) var fd: Int32
     var grabbed = false
+    /// Configured keys pressed and not yet released: released by kevd (`synthetic`) if the device goes first.
+    var held: Set<UInt16> = []
 
     static let keyBytes = (Int(KEVD_KEY_MAX) + 8) / 8
     static let switchBytes = (Int(KEVD_SW_MAX) + 8) / 8

@@ -147,6 +147,14 @@ public final class InputSource {
         guard let device = devices.removeValue(forKey: devnode) else { return }
         loop.unregister(fd: device.fd)
         device.closeNow()
+        // The kernel releases held keys as a device goes, but a reader that comes after the device is marked dead
+        // only gets ENODEV: a key still down is released here, so no rule waits for a release that never comes.
+        for code in device.held.sorted() {
+            guard var draft = InputEvents.key(code: code, value: 0, device: identity(device)) else { continue }
+            draft.data.append("synthetic", true)
+            pipeline.publish(draft)
+        }
+        device.held.removeAll()
         logger.info("input device closed", metadata: ["devnode": "\(devnode)", "reason": "\(reason)"])
         pipeline.publish(InputEvents.device("closed", identity(device), reason: reason))
     }
@@ -217,6 +225,7 @@ public final class InputSource {
         case Int(KEVD_EV_KEY):
             // The filter comes first: an unconfigured key is dropped before anything is made of it.
             guard wantedKeys?.contains(raw.code) ?? true else { return }
+            if raw.value == 0 { device.held.remove(raw.code) } else { device.held.insert(raw.code) }
             if let draft = InputEvents.key(code: raw.code, value: raw.value, device: identity(device)) {
                 pipeline.publish(draft)
             }
