@@ -115,6 +115,18 @@ let package = Package(
             ],
             swiftSettings: hotPath + swift6
         ),
+        // The input and ACPI sources' C side: evdev ioctls, the acpi_event generic-netlink socket, logind's Inhibit
+        // through sd-bus.
+        .target(name: "CKevdInput", linkerSettings: [.linkedLibrary("systemd")]),
+        // `[input]` (evdev keys and switches) and `[acpi]` (the acpi_event netlink family) as sources on the loop.
+        .target(
+            name: "KevdInput",
+            dependencies: [
+                "CKevdInput", "KevdReactor", "KevdKernel", "KevdEvent", "KevdSpec",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: hotPath + swift6
+        ),
         // The client socket: protocol, subscribers with bounded send buffers and journal catch-up, emit, status.
         .target(
             name: "KevdServer",
@@ -158,8 +170,8 @@ let package = Package(
         .target(
             name: "KevdDaemon",
             dependencies: [
-                "KevdReactor", "KevdSources", "KevdConfig", "KevdSpec", "KevdEvent", "KevdKernel", "KevdJournal",
-                "KevdServer", "KevdRules", "KevdForward", "CKevdShim", "CSystemd",
+                "KevdReactor", "KevdSources", "KevdInput", "KevdConfig", "KevdSpec", "KevdEvent", "KevdKernel",
+                "KevdJournal", "KevdServer", "KevdRules", "KevdForward", "CKevdShim", "CSystemd",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPath + swift6
@@ -183,10 +195,9 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            path: "Sources/kevctl",
-            swiftSettings: swift6
+            path: "Sources/kevctl"
         ),
-        .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main", swiftSettings: swift6),
+        .executableTarget(name: "kevctl", dependencies: ["KevctlCommands"], path: "Sources/kevctl-main"),
 
         // What the test targets share (seeded random numbers, temporary directories, waits with a deadline, Unix
         // sockets, a nats-server): test code only, none of kevd's modules.
@@ -217,6 +228,7 @@ let package = Package(
         .testTarget(
             name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats", "KevdTestSupport"]
         ),
+        .testTarget(name: "KevdInputTests", dependencies: ["KevdInput", "KevdSpec", "KevdEvent", "KevdTestSupport"]),
     ],
     swiftLanguageModes: [.v5],
     cxxLanguageStandard: .cxx17  // toml++'s minimum

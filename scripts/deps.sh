@@ -11,8 +11,9 @@ KEVD_DEBIAN_PACKAGES=(libudev-dev libsystemd-dev pkg-config iproute2 tzdata syst
 
 # The test bed (scripts/vmtest) also needs: dpkg-dev and debhelper to build the package, lintian to check it,
 # mmdebstrap to build the Debian 12 image from this machine's apt sources, e2fsprogs for mkfs.ext4 -d,
-# qemu-system-x86 to boot it, python3 for the host side of the scenarios.
-KEVD_VMTEST_PACKAGES=(dpkg-dev debhelper lintian mmdebstrap e2fsprogs qemu-system-x86 python3)
+# qemu-system-x86 to boot it, python3 for the host side of the scenarios, gcc and libc6-dev for the input
+# scenario's static uinput emitter (Tests/VM/guest/uinput-emit.c; the guest has no compiler).
+KEVD_VMTEST_PACKAGES=(dpkg-dev debhelper lintian mmdebstrap e2fsprogs qemu-system-x86 python3 gcc libc6-dev)
 
 kevd_find_swift() {
     if command -v swift >/dev/null 2>&1; then return 0; fi

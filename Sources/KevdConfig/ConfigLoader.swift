@@ -28,7 +28,8 @@ public enum ConfigLoader {
 extension TableReader {
     func config(_ root: TOMLTable) throws -> Config {
         try rejectUnknownKeys(
-            root, allowed: ["daemon", "watch", "timer", "udev", "journal", "server", "access", "rules", "forward", "journald"],
+            root, allowed: ["daemon", "watch", "timer", "udev", "journal", "server", "access", "rules", "forward", "journald",
+                     "input", "acpi"],
             name: "")
         let daemon = try daemonSettings(root["daemon"].map { try table($0, "daemon") })
         var watches: [WatchSpec] = []
@@ -51,6 +52,7 @@ extension TableReader {
             config.server.access.append(try accessRule(item, index: i))
         }
         if let rules = root["rules"] { config.rules = try rulesSettings(try table(rules, "rules")) }
+        try inputTables(root, into: &config)
         if let journald = root["journald"] { config.journald = try journaldSettings(try table(journald, "journald")) }
         for (i, item) in try arrayOfTables(root["forward"], "forward").enumerated() {
             let spec = try forward(item, index: i)

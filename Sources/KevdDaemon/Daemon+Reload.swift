@@ -59,6 +59,7 @@ extension Daemon {
             }
         }
         rules?.configure(ruleSet.rules, settings: new.rules)
+        applyInput(new)  // After the rules: a switch's position at start is published now, and rules see it.
         watchRuleDirectories(new.rules.directories)
         try configureStats(interval: new.daemon.statsIntervalNanoseconds)
         self.ruleSet = ruleSet

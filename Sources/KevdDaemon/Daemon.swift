@@ -55,6 +55,8 @@ public final class Daemon {
     var inotify: InotifySource?
     var timers: TimerSource?
     var udev: UdevSource?
+    /// `[input]` and `[acpi]`: evdev devices, the acpi_event netlink family, logind inhibitor locks.
+    let inputSources = InputSources()
     var rules: RulesEngine?
     var ruleWatcher: RuleDirectoryWatcher?
     /// `[[forward]]`: each on its own thread; the journal tells them how far it is durable.

@@ -14,6 +14,9 @@ public struct Config: Sendable, Equatable {
     public var journald = JournaldSettings()
     /// `[[forward]]` tables, each with a distinct name.
     public var forwards: [ForwardSpec] = []
+    /// `[input]` and `[acpi]`; nil when absent (or `enabled = false`).
+    public var input: InputSpec? = nil
+    public var acpi: AcpiSpec? = nil
 
     public init(
         file: String, daemon: DaemonSettings, watches: [WatchSpec], timers: [TimerSpec], udev: UdevSpec,

@@ -98,7 +98,7 @@ struct ConfigLoaderTests: ConfigText {
             == "/etc/kevd/kevd.toml:2:1: unknown key 'directory' in [rules]; expected one of: directories, cascade_limit, output_tail")
         #expect(error("[daemon]\nrules_dir = \"/etc/kevd/rules.d\"\n")?.message.hasPrefix("unknown key 'rules_dir' in [daemon]") == true)
         #expect(error("\n[rulez]\n")?.description
-            == "/etc/kevd/kevd.toml:2:1: unknown key 'rulez' at the top level; expected one of: daemon, watch, timer, udev, journal, server, access, rules, forward, journald")
+            == "/etc/kevd/kevd.toml:2:1: unknown key 'rulez' at the top level; expected one of: daemon, watch, timer, udev, journal, server, access, rules, forward, journald, input, acpi")
     }
 
     @Test("TOML syntax errors keep toml++'s position")

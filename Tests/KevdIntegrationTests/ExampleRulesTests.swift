@@ -16,7 +16,8 @@ enum ExampleRules {
     }
 
     static let files = [
-        "10-usb-storage.toml", "20-inbox-settled.toml", "30-nightly-disk-report.toml", "90-dead-letter-alert.toml",
+        "10-usb-storage.toml", "20-inbox-settled.toml", "30-nightly-disk-report.toml", "40-power-button.toml",
+        "41-lid.toml", "90-dead-letter-alert.toml",
     ]
 
     static func text(_ name: String) throws -> String {
@@ -201,7 +202,7 @@ struct ExampleRulesTests {
         let check = try kevctl(["rules", "check"] + ExampleRules.files.map { dir.file("rules/" + $0) })
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         #expect(check.stdout == "")
-        #expect(check.stderr == "4 rule files, 5 rules: ok\n")
+        #expect(check.stderr == "6 rule files, 8 rules: ok\n")
 
         // dev/kevd.toml as scripts/run uses it, with its rules directory pointed at the copies.
         var repo = URL(fileURLWithPath: ExampleRules.directory)
@@ -211,7 +212,7 @@ struct ExampleRulesTests {
         let config = devConfig.replacingOccurrences(of: "directories = [\"../Rules\"]", with: "directories = [\"rules\"]")
         let daemon = try ExampleRules.start(dir, config: config)
         let started = try daemon.waitFor("started") { $0.isEvent("kevd", "started", key: "daemon") }
-        #expect(started.int("rules") == 5)
+        #expect(started.int("rules") == 8)
         let errors = daemon.received.filter { $0.isEvent("kevd", "error") }
         #expect(errors.isEmpty, "errors at start: \(errors)")
         let status = try kevctl(["status", "--socket", dir.file("state/kevd.sock"), "--json"])
@@ -219,7 +220,10 @@ struct ExampleRulesTests {
         let reply = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
         let rules = reply?["rules"] as? [String: Any]
         let active = (rules?["active"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
-        #expect(active == ["usb-storage-log", "inbox-changed", "inbox-settled", "nightly-disk-report", "dead-letter-alert"])
+        #expect(active == [
+            "usb-storage-log", "inbox-changed", "inbox-settled", "nightly-disk-report", "power-button", "acpi-power-button",
+            "lid-switch", "dead-letter-alert",
+        ])
         #expect(rules?["error"] is NSNull, "\(rules?["error"] ?? "")")
         let timers = (reply?["sources"] as? [String: Any])?["timers"] as? [String]
         #expect(timers == ["heartbeat", "nightly-disk-report"])

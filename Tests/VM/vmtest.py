@@ -18,8 +18,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_SCENARIOS = ["systemd", "udev", "package", "powercut", "diskerrors"]
-DEFAULT_SCENARIOS = ["systemd", "udev", "package", "powercut"]
+ALL_SCENARIOS = ["systemd", "udev", "package", "powercut", "diskerrors", "input"]
+DEFAULT_SCENARIOS = ["systemd", "udev", "package", "powercut", "input"]
 
 
 class ScenarioFailed(Exception):
