@@ -228,6 +228,7 @@ let package = Package(
         .testTarget(
             name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats", "KevdTestSupport"]
         ),
+        .testTarget(name: "KevdDaemonTests", dependencies: ["KevdDaemon", "KevdEvent", "KevdTestSupport"]),
         .testTarget(name: "KevdInputTests", dependencies: ["KevdInput", "KevdSpec", "KevdEvent", "KevdTestSupport"]),
     ],
     swiftLanguageModes: [.v5],

@@ -345,9 +345,10 @@ struct RulesBench: ParsableCommand {
             for n in concurrencies {
                 let s = summary(throughput, n)
                 table.add([
-                    "concurrency \(n): kevd ≥ 70% of the bare spawn rate",
+                    // Issue 15 raised the target from 70% (the first round's) to 90%.
+                    "concurrency \(n): kevd ≥ 90% of the bare spawn rate",
                     "\(s.kevd.map { grouped($0) } ?? "-") vs \(s.bare.map { grouped($0) } ?? "-")/s: \(percent(s.ratio))",
-                    verdict(s.ratio.map { $0 >= 0.7 }),
+                    verdict(s.ratio.map { $0 >= 0.9 }),
                 ])
             }
             for n in concurrencies {
