@@ -71,7 +71,7 @@ let package = Package(
         // Thin Swift wrappers over syscalls and libudev, and the only module that imports libudev. CKevdShim is
         // imported here and, for calls that have no wrapper here, directly by KevdJournal (kevd_write_some,
         // CRC-32C), KevdServer (Unix sockets, peer credentials, kevd_write_some), KevdDaemon (the --stdout sink's
-        // writes) and kevd-bench.
+        // writes) and the benchmarks (bench/, through KevdBenchParts).
         .target(
             name: "KevdKernel",
             dependencies: ["CKevdShim", "CUdev", .product(name: "SystemPackage", package: "swift-system")],
