@@ -117,7 +117,8 @@ let package = Package(
         ),
         // The input and ACPI sources' C side: evdev ioctls, the acpi_event generic-netlink socket, logind's Inhibit
         // through sd-bus.
-        .target(name: "CKevdInput", linkerSettings: [.linkedLibrary("systemd")]),
+        // libsystemd (sd-bus) comes through the CSystemd system library, as the daemon's does.
+        .target(name: "CKevdInput", dependencies: ["CSystemd"]),
         // `[input]` (evdev keys and switches) and `[acpi]` (the acpi_event netlink family) as sources on the loop.
         .target(
             name: "KevdInput",
