@@ -17,6 +17,8 @@ extension Daemon {
     func statusFields() -> [(String, JSONValue)] {
         [
             ("config", .string(config.file)),
+            ("machine_id", .string(identity.machineID)),
+            ("boot_id", .string(identity.bootID)),
             ("forward", forwarders?.status(head: pipeline.nextSeq > 0 ? pipeline.nextSeq - 1 : 0) ?? .array([])),
             ("stats", statsSnapshot(endingInterval: false).json),
             ("retention", retentionStatus()),

@@ -64,6 +64,8 @@ public final class Daemon {
     var exitCode: Int32 = 0
     /// READY/RELOADING/STOPPING/STATUS/WATCHDOG for systemd; inert without NOTIFY_SOCKET.
     let systemd: SystemdNotifier
+    /// `/etc/machine-id` and this boot's id: in `started`, `status` and the forwarded messages' headers.
+    let identity = MachineIdentity.read()
 
     /// Signals must already be blocked (`Daemon.prepareSignals()`), before any thread exists.
     public init(config: Config, options: Options, logger: Logger) throws {
