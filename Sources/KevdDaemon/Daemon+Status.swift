@@ -37,6 +37,7 @@ extension Daemon {
                 .object([
                     ("inotify", inotifyStatus()),
                     ("timers", .array((timers?.names ?? []).map { .string($0) })),
+                    ("timer_catchup", timerCatchUpStatus()),
                     ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
                 ])
             ),

@@ -54,6 +54,8 @@ public final class Daemon {
     var signals: SignalSource?
     var inotify: InotifySource?
     var timers: TimerSource?
+    /// `[[timer]] persistent = true`: the start-up fold of the journal into the timers' last fires.
+    var timerCatchUp: TimerCatchUpFold?
     var udev: UdevSource?
     /// `[input]` and `[acpi]`: evdev devices, the acpi_event netlink family, logind inhibitor locks.
     let inputSources = InputSources()
@@ -137,12 +139,14 @@ public final class Daemon {
         let (loaded, problems) = loadRules(config)
         ruleProblems = problems
         try apply(config, rules: loaded)
+        try startTimerCatchUp()
         try startHousekeeping()
         reportRecovery()
         // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
         for problem in problems { reportError("invalid rule file; its bad parts are not loaded", error: "\(problem)", component: "rules") }
         try announceStartedWhenArmed()
         try loop.run()
+        timerCatchUp?.stop()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
         // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.

@@ -154,10 +154,14 @@ public struct TimerSpec: Sendable, Equatable {
 
     public var name: String
     public var schedule: Schedule
+    /// `persistent = true` (cron timers only), as systemd's `Persistent=`: when one or more of its times passed
+    /// while kevd was down, it fires once at start with `data.catchup = true` and `data.missed`.
+    public var persistent: Bool
 
-    public init(name: String, schedule: Schedule) {
+    public init(name: String, schedule: Schedule, persistent: Bool = false) {
         self.name = name
         self.schedule = schedule
+        self.persistent = persistent
     }
 }
 
