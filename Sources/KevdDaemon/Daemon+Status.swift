@@ -38,6 +38,7 @@ extension Daemon {
                     ("inotify", inotifyStatus()),
                     ("timers", .array((timers?.names ?? []).map { .string($0) })),
                     ("timer_catchup", timerCatchUpStatus()),
+                    ("udev_catchup", deviceCatchUpStatus()),
                     ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
                 ])
             ),

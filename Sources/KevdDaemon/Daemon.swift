@@ -56,6 +56,8 @@ public final class Daemon {
     var timers: TimerSource?
     /// `[[timer]] persistent = true`: the start-up fold of the journal into the timers' last fires.
     var timerCatchUp: TimerCatchUpFold?
+    /// `[udev] catchup = true`: the start-up fold of the journal and /sys into the devices that changed.
+    var deviceCatchUp: DeviceCatchUpFold?
     var udev: UdevSource?
     /// `[input]` and `[acpi]`: evdev devices, the acpi_event netlink family, logind inhibitor locks.
     let inputSources = InputSources()
@@ -140,6 +142,7 @@ public final class Daemon {
         ruleProblems = problems
         try apply(config, rules: loaded)
         try startTimerCatchUp()
+        try startDeviceCatchUp()
         try startHousekeeping()
         reportRecovery()
         // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
@@ -147,6 +150,7 @@ public final class Daemon {
         try announceStartedWhenArmed()
         try loop.run()
         timerCatchUp?.stop()
+        deviceCatchUp?.stop()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
         // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.

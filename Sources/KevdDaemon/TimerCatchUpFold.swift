@@ -66,7 +66,7 @@ final class TimerCatchUpFold {
         return .success(last)
     }
 
-    private static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
+    static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
         guard haystack.count >= needle.count, let first = needle.first else { return false }
         var i = 0
         let end = haystack.count - needle.count

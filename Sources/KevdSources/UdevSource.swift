@@ -26,6 +26,9 @@ public final class UdevSource {
     public let sourceName: String
     public private(set) var overflowCount = 0
     private var received: [UdevMonitor.Device] = []
+    /// While the start-up catch-up is computed off the loop: the devpaths live events named meanwhile (they are
+    /// newer than its enumeration, so the catch-up leaves those devices alone). Nil otherwise.
+    var liveSinceCatchUpStart: Set<String>? = nil
 
     /// Devices per wakeup before yielding to the loop, so sinks flush during a storm (epoll is level-triggered).
     static let devicesPerWakeup = 2048
@@ -109,6 +112,7 @@ public final class UdevSource {
     }
 
     private func publish(_ device: UdevMonitor.Device) {
+        liveSinceCatchUpStart?.insert(device.devpath)
         pipeline.publish(Self.draft(device))
     }
 

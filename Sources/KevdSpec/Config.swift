@@ -185,12 +185,16 @@ public struct UdevSpec: Sendable, Equatable {
     public var source: Source
     public var matches: [Match]
     public var receiveBuffer: Int
+    /// `catchup` (default true): at start, devices that appeared or vanished while kevd was down are journaled
+    /// as `add`/`remove` with `data.catchup = true` (the `kernel` source; see `DeviceCatchUp`).
+    public var catchup: Bool
 
-    public init(enabled: Bool, source: Source, matches: [Match], receiveBuffer: Int) {
+    public init(enabled: Bool, source: Source, matches: [Match], receiveBuffer: Int, catchup: Bool = true) {
         self.enabled = enabled
         self.source = source
         self.matches = matches
         self.receiveBuffer = receiveBuffer
+        self.catchup = catchup
     }
 
     public static let defaultReceiveBuffer = 16 * 1024 * 1024

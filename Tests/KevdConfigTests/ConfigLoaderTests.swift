@@ -55,6 +55,8 @@ struct ConfigLoaderTests: ConfigText {
         #expect(config.udev.enabled && config.udev.source == .kernel)
         #expect(config.udev.matches == [.init(subsystem: "block", devtype: "disk"), .init(subsystem: "net", devtype: nil)])
         #expect(config.udev.receiveBuffer == 4 * 1024 * 1024)
+        #expect(config.udev.catchup)
+        #expect(try !parse("[udev]\ncatchup = false\n").udev.catchup)
     }
 
     @Test("unknown keys, bad types and bad values name file, line and column")
