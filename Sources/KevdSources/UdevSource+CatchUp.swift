@@ -15,6 +15,10 @@ extension UdevSource {
     /// (the live event is newer than the enumeration). Returns how many events were published.
     @discardableResult
     public func catchUp(_ devices: [UdevMonitor.Device]) -> Int {
+        // The kernel makes a device's /sys entry a moment before it sends its uevent: one the enumeration saw may
+        // still be in the socket. Reading the socket first lets the live event win, rather than follow a catch-up
+        // add for the same device (a remaining window of microseconds, named in README).
+        drain()
         let live = liveSinceCatchUpStart ?? []
         liveSinceCatchUpStart = nil
         var published = 0
