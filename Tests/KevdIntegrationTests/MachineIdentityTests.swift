@@ -70,6 +70,8 @@ struct MachineIdentityTests {
         let current = try lines(["--boot"])
         let previous = try lines(["--boot", "-1"])
         let byID = try lines(["--boot", oldBoot.replacingOccurrences(of: "-", with: "")])
+        let short = try lines(["-b", "-1"])
+        let bare = try lines(["source=inotify", "-b"])
         let zero = try lines(["--boot", "0", "source=inotify"])
         func created(_ events: [[String: Any]]) -> [String] {
             events.filter { $0.source == "inotify" }.compactMap { $0.key }.map { ($0 as NSString).lastPathComponent }
@@ -77,6 +79,8 @@ struct MachineIdentityTests {
         #expect(created(current) == ["this-boot-1", "this-boot-2"])
         #expect(created(previous) == ["old-boot-file"])
         #expect(created(byID) == ["old-boot-file"])
+        #expect(created(short) == ["old-boot-file"])
+        #expect(created(bare) == ["this-boot-1", "this-boot-2"] && bare.count == 2)
         #expect(created(zero) == ["this-boot-1", "this-boot-2"] && zero.count == 2)
         // Each boot's started events name it; the two boots together are the whole journal.
         #expect(current.filter { $0.isEvent("kevd", "started") }.allSatisfy { $0.data["boot_id"] as? String == bootID })
