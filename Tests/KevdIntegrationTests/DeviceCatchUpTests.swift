@@ -27,6 +27,12 @@ struct DeviceCatchUpTests {
         daemon.received.filter { $0.source == "udev" && $0.data["catchup"] as? Bool == true }
     }
 
+    /// The `count` catch-up events `status` said were published, once kevd's stdout brought them here (status
+    /// answers on the loop; the lines reach the test's reader thread when it is scheduled).
+    static func caughtUpEvents(_ daemon: DaemonProcess, count: Int) throws -> [[String: Any]] {
+        try daemon.waitForCount("the catch-up events", count: count) { $0.source == "udev" && $0.data["catchup"] as? Bool == true }
+    }
+
     @Test("first start reports every present device once; then what was added and deleted while kevd was down, and nothing for what stayed")
     func vethWhileStopped() throws {
         try Root.check()
@@ -37,7 +43,7 @@ struct DeviceCatchUpTests {
         // First start, no history: every present net device (lo and the pair) once, as coldplug does.
         let first = try DaemonProcess(config: Self.config, in: dir, netns: netns.name)
         #expect(try Self.caughtUp(dir) == 3)
-        let coldplug = Self.caughtUpEvents(first)
+        let coldplug = try Self.caughtUpEvents(first, count: 3)
         #expect(coldplug.map { $0.type } == ["add", "add", "add"])
         #expect(Set(coldplug.compactMap { $0.key }) == ["/devices/virtual/net/lo", "/devices/virtual/net/kva0", "/devices/virtual/net/kva1"])
         // The properties a live add carries (less SEQNUM: the kernel numbers only the uevents it sends).
@@ -54,7 +60,7 @@ struct DeviceCatchUpTests {
         try netns.exec(["/usr/sbin/ip", "link", "del", "kva0"])
         let second = try DaemonProcess(config: Self.config, in: dir, netns: netns.name)
         #expect(try Self.caughtUp(dir) == 4)
-        let changes = Self.caughtUpEvents(second).map { "\($0.type ?? "") \($0.key ?? "")" }
+        let changes = try Self.caughtUpEvents(second, count: 4).map { "\($0.type ?? "") \($0.key ?? "")" }
         #expect(changes == [
             "remove /devices/virtual/net/kva0", "remove /devices/virtual/net/kva1",
             "add /devices/virtual/net/kvb0", "add /devices/virtual/net/kvb1",
