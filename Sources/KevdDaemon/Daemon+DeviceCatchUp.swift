@@ -2,16 +2,17 @@ import KevdEvent
 import KevdKernel
 import KevdSources
 
-/// `[udev] catchup = true` at start (the `kernel` source): fold, enumerate and diff off the loop, then publish.
+/// `[udev] catchup = true` at start (both sources): fold, enumerate and diff off the loop, then publish.
 extension Daemon {
     func startDeviceCatchUp() throws {
-        guard let udev, udev.spec.catchup, udev.isKernel else { return }
+        guard let udev, udev.spec.catchup else { return }
         let filters = udev.spec.matches.map { UdevMonitor.Filter(subsystem: $0.subsystem, devtype: $0.devtype) }
         udev.catchUpStarted()
         // Weak and unchecked: the closure runs on the loop thread (through the inbox), where the daemon lives.
         nonisolated(unsafe) weak let daemon = self
         deviceCatchUp = try DeviceCatchUpFold(
-            journalDirectory: journal.directory, filters: filters, beforeSeq: journal.recovery.nextSeq, inbox: loop.inbox
+            journalDirectory: journal.directory, source: udev.isKernel ? .kernel : .udev, filters: filters,
+            beforeSeq: journal.recovery.nextSeq, inbox: loop.inbox
         ) { result in
             guard let daemon else { return }
             switch result {
@@ -19,7 +20,7 @@ extension Daemon {
                 daemon.deviceCatchUp?.published = daemon.udev?.catchUp(devices) ?? 0
             case .failure(let error):
                 daemon.reportError(
-                    "cannot read the journal for the devices kevd last knew; no device is caught up",
+                    "cannot read the journal's devices or enumerate the present ones; no device is caught up",
                     error: error.description, component: "udev")
                 daemon.deviceCatchUp?.published = 0
             }

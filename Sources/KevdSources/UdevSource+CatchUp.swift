@@ -4,8 +4,8 @@ import KevdKernel
 /// `[udev] catchup = true`: the devices that appeared or vanished while kevd was down, journaled at start as
 /// `add`/`remove` with `data.catchup = true` (the difference is computed off the loop by the daemon).
 extension UdevSource {
-    /// Whether this source reads the kernel's uevents (the catch-up enumerates /sys as the kernel names devices;
-    /// the `udev` monitor's devices carry udevd's properties, which a /sys enumeration does not).
+    /// Whether this source reads the kernel's uevents: its catch-up enumerates /sys, as the kernel names devices;
+    /// the `udev` source's enumerates with libudev, whose devices carry udevd's properties as its events do.
     public var isKernel: Bool { sourceName == "kernel" }
 
     /// The catch-up is being computed: remember which devices live events name until it is applied.
@@ -15,8 +15,8 @@ extension UdevSource {
     /// (the live event is newer than the enumeration). Returns how many events were published.
     @discardableResult
     public func catchUp(_ devices: [UdevMonitor.Device]) -> Int {
-        // The kernel makes a device's /sys entry a moment before it sends its uevent: one the enumeration saw may
-        // still be in the socket. Reading the socket first lets the live event win, rather than follow a catch-up
+        // The kernel makes a device's /sys entry a moment before it sends its uevent, and udevd writes its database
+        // entry a moment before it sends its event: one the enumeration saw may still be in the socket. Reading the socket first lets the live event win, rather than follow a catch-up
         // add for the same device (a remaining window of microseconds, named in README).
         drain()
         let live = liveSinceCatchUpStart ?? []
