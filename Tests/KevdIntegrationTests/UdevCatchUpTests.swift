@@ -9,7 +9,12 @@ import Testing
 /// `E:` its properties) into a /run of kevd's own (a private mount namespace, so the host's /run is untouched),
 /// for real veth pairs in a private network namespace. A veth without an entry is one udevd is still
 /// processing. The test bed's udev scenario does the same with a real udevd and a USB disk.
-@Suite("device catch-up (udev source)", .enabled(if: Root.shouldRun, Root.reason), .serialized)
+@Suite(
+    "device catch-up (udev source)",
+    .enabled(
+        if: Root.shouldRun,
+        "needs root (a network namespace, and a mount namespace for a /run of kevd's own); KEVD_REQUIRE_ROOT=1 makes this a failure"),
+    .serialized)
 struct UdevCatchUpTests {
     static let config = "[daemon]\nstate_dir = \"state\"\nsocket = \"state/kevd.sock\"\n[udev]\nsource = \"udev\"\nsubsystems = [\"net\"]\n"
 
