@@ -21,7 +21,6 @@ public struct DeviceCatchUp: Sendable {
             known.removeValue(forKey: devpath)
             return
         }
-        if event.type == "move", case .string(let old)? = event.data["DEVPATH_OLD"] { known.removeValue(forKey: old) }
         // The properties are the upper-case members (kevd's own fields are lower case).
         var properties: [(name: String, value: String)] = []
         for field in event.data {
@@ -34,8 +33,19 @@ public struct DeviceCatchUp: Sendable {
         if !properties.contains(where: { $0.name == "SUBSYSTEM" }), case .string(let subsystem)? = event.data["subsystem"] {
             properties.append(("SUBSYSTEM", subsystem))
         }
-        let device = UdevMonitor.Device(action: event.type, devpath: devpath, properties: properties)
-        known[devpath] = device
+        fold(UdevMonitor.Device(action: event.type, devpath: devpath, properties: properties))
+    }
+
+    /// Folds one device event as published (a live one, or a catch-up's): the same rules as a journaled event's.
+    public mutating func fold(_ device: UdevMonitor.Device) {
+        if device.action == "remove" {
+            known.removeValue(forKey: device.devpath)
+            return
+        }
+        if device.action == "move", let old = device.properties.first(where: { $0.name == "DEVPATH_OLD" })?.value {
+            known.removeValue(forKey: old)
+        }
+        known[device.devpath] = device
     }
 
     /// What changed while kevd was down: `add` for each present device the history does not know, `remove` for

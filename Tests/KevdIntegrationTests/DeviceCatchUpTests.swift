@@ -80,6 +80,72 @@ struct DeviceCatchUpTests {
         #expect(third.stop() == 0)
     }
 
+    /// `sources.udev_catchup` once `count` repairs were applied.
+    static func repairs(_ dir: TemporaryDirectory, atLeast count: Int) throws -> [String: Any] {
+        try waitUntil("\(count) device repairs to be applied", timeout: 60) { () -> [String: Any]? in
+            let result = try kevctl(["status", "--socket", dir.file("state/kevd.sock"), "--json"])
+            guard let reply = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+                let sources = reply["sources"] as? [String: Any], let fold = sources["udev_catchup"] as? [String: Any],
+                (fold["repairs"] as? Int ?? 0) >= count
+            else { return nil }
+            return fold
+        }
+    }
+
+    @Test("a receive buffer overflow is repaired: every device whose event the kernel dropped gets a catch-up add, then a catch-up remove")
+    func overflowRepaired() throws {
+        try Root.check()
+        let netns = try NetworkNamespace()
+        let dir = try TemporaryDirectory()
+        let daemon = try DaemonProcess(config: Self.config + "receive_buffer = 4096\n", in: dir, netns: netns.name)
+        #expect(try Self.caughtUp(dir) == 1)  // lo
+        // 150 pairs made while kevd is stopped: their uevents cannot all fit in 4 KiB.
+        daemon.signal(SIGSTOP)
+        var batch = ""
+        for i in 0..<150 { batch += "link add kvr\(i) type veth peer name kvs\(i)\n" }
+        try batch.write(toFile: dir.file("add.batch"), atomically: true, encoding: .utf8)
+        try netns.exec(["/usr/sbin/ip", "-batch", dir.file("add.batch")])
+        daemon.signal(SIGCONT)
+        try daemon.waitFor("an overflow", timeout: 30) { $0.isEvent("kevd", "overflow", key: "udev") }
+        let afterAdds = try Self.repairs(dir, atLeast: 1)
+        let names = (0..<150).flatMap { ["kvr\($0)", "kvs\($0)"] }
+        // Every device has exactly one add: the live one the buffer kept, or the repair's for one it dropped.
+        func events(_ type: String) -> [String: [[String: Any]]] {
+            Dictionary(grouping: daemon.received.filter { $0.isEvent("udev", type) && names.contains(($0.key as NSString?)?.lastPathComponent ?? "") }) {
+                ($0.key! as NSString).lastPathComponent
+            }
+        }
+        let adds = try waitUntil("an add for each of the 300 devices") { () -> [String: [[String: Any]]]? in
+            let adds = events("add")
+            return adds.count == names.count ? adds : nil
+        }
+        #expect(adds.values.allSatisfy { $0.count == 1 }, "a device with two adds")
+        let repairedAdds = adds.values.filter { $0[0].data["catchup"] as? Bool == true }.count
+        #expect(repairedAdds > 0, "the overflow lost no add, so the repair was not tested")
+        #expect(afterAdds["repaired"] as? Int ?? 0 >= repairedAdds)
+
+        // The same for removes: the pairs deleted while kevd is stopped.
+        let repairsBefore = afterAdds["repairs"] as? Int ?? 0
+        daemon.signal(SIGSTOP)
+        batch = ""
+        for i in 0..<150 { batch += "link del kvr\(i)\n" }
+        try batch.write(toFile: dir.file("del.batch"), atomically: true, encoding: .utf8)
+        try netns.exec(["/usr/sbin/ip", "-batch", dir.file("del.batch")])
+        daemon.signal(SIGCONT)
+        _ = try Self.repairs(dir, atLeast: repairsBefore + 1)
+        let removes = try waitUntil("a remove for each of the 300 devices") { () -> [String: [[String: Any]]]? in
+            let removes = events("remove")
+            return removes.count == names.count ? removes : nil
+        }
+        #expect(removes.values.allSatisfy { $0.count == 1 }, "a device with two removes")
+        #expect(removes.values.contains { $0[0].data["catchup"] as? Bool == true }, "the overflow lost no remove")
+        // A repaired remove carries what the device was known by.
+        if let repaired = removes.values.first(where: { $0[0].data["catchup"] as? Bool == true })?[0] {
+            #expect(repaired.data["INTERFACE"] as? String == (repaired.key! as NSString).lastPathComponent)
+        }
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("catchup = false: nothing is caught up")
     func off() throws {
         try Root.check()
