@@ -1,3 +1,4 @@
+import KevdDeviceEvents
 import KevdEvent
 import KevdKernel
 import KevdSources
@@ -29,6 +30,15 @@ extension Daemon {
             // An overflow while the start-up catch-up was computed: repair now that the known devices are set.
             if fold.repairAgain { daemon.startDeviceRepair() }
         }
+    }
+
+    /// After a reload made a new udev source: it follows the devices the old one knew and repairs its overflows
+    /// (when the start-up catch-up was applied; until then, its result is applied to the new source).
+    func followDevices(_ known: KevdDeviceEvents.DeviceCatchUp?) {
+        guard let udev, udev.spec.catchup, deviceCatchUp != nil else { return }
+        udev.continueFollowing(known)
+        nonisolated(unsafe) weak let daemon = self
+        udev.onOverflow = { daemon?.startDeviceRepair() }
     }
 
     /// On the loop, after an overflow: the events the kernel dropped cannot be read again, but the devices they

@@ -9,6 +9,10 @@ extension UdevSource {
     /// the `udev` source's enumerates with libudev, whose devices carry udevd's properties as its events do.
     public var isKernel: Bool { sourceName == "kernel" }
 
+    /// After a reload replaced the monitor: the devices the previous one's events told go on being followed
+    /// here, so that a later overflow is still repaired.
+    public func continueFollowing(_ known: DeviceCatchUp?) { knownDevices = known }
+
     /// A catch-up is being computed: remember which devices live events name until it is applied.
     public func catchUpStarted() { liveSinceCatchUpStart = [:] }
 

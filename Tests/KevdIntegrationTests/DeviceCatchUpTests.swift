@@ -124,6 +124,11 @@ struct DeviceCatchUpTests {
         #expect(repairedAdds > 0, "the overflow lost no add, so the repair was not tested")
         #expect(afterAdds["repaired"] as? Int ?? 0 >= repairedAdds)
 
+        // A reload that changes [udev] makes a new monitor: it still follows the devices and repairs its overflows.
+        try (Self.config + "receive_buffer = 4097\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try daemon.waitFor("the reload") { $0.isEvent("kevd", "reloaded") }
+
         // The same for removes: the pairs deleted while kevd is stopped.
         let repairsBefore = afterAdds["repairs"] as? Int ?? 0
         daemon.signal(SIGSTOP)
