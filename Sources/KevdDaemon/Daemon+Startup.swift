@@ -26,6 +26,9 @@ extension Daemon {
             data.append("udev", udev?.sourceName ?? "off")
             data.append("journal", journal.directory)
             data.append("inotify_watches", inotify?.watchCount ?? 0)
+            // Which machine and which boot: `kevctl journal --boot` selects the runs whose `started` names a boot.
+            data.append("machine_id", identity.machineID)
+            data.append("boot_id", identity.bootID)
             pipeline.publishKevd("started", component: "daemon", data)
             logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
             // The journal is recovered, the rules are loaded, every source is armed and the socket listens.
@@ -69,7 +72,7 @@ extension Daemon {
         guard !config.forwards.isEmpty else { return }
         forwarders = try Forwarders(
             specs: config.forwards, stateDirectory: config.daemon.stateDir, journalDirectory: journal.directory,
-            durable: journal.durableSeq, consumers: journal.consumers, logger: logger)
+            durable: journal.durableSeq, consumers: journal.consumers, identity: identity, logger: logger)
         if let forwarders { journal.addDurabilityObserver(forwarders) }
     }
 
