@@ -13,7 +13,7 @@ struct SpawnOrder: @unchecked Sendable {
     let token: UInt64
     /// argv, environment, directory and credentials; stdio is filled in by the spawner.
     let request: SpawnRequest
-    /// The event's JSON line: the child's stdin, put into a memory file by the spawner.
+    /// The event's JSON line: the child's stdin, put into a pipe (a memory file when large) by the spawner.
     let stdin: [UInt8]
     let stdoutWrite: OwnedFD
     let stderrWrite: OwnedFD
@@ -130,7 +130,7 @@ final class RuleSpawner: @unchecked Sendable {
         }
         var request = order.request
         do {
-            let stdin = try order.stdin.withUnsafeBytes { try MemoryFile.make(name: "kevd-event", contents: $0) }
+            let stdin = try order.stdin.withUnsafeBytes { try ChildInput.make(name: "kevd-event", contents: $0) }
             defer { stdin.close() }
             request.stdin = stdin.rawValue
             request.stdout = order.stdoutWrite.rawValue
