@@ -124,8 +124,8 @@ extension RulesEngine {
 
     /// Whether an exited child that no run claims may be reaped now: yes when no start is in flight, or once
     /// every start in flight when it was first seen has reported (then it is not a run's); otherwise it waits,
-    /// and so does the reaping of every child after it (`waitid` keeps returning it first), for at most one
-    /// spawn's time.
+    /// and so does the reaping of every child after it (`waitid` keeps returning it first), until the spawner
+    /// reports: at most the rest of its batch of starts (`RuleSpawner.reportBatch`).
     func mayReapUnclaimed(_ pid: Int32) -> Bool {
         if spawning.reported >= spawning.submitted { return true }
         if let unclaimed = spawning.unclaimed, unclaimed.pid == pid {
