@@ -2,6 +2,7 @@
 #include "CKevdShim.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,6 +367,30 @@ int kevd_pipe(int *read_end, int *write_end) {
 }
 
 int kevd_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int kevd_input_pipe(const void *bytes, size_t length) {
+    if (length > PIPE_BUF) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    ssize_t written = 0;
+    // Up to PIPE_BUF bytes into an empty pipe: one write takes them all without waiting (a pipe holds at least
+    // one page even when the user's pipe buffer quota is spent).
+    if (length > 0) {
+        do written = write(fds[1], bytes, length);
+        while (written < 0 && errno == EINTR);
+    }
+    int e = errno;
+    close(fds[1]);
+    if (written != (ssize_t)length) {
+        close(fds[0]);
+        errno = written < 0 ? e : EIO;
+        return -1;
+    }
+    return fds[0];
+}
 
 int kevd_become_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 

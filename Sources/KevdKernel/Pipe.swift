@@ -35,3 +35,16 @@ public enum MemoryFile {
         return fd
     }
 }
+
+/// A child's stdin holding given bytes: a pipe when they fit in one atomic pipe write (`PIPE_BUF`, 4 KiB: an event
+/// line nearly always does), else a memory file. Either way writing it never blocks, and the child reads the bytes
+/// and then end of file. A pipe costs the kernel less than a memory file (no tmpfs inode, no page cache page).
+public enum ChildInput {
+    /// The most bytes put into a pipe (`PIPE_BUF`).
+    public static let pipeLimit = 4096
+
+    public static func make(name: String, contents: UnsafeRawBufferPointer) throws -> OwnedFD {
+        guard contents.count <= pipeLimit else { return try MemoryFile.make(name: name, contents: contents) }
+        return OwnedFD(try syscall("pipe2(stdin)") { kevd_input_pipe(contents.baseAddress, contents.count) })
+    }
+}

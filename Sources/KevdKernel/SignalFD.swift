@@ -38,17 +38,19 @@ public final class SignalFD {
     /// Reads every pending record.
     public func readAll() throws -> [Record] {
         var out: [Record] = []
-        var buffer = [kevd_siginfo](repeating: kevd_siginfo(), count: 16)
-        while true {
-            let n = try buffer.withUnsafeMutableBufferPointer { buf in
-                try syscall("signalfd read") { kevd_signalfd_read(fd.rawValue, buf.baseAddress, 16) }
-            }
-            if n == 0 { return out }
-            for info in buffer.prefix(Int(n)) {
-                out.append(
-                    Record(
-                        signal: Int32(info.signo), code: info.code, senderPID: info.pid, senderUID: info.uid,
-                        status: info.status))
+        // On the stack: it is read on every SIGCHLD, which a busy rule makes hundreds of times a second.
+        return try withUnsafeTemporaryAllocation(of: kevd_siginfo.self, capacity: 16) { buffer in
+            while true {
+                let n = try syscall("signalfd read") { kevd_signalfd_read(fd.rawValue, buffer.baseAddress, 16) }
+                for info in buffer.prefix(Int(n)) {
+                    out.append(
+                        Record(
+                            signal: Int32(info.signo), code: info.code, senderPID: info.pid, senderUID: info.uid,
+                            status: info.status))
+                }
+                // A short read took everything queued: no second read just to be told so (the fd is
+                // level-triggered, so a signal arriving after it is reported by the next wait).
+                if n < 16 { return out }
             }
         }
     }

@@ -22,6 +22,12 @@ final class RuleRun {
     /// The kill grace ran out: SIGKILL, at once if the pid is known, else when it arrives.
     var killDue = false
     var finished = false
+    /// Its output pipes are registered with the loop (`RulesEngine+OutputWatch.swift`).
+    var outputWatched = false
+    /// Its trigger's id (`job.event.id.string`), made once for the environment and the run's events.
+    var causeID: String? = nil
+    /// Its timeout is in the deadline heap.
+    var timeoutScheduled = false
 
     init(rule: RuleRuntime, job: Job, token: UInt64, started: Int64, depth: Int, stdout: OwnedFD, stderr: OwnedFD, tail: Int) {
         self.rule = rule

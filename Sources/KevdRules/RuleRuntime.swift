@@ -31,7 +31,11 @@ struct Debounce {
 /// (or waits to retry), so runs for one key never overlap and start in seq order while different keys run
 /// side by side up to `concurrency`.
 final class RuleRuntime {
-    var spec: RuleSpec
+    var spec: RuleSpec {
+        didSet { fixedEnvironment = nil }
+    }
+    /// The environment entries every run shares, built at the first start after the spec was set.
+    var fixedEnvironment: RunCommand.FixedEnvironment? = nil
     var filter: EventFilter
     /// False once a reload dropped the rule: its runs finish and report, nothing new starts.
     var active = true

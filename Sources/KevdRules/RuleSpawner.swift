@@ -13,7 +13,7 @@ struct SpawnOrder: @unchecked Sendable {
     let token: UInt64
     /// argv, environment, directory and credentials; stdio is filled in by the spawner.
     let request: SpawnRequest
-    /// The event's JSON line: the child's stdin, put into a memory file by the spawner.
+    /// The event's JSON line: the child's stdin, put into a pipe (a memory file when large) by the spawner.
     let stdin: [UInt8]
     let stdoutWrite: OwnedFD
     let stderrWrite: OwnedFD
@@ -34,8 +34,10 @@ struct SpawnOutcome: Sendable {
 /// Starts rule runs' processes on a thread of its own, so the loop never waits in `vfork` for a child to exec.
 ///
 /// The loop submits orders; the thread takes them first in, first out, starts each (`Spawn.start`: vfork, exec,
-/// the child's fd and signal hygiene are the shim's), and queues the outcome. The first outcome queued after the
-/// loop last took them calls `notify` (which posts to the loop's inbox), so a burst of starts costs one wakeup.
+/// the child's fd and signal hygiene are the shim's), and queues the outcome. It calls `notify` (which posts to the
+/// loop's inbox) once per batch: when it has started every order it has, or `reportBatch` outcomes wait, whichever
+/// comes first, and not again until the loop took them. The loop submits a few orders per turn: one wakeup for
+/// their pids instead of one per start (each wakeup is a loop turn, with its journal write and subscriber flush).
 ///
 /// `PR_SET_PDEATHSIG` follows the thread that forked: scripts get SIGTERM when this thread ends. It therefore
 /// lives as long as the engine (to process exit, in kevd), and is only stopped when the engine is released.
@@ -49,8 +51,17 @@ final class RuleSpawner: @unchecked Sendable {
         var signalled = false
     }
 
+    private struct Outcomes {
+        var queue: Deque<SpawnOutcome> = []
+        /// True from a notification until the loop takes the outcomes: later outcomes need none.
+        var notified = false
+    }
+
+    /// Outcomes held back for one notification at most: a steady stream of orders still reports every few starts.
+    static let reportBatch = 8
+
     private let orders = Mutex(Orders())
-    private let outcomes = Mutex(Deque<SpawnOutcome>())
+    private let outcomes = Mutex(Outcomes())
     private let wakeup: EventFD
     private let notify: @Sendable () -> Void
     private var thread: WorkerThread? = nil
@@ -84,8 +95,9 @@ final class RuleSpawner: @unchecked Sendable {
     /// Every outcome queued so far, oldest first (loop thread).
     func takeOutcomes() -> Deque<SpawnOutcome> {
         outcomes.withLock { outcomes in
-            let taken = outcomes
-            outcomes.removeAll(keepingCapacity: true)
+            let taken = outcomes.queue
+            outcomes.queue.removeAll(keepingCapacity: true)
+            outcomes.notified = false
             return taken
         }
     }
@@ -102,20 +114,24 @@ final class RuleSpawner: @unchecked Sendable {
         while true {
             _ = try? wakeup.drain()  // Blocks until signalled.
             while true {
-                let next: SpawnOrder? = orders.withLock { orders in
+                let next: (order: SpawnOrder, last: Bool)? = orders.withLock { orders in
                     guard let order = orders.queue.popFirst() else {
                         orders.signalled = false
                         return nil
                     }
-                    return order
+                    return (order, orders.queue.isEmpty)
                 }
-                guard let order = next else { break }
+                guard let (order, last) = next else { break }
                 let outcome = SpawnOutcome(token: order.token, result: start(order))
-                let wasEmpty = outcomes.withLock { outcomes in
-                    defer { outcomes.append(outcome) }
-                    return outcomes.isEmpty
+                // The last order taken before the thread sleeps was taken from a queue it left empty, so its
+                // outcome notifies (unless a notification is still pending): no outcome waits for a later order.
+                let mustNotify = outcomes.withLock { outcomes in
+                    outcomes.queue.append(outcome)
+                    guard !outcomes.notified, last || outcomes.queue.count >= Self.reportBatch else { return false }
+                    outcomes.notified = true
+                    return true
                 }
-                if wasEmpty { notify() }
+                if mustNotify { notify() }
             }
             if orders.withLock({ $0.stopping && $0.queue.isEmpty }) { return }
         }
@@ -130,7 +146,7 @@ final class RuleSpawner: @unchecked Sendable {
         }
         var request = order.request
         do {
-            let stdin = try order.stdin.withUnsafeBytes { try MemoryFile.make(name: "kevd-event", contents: $0) }
+            let stdin = try order.stdin.withUnsafeBytes { try ChildInput.make(name: "kevd-event", contents: $0) }
             defer { stdin.close() }
             request.stdin = stdin.rawValue
             request.stdout = order.stdoutWrite.rawValue

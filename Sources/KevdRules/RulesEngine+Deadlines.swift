@@ -8,6 +8,8 @@ extension RulesEngine {
     struct Deadline: Comparable {
         enum Action {
             case timeout(RuleRun)
+            /// Watch a run's output pipes, and schedule its timeout (`RulesEngine+OutputWatch.swift`).
+            case watchOutput(RuleRun)
             case kill(RuleRun)
             case debounce(RuleRuntime, String)
             case retry(RuleRuntime, String)
@@ -49,6 +51,8 @@ extension RulesEngine {
                 // A run still starting (pid 0) gets the signal as soon as its pid arrives.
                 if run.pid > 0 { Children.signalGroup(run.pid, SIGTERM) }
                 schedule(at: now + run.rule.spec.killGraceNanoseconds, .kill(run))
+            case .watchOutput(let run):
+                outputWatchCameDue(run)
             case .kill(let run):
                 guard !run.finished else { continue }
                 run.killDue = true

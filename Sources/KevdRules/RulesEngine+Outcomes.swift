@@ -43,7 +43,7 @@ extension RulesEngine {
         data.append("stderr", run.stderrTail.text)
         if status == .exited(0) && !run.timedOut {
             rule.counters.succeeded += 1
-            publish("succeeded", rule, run.job, depth: run.depth, data)
+            publish("succeeded", rule, run.job, depth: run.depth, data, causeID: run.causeID)
             done(rule, run.job)
         } else {
             if run.timedOut {
@@ -92,10 +92,10 @@ extension RulesEngine {
     }
 
     /// `rule.<type>`, key the rule's name, with what ties it to its trigger first.
-    func publish(_ type: String, _ rule: RuleRuntime, _ job: Job, depth: Int, _ extra: EventData) {
+    func publish(_ type: String, _ rule: RuleRuntime, _ job: Job, depth: Int, _ extra: EventData, causeID: String? = nil) {
         var data = EventData(capacity: 8 + extra.count)
         data.append("rule", rule.spec.name)
-        data.append("cause", job.event.id.string)
+        data.append("cause", causeID ?? job.event.id.string)
         data.append("cause_seq", .int(Int64(clamping: job.event.seq)))
         data.append("cause_key", job.event.key)
         data.append("attempt", job.attempt)

@@ -46,8 +46,11 @@ extension RulesEngine {
             data.append("error", error.description)
             return attemptFailed(rule, job, depth: depth, data, retryable: false)
         }
+        let fixed = rule.fixedEnvironment ?? RunCommand.FixedEnvironment(spec, socket: context.socketPath)
+        rule.fixedEnvironment = fixed
+        let eventID = job.event.id.string
         let environment = RunCommand.environment(
-            spec, for: job.event, socket: context.socketPath, depth: depth, attempt: job.attempt)
+            fixed, for: job.event, eventID: eventID, depth: depth, attempt: job.attempt)
         var request = SpawnRequest(path: spec.program, arguments: arguments, environment: environment)
         if spec.user != nil || spec.group != nil, geteuid() == 0 {
             request.credentials = .init(uid: spec.user ?? 0, gid: spec.group ?? 0, groups: spec.groups)
@@ -69,12 +72,13 @@ extension RulesEngine {
         let run = RuleRun(
             rule: rule, job: job, token: token, started: now, depth: depth, stdout: output.read, stderr: errors.read,
             tail: settings.outputTail)
+        run.causeID = eventID
         spawning.starting[token] = run
         // Counted as running from now: the rule's concurrency covers starts in flight.
         rule.running += 1
-        watchOutput(run, output.read, isStderr: false)
-        watchOutput(run, errors.read, isStderr: true)
-        schedule(at: now + spec.timeoutNanoseconds, .timeout(run))
+        // The output pipes are watched only if the run outlives a short delay; its timeout is scheduled then too
+        // (`RulesEngine+OutputWatch.swift`).
+        scheduleOutputWatch(run)
         spawner.submit(
             SpawnOrder(token: token, request: request, stdin: job.line, stdoutWrite: output.write, stderrWrite: errors.write))
     }
@@ -115,13 +119,13 @@ extension RulesEngine {
         }
         var data = EventData()
         data.append("pid", Int(pid))
-        publish("started", run.rule, run.job, depth: run.depth, data)
+        publish("started", run.rule, run.job, depth: run.depth, data, causeID: run.causeID)
     }
 
     /// Whether an exited child that no run claims may be reaped now: yes when no start is in flight, or once
     /// every start in flight when it was first seen has reported (then it is not a run's); otherwise it waits,
-    /// and so does the reaping of every child after it (`waitid` keeps returning it first), for at most one
-    /// spawn's time.
+    /// and so does the reaping of every child after it (`waitid` keeps returning it first), until the spawner
+    /// reports: at most the rest of its batch of starts (`RuleSpawner.reportBatch`).
     func mayReapUnclaimed(_ pid: Int32) -> Bool {
         if spawning.reported >= spawning.submitted { return true }
         if let unclaimed = spawning.unclaimed, unclaimed.pid == pid {

@@ -52,34 +52,55 @@ enum RunCommand {
         }
     }
 
-    /// The whole environment of a run: a fixed PATH and the event; nothing inherited from kevd.
+    /// What every run of one rule has in its environment, whatever the event: built once per rule (and again
+    /// when a reload changes it), not per run.
+    struct FixedEnvironment {
+        let path: String
+        /// nil when it would hold a NUL byte (left out, like any such variable).
+        let rule: String?
+        let socket: String?
+
+        init(_ spec: RuleSpec, socket: String) {
+            path = "PATH=" + RuleSpec.fixedPATH
+            rule = RunCommand.variable("KEVD_RULE=", spec.name)
+            self.socket = RunCommand.variable("KEVD_SOCKET=", socket)
+        }
+    }
+
+    /// The whole environment of a run: a fixed PATH and the event; nothing inherited from kevd. `eventID` is
+    /// `event.id.string`, which the caller needs again for the run's events.
     static func environment(
-        _ spec: RuleSpec, for event: Event, socket: String, depth: Int, attempt: Int
+        _ fixed: FixedEnvironment, for event: Event, eventID: String, depth: Int, attempt: Int
     ) -> [String] {
-        var env: [String] = [
-            "PATH=" + RuleSpec.fixedPATH,
-            "KEVD_EVENT_ID=" + event.id.string,
-            "KEVD_SEQ=" + String(event.seq),
-            "KEVD_TIME=" + event.time.rfc3339,
-            "KEVD_SOURCE=" + event.source.name,
-            "KEVD_TYPE=" + event.type,
-            "KEVD_KEY=" + event.key,
-            "KEVD_RULE=" + spec.name,
-            "KEVD_SOCKET=" + socket,
-            "KEVD_DEPTH=" + String(depth),
-            "KEVD_ATTEMPT=" + String(attempt),
-        ]
-        env.reserveCapacity(env.count + event.data.count)
+        var env: [String] = []
+        env.reserveCapacity(11 + event.data.count)
+        env.append(fixed.path)
+        env.append("KEVD_EVENT_ID=" + eventID)
+        env.append("KEVD_SEQ=" + String(event.seq))
+        env.append("KEVD_TIME=" + event.time.rfc3339)
+        if let entry = variable("KEVD_SOURCE=", event.source.name) { env.append(entry) }
+        if let entry = variable("KEVD_TYPE=", event.type) { env.append(entry) }
+        if let entry = variable("KEVD_KEY=", event.key) { env.append(entry) }
+        if let rule = fixed.rule { env.append(rule) }
+        if let socket = fixed.socket { env.append(socket) }
+        env.append("KEVD_DEPTH=" + String(depth))
+        env.append("KEVD_ATTEMPT=" + String(attempt))
+        if event.data.isEmpty { return env }
         var taken = Set<String>()
         for field in event.data {
             let name = "KEVD_DATA_" + sanitized(field.name)
             // Two data names can sanitize alike (`a-b`, `a.b`): the first keeps the variable, as the event
             // orders them; the JSON line on stdin has both.
             guard taken.insert(name).inserted, let text = FilterField.data(field.name).text(of: event) else { continue }
-            env.append(name + "=" + text)
+            if let entry = variable(name + "=", text) { env.append(entry) }
         }
-        // A variable cannot hold a NUL byte (an emitted key or value may): it is left out, the stdin line has it.
-        return env.filter { !$0.utf8.contains(0) }
+        return env
+    }
+
+    /// `prefix` + `value`, or nil when `value` holds a NUL byte: a variable cannot hold one (an emitted key or
+    /// value may), so it is left out; the stdin line has it.
+    static func variable(_ prefix: String, _ value: String) -> String? {
+        value.utf8.contains(0) ? nil : prefix + value
     }
 
     /// An environment-variable name from a data field name: ASCII letters upper-cased, digits kept, anything

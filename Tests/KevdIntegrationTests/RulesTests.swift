@@ -192,6 +192,42 @@ struct RulesTests {
         try daemon.waitFor("dead letter") { $0.isRule("dead", "hang") }
     }
 
+    @Test("output is watched only after a short delay: a script printing more than a pipe holds still finishes, and a timeout shorter than the delay still fires")
+    func lateOutputWatchAndShortTimeout() throws {
+        let dir = try TemporaryDirectory()
+        // 300 KB in one go, more than a pipe holds: the script waits in write until kevd watches its stdout (or
+        // reads it at exit, which it cannot reach while it waits), then prints END.
+        let chatty = try writeScript(dir, "chatty.sh", "head -c 300000 /dev/zero | tr '\\0' x\necho\necho END\n")
+        let hang = try writeScript(dir, "hang.sh", "exec sleep 300\n")
+        try writeRuleFile(dir, "10-late.toml", """
+            [[rule]]
+            name = "chatty"
+            match = ["type=chatty"]
+            run = ["\(chatty)"]
+            timeout = "20s"
+
+            [[rule]]
+            name = "short"
+            match = ["type=short"]
+            run = ["\(hang)"]
+            timeout = "20ms"
+            kill_grace = "2s"
+            retries = 0
+            """)
+        let daemon = try DaemonProcess(config: rulesConfig(), in: dir)
+        try emit(daemon, "chatty", key: "c")
+        let done = try daemon.waitFor("chatty run", timeout: 15) { $0.isRule("succeeded", "chatty") || $0.isRule("failed", "chatty") }
+        #expect(done.isRule("succeeded", "chatty"), "\(done)")
+        #expect(done.string("stdout")?.hasSuffix("xxx\nEND\n") == true, "\(done.string("stdout") ?? "nil")")
+        try emit(daemon, "short", key: "s")
+        let failed = try daemon.waitFor("timed-out run", timeout: 15) { $0.isRule("failed", "short") }
+        #expect(failed.data["timed_out"] as? Bool == true)
+        #expect(failed.string("signal") == "term")
+        // Not before its time (a timeout shorter than the watch delay is scheduled at the start, not at the watch).
+        let elapsed = (failed.data["duration_ms"] as? NSNumber)?.doubleValue ?? -1
+        #expect(elapsed >= 20 && elapsed < 1000, "duration_ms \(elapsed)")
+    }
+
     @Test("concurrency bounds the runs in flight and runs for one key never overlap and keep seq order")
     func concurrencyAndKeyOrder() throws {
         let dir = try TemporaryDirectory()

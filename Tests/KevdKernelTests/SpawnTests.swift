@@ -74,6 +74,27 @@ struct SpawnTests {
         #expect(output == contents)
     }
 
+    @Test func childInputIsAPipeUpToPipeBufAndAMemoryFileAboveAndArrivesIntactEither() throws {
+        // An event line, 4,096 bytes exactly (the most a pipe takes whole), and one byte more.
+        for size in [0, 300, ChildInput.pipeLimit, ChildInput.pipeLimit + 1, 256 * 1024] {
+            let contents = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+            let input = try contents.withUnsafeBytes { try ChildInput.make(name: "stdin", contents: $0) }
+            var info = stat()
+            #expect(fstat(input.rawValue, &info) == 0)
+            let isPipe = info.st_mode & S_IFMT == S_IFIFO
+            #expect(isPipe == (size <= ChildInput.pipeLimit), "size \(size)")
+            // Blocking, like any stdin a program expects; closed on exec in kevd (the child gets its dup2 copy).
+            #expect(fcntl(input.rawValue, F_GETFL) & O_NONBLOCK == 0)
+            #expect(fcntl(input.rawValue, F_GETFD) & FD_CLOEXEC != 0)
+
+            var request = SpawnRequest(path: "/bin/cat", arguments: ["cat"], environment: [])
+            request.stdin = input.rawValue
+            let (output, status) = try run(request)
+            #expect(status == .exited(0))
+            #expect(output == contents, "size \(size)")
+        }
+    }
+
     @Test func pipeEndsAreCloseOnExecAndOnlyTheReadEndIsNonBlocking() throws {
         let pipe = try Pipes.make()
         #expect(fcntl(pipe.read.rawValue, F_GETFL) & O_NONBLOCK != 0)

@@ -91,11 +91,32 @@ struct RunCommandTests {
         data.append("a.b", "first")
         data.append("a-b", "second")
         data.append("nul", "x\u{0}y")
-        let env = RunCommand.environment(spec(), for: event(3, key: "k", data), socket: "/s", depth: 2, attempt: 1)
+        let triggering = event(3, key: "k", data)
+        let env = RunCommand.environment(
+            .init(spec(), socket: "/s"), for: triggering, eventID: triggering.id.string, depth: 2, attempt: 1)
         #expect(env.contains("KEVD_DATA_A_B=first"))
         #expect(!env.contains("KEVD_DATA_A_B=second"))
         #expect(!env.contains { $0.hasPrefix("KEVD_DATA_NUL") })
         #expect(env.contains("KEVD_DEPTH=2"))
+    }
+
+    @Test("a run's whole environment: the fixed PATH, the KEVD_ variables in their order, then the data; a value with a NUL byte is left out")
+    func wholeEnvironment() {
+        var data = EventData()
+        data.append("dir", "/tmp")
+        data.append("n", 7)
+        let triggering = event(42, key: "k", data)
+        let fixed = RunCommand.FixedEnvironment(spec(), socket: "/run/kevd.sock")
+        let env = RunCommand.environment(fixed, for: triggering, eventID: triggering.id.string, depth: 1, attempt: 3)
+        #expect(env == [
+            "PATH=" + RuleSpec.fixedPATH, "KEVD_EVENT_ID=" + triggering.id.string, "KEVD_SEQ=42",
+            "KEVD_TIME=" + triggering.time.rfc3339, "KEVD_SOURCE=emit", "KEVD_TYPE=t", "KEVD_KEY=k", "KEVD_RULE=r",
+            "KEVD_SOCKET=/run/kevd.sock", "KEVD_DEPTH=1", "KEVD_ATTEMPT=3", "KEVD_DATA_DIR=/tmp", "KEVD_DATA_N=7",
+        ])
+        let nulKey = event(43, key: "a\u{0}b")
+        let withoutKey = RunCommand.environment(fixed, for: nulKey, eventID: nulKey.id.string, depth: 1, attempt: 1)
+        #expect(!withoutKey.contains { $0.hasPrefix("KEVD_KEY=") })
+        #expect(withoutKey.count == 10)
     }
 
     @Test("an output tail keeps the last bytes")

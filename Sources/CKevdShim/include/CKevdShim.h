@@ -153,6 +153,10 @@ int kevd_syncfs(int fd);
 int kevd_pipe(int *read_end, int *write_end);
 /// memfd_create(name, MFD_CLOEXEC).
 int kevd_memfd_create(const char *name);
+/// A close-on-exec, blocking pipe already holding `length` bytes (at most PIPE_BUF, which a write to an empty pipe
+/// takes whole at once) whose write end is closed: a reader gets the bytes, then end of file. Returns the read
+/// end, or -1 with errno.
+int kevd_input_pipe(const void *bytes, size_t length);
 
 // Child processes.
 /// waitid for an exited child without blocking (WEXITED | WNOHANG, plus WNOWAIT when `keep` is 1, which leaves
