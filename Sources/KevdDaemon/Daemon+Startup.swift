@@ -26,6 +26,8 @@ extension Daemon {
             data.append("udev", udev?.sourceName ?? "off")
             data.append("journal", journal.directory)
             data.append("inotify_watches", inotify?.watchCount ?? 0)
+            data.append("watch_backend", watchBackends.summary)
+            if let fallback = watchBackends.fallback { data.append("fanotify_fallback", fallback) }
             pipeline.publishKevd("started", component: "daemon", data)
             logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
             // The journal is recovered, the rules are loaded, every source is armed and the socket listens.

@@ -34,6 +34,7 @@ extension Daemon {
                 "sources",
                 .object([
                     ("inotify", inotifyStatus()),
+                    ("fanotify", fanotifyStatus()),
                     ("timers", .array((timers?.names ?? []).map { .string($0) })),
                     ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
                 ])
@@ -83,7 +84,7 @@ extension Daemon {
     func statsSnapshot(endingInterval: Bool) -> StatsSnapshot {
         let ruleTotals = rules?.totals ?? (runs: 0, failed: 0, running: 0)
         let inputs = StatsInputs(
-            inotifyOverflows: inotify?.overflowCount ?? 0, udevOverflows: udev?.overflowCount ?? 0,
+            inotifyOverflows: (inotify?.overflowCount ?? 0) + (fanotify?.overflowCount ?? 0), udevOverflows: udev?.overflowCount ?? 0,
             subscribers: server?.subscriberCount ?? 0, maxSubscriberLag: server?.maxSubscriberLag ?? 0,
             ruleRuns: ruleTotals.runs, ruleFailures: ruleTotals.failed, rulesRunning: ruleTotals.running)
         return stats.snapshot(inputs, endingInterval: endingInterval)

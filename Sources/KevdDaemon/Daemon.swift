@@ -53,6 +53,9 @@ public final class Daemon {
     var journaldMirror: JournaldMirror?
     var signals: SignalSource?
     var inotify: InotifySource?
+    /// `[[watch]]` roots on the fanotify backend, and which backend each root got (Daemon+WatchBackends.swift).
+    var fanotify: FanotifySource?
+    var watchBackends = WatchBackends()
     var timers: TimerSource?
     var udev: UdevSource?
     /// `[input]` and `[acpi]`: evdev devices, the acpi_event netlink family, logind inhibitor locks.

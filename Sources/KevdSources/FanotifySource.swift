@@ -1,0 +1,157 @@
+import CKevdShim
+import Glibc
+import KevdEvent
+import KevdKernel
+import KevdReactor
+import KevdSpec
+import Logging
+
+/// File and directory changes under `[[watch]]` roots, through fanotify: one `FAN_MARK_FILESYSTEM` mark per file
+/// system that holds a root (the root's own, and each mount point below it), so nothing is crawled and no watch is
+/// kept per directory. Events are directory-entry events (`FAN_REPORT_DFID_NAME`): a directory's file handle and a
+/// name. The directory's path comes from a cache keyed by handle (FanotifySource+Paths.swift), filled by
+/// `open_by_handle_at` and kept right across directory renames; events whose directory is outside every root are
+/// dropped after that one lookup.
+///
+/// The events are the inotify source's, with the same shaping (WatchRoot+Shaping.swift) and source name
+/// (`inotify`), plus `data.pid` (the process that made the change): rules and subscribers cannot tell the
+/// backends apart except through `kevd`/`started` and `status`.
+///
+/// The jobs, a file each: marks and configuration (here), records to events (+Events), directory paths (+Paths).
+public final class FanotifySource {
+    typealias Root = InotifySource.Root
+
+    /// 64 KiB per read, one read per wakeup: the fd is level-triggered, so a backlog is read turn after turn and
+    /// each turn's work stays cache-sized (as the inotify source's reads).
+    static let readBufferSize = 64 * 1024
+
+    let fanotify: Fanotify
+    let loop: EventLoop
+    let pipeline: EventPipeline
+    let logger: Logger
+    var roots: [Root] = []
+    /// `st_dev` of each file system marked (marks are never removed while kevd runs: a reload that drops a root
+    /// leaves its mark, whose events the path filter then drops).
+    var markedDevices: Set<UInt64> = []
+    /// A directory fd on each marked file system, by fsid: what `open_by_handle_at` resolves handles through.
+    var mountFDs: [UInt64: OwnedFD] = [:]
+    /// Directory handle -> path and the roots it is inside (FanotifySource+Paths.swift).
+    var directories: [KernelFileHandle: DirectoryEntry] = [:]
+    /// `FAN_RENAME` is marked (Linux 5.17+): a rename is one event with both ends. Without it, the halves
+    /// (`FAN_MOVED_FROM`/`FAN_MOVED_TO`) are reported as `moved_from` and `moved_to`.
+    var renameEvents = false
+    /// A counter standing in for inotify's rename cookie, so `moved` carries the same fields from both backends.
+    var cookie: UInt32 = 0
+    var readBuffer: UnsafeMutableRawBufferPointer
+    public internal(set) var overflowCount = 0
+
+    static let baseMask: Fanotify.Mask = [.create, .delete, .modify, .closeWrite, .attrib, .onDirectory]
+
+    /// Nil when fanotify can be used here; otherwise why not (kevd then falls back to inotify and says so).
+    public static func unavailableReason() -> String? { Fanotify.probe() }
+
+    public init(loop: EventLoop, pipeline: EventPipeline, logger: Logger) throws {
+        self.loop = loop
+        self.pipeline = pipeline
+        self.logger = logger
+        fanotify = try Fanotify()
+        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
+        try loop.register(fd: fanotify.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
+            self.drain()
+        }
+    }
+
+    deinit {
+        loop.unregister(fd: fanotify.fd.rawValue)
+        readBuffer.deallocate()
+    }
+
+    public var markCount: Int { markedDevices.count }
+    public var rootCount: Int { roots.count }
+    public var cachedDirectories: Int { directories.count }
+
+    /// Replaces the roots (at start and on reload) and marks every file system they need. Nothing is crawled.
+    public func configure(_ specs: [WatchSpec]) {
+        if roots.map(\.spec) == specs { return }
+        let old = roots
+        roots = specs.map { spec in old.first { $0.spec == spec } ?? Root(spec: spec) }
+        directories.removeAll()
+        for root in roots { markFileSystems(for: root.spec.path) }
+    }
+
+    /// Marks the file system of `path` (or of its nearest existing ancestor, for a root that does not exist yet:
+    /// it is seen appearing there) and of every mount point below it.
+    func markFileSystems(for path: String) {
+        var existing = path
+        while FileKind.of(existing) == .missing && existing != "/" { existing = PathText.directory(of: existing) }
+        // A file root: its directory (the mount fd that resolves handles must be a directory).
+        if FileKind.of(existing) == .other { existing = PathText.directory(of: existing) }
+        mark(existing)
+        for mountPoint in MountTable.mountPoints(below: path) { mark(mountPoint) }
+    }
+
+    func mark(_ path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0, !markedDevices.contains(UInt64(st.st_dev)) else { return }
+        var fsid: UInt64 = 0
+        guard kevd_fsid(path, &fsid) == 0 else { return }
+        do {
+            // The first mark learns whether the kernel has FAN_RENAME; every mark then asks for the same events.
+            if markedDevices.isEmpty { renameEvents = fanotify.supportsRename(path: path) }
+            try fanotify.markFileSystem(
+                path: path, mask: Self.baseMask.union(renameEvents ? [.rename] : [.movedFrom, .movedTo]))
+        } catch {
+            reportError("cannot mark a file system for fanotify", error: error, path: path)
+            return
+        }
+        markedDevices.insert(UInt64(st.st_dev))
+        // Not O_PATH: open_by_handle_at refuses an O_PATH fd (EBADF).
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0, mountFDs[fsid] == nil { mountFDs[fsid] = OwnedFD(fd) } else if fd >= 0 { close(fd) }
+        logger.debug("fanotify mark", metadata: ["path": "\(path)", "fsid": "\(fsid)"])
+    }
+
+    func reportError(_ message: String, error: Error, path: String? = nil) {
+        var data = EventData()
+        data.append("message", message)
+        data.append("error", "\(error)")
+        if let path { data.append("path", path) }
+        logger.error("\(message)", metadata: ["error": "\(error)", "path": "\(path ?? "")"])
+        pipeline.publishKevd("error", component: "fanotify", data)
+    }
+}
+
+/// Mount points from /proc/self/mountinfo.
+enum MountTable {
+    /// Mount points strictly below `path` (each may be another file system, which needs its own mark).
+    static func mountPoints(below path: String) -> [String] {
+        guard let bytes = try? FileContents.read("/proc/self/mountinfo") else { return [] }
+        let prefix = path == "/" ? "/" : path + "/"
+        var out: [String] = []
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { continue }
+            let point = unescape(fields[4])
+            if point.hasPrefix(prefix) && point != path { out.append(point) }
+        }
+        return out
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
+    static func unescape(_ field: Substring) -> String {
+        guard field.contains("\\") else { return String(field) }
+        var bytes: [UInt8] = []
+        var utf8 = Array(field.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 3,
+                let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8)
+            {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

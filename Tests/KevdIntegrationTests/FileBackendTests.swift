@@ -1,0 +1,306 @@
+import Foundation
+import Glibc
+import KevdTestSupport
+import Testing
+
+/// The two backends of `[[watch]]`: each test here runs once per backend, on a real file system, and expects
+/// the same events (fanotify adds `data.pid`).
+enum FileBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case inotify, fanotify
+    var testDescription: String { rawValue }
+
+    /// fanotify needs root: without it the fanotify case is skipped (a failure under KEVD_REQUIRE_ROOT=1).
+    func runnable() throws -> Bool {
+        guard self == .fanotify else { return true }
+        if Root.required { try Root.check() }
+        return Root.isRoot
+    }
+
+    func config(_ path: String, recursive: Bool = true, extra: String = "") -> String {
+        watchConfig(path, recursive: recursive, extra: extra, backend: rawValue)
+    }
+
+    /// Starts kevd on `w` inside `dir` and checks `started` names this backend.
+    func start(_ dir: TemporaryDirectory, recursive: Bool = true, extra: String = "") throws -> DaemonProcess {
+        let daemon = try DaemonProcess(config: config("w", recursive: recursive, extra: extra), in: dir)
+        let started = try daemon.waitFor("started") { $0.isEvent("kevd", "started") }
+        #expect(started.data["watch_backend"] as? String == rawValue)
+        return daemon
+    }
+
+    /// fanotify reports the process that made the change (this test); inotify cannot.
+    func expectPID(_ event: [String: Any]) {
+        switch self {
+        case .fanotify: #expect(event.data["pid"] as? Int == Int(getpid()), "\(event)")
+        case .inotify: #expect(event.data["pid"] == nil, "\(event)")
+        }
+    }
+}
+
+@Suite("file backends: the same events from inotify and fanotify")
+struct FileBackendTests {
+    @Test("create, modify, close_write, attrib, moved and delete deep in a tree", arguments: FileBackend.allCases)
+    func deepTree(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        let daemon = try backend.start(dir)
+        // One level at a time, each seen before the next, so inotify's watch is on each before anything is in it.
+        var deep = dir.file("w")
+        for name in ["a", "b", "c", "d"] {
+            deep += "/" + name
+            try makeDirectory(deep)
+            let create = try daemon.waitFor("create \(deep)") { $0.isEvent("inotify", "create", key: deep) }
+            #expect(create.data["dir"] as? Bool == true)
+            #expect(create.data["name"] as? String == name)
+        }
+        let file = deep + "/f.txt"
+        try writeFile(file, "hello")
+        let create = try daemon.waitFor("create") { $0.isEvent("inotify", "create", key: file) }
+        #expect(create.data["path"] as? String == file)
+        #expect(create.data["name"] as? String == "f.txt")
+        #expect(create.data["watch"] as? String == dir.file("w"))
+        #expect(create.data["dir"] as? Bool == false)
+        backend.expectPID(create)
+        try daemon.waitFor("modify") { $0.isEvent("inotify", "modify", key: file) }
+        try daemon.waitFor("close_write") { $0.isEvent("inotify", "close_write", key: file) }
+        chmod(file, 0o600)
+        try daemon.waitFor("attrib") { $0.isEvent("inotify", "attrib", key: file) }
+        let renamed = deep + "/g.txt"
+        rename(file, renamed)
+        let moved = try daemon.waitFor("moved") { $0.isEvent("inotify", "moved", key: renamed) }
+        #expect(moved.data["from"] as? String == file)
+        #expect(moved.data["to"] as? String == renamed)
+        #expect(moved.data["cookie"] != nil)
+        unlink(renamed)
+        let delete = try daemon.waitFor("delete") { $0.isEvent("inotify", "delete", key: renamed) }
+        backend.expectPID(delete)
+        // Nothing reported twice, no half of the rename alone.
+        #expect(daemon.received.filter { $0.isEvent("inotify", "create", key: file) }.count == 1)
+        #expect(!daemon.received.contains { $0.isEvent("inotify", "moved_from") || $0.isEvent("inotify", "moved_to") })
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("rm -rf of a tree made while watched: every file and directory's delete, deepest paths right",
+        arguments: FileBackend.allCases)
+    func removeTree(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        let daemon = try backend.start(dir)
+        var expected: [String] = []
+        var path = dir.file("w/t")
+        for depth in 0..<5 {
+            try makeDirectory(path)
+            try daemon.waitFor("create \(path)") { $0.isEvent("inotify", "create", key: path) }
+            expected.append(path)
+            try writeFile(path + "/f")
+            expected.append(path + "/f")
+            path += "/d\(depth)"
+        }
+        try daemon.waitFor("last file") { $0.isEvent("inotify", "close_write", key: expected.last!) }
+        // The events are read after rm is done: every directory is gone by then.
+        try run(["/bin/rm", "-rf", dir.file("w/t")])
+        for path in expected.reversed() {
+            try daemon.waitFor("delete \(path)") { $0.isEvent("inotify", "delete", key: path) }
+        }
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a renamed directory: an event inside it reports the new path", arguments: FileBackend.allCases)
+    func renamedDirectory(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("w/old"))
+        try makeDirectory(dir.file("w/old/sub"))
+        let daemon = try backend.start(dir)
+        // An event first, so the directory's path is known (fanotify caches it) before the rename.
+        try writeFile(dir.file("w/old/sub/before"))
+        try daemon.waitFor("before") { $0.isEvent("inotify", "close_write", key: dir.file("w/old/sub/before")) }
+        rename(dir.file("w/old"), dir.file("w/new"))
+        let moved = try daemon.waitFor("moved dir") { $0.isEvent("inotify", "moved", key: dir.file("w/new")) }
+        #expect(moved.data["dir"] as? Bool == true)
+        #expect(moved.data["from"] as? String == dir.file("w/old"))
+        try writeFile(dir.file("w/new/sub/after"))
+        try daemon.waitFor("create under the new name") { $0.isEvent("inotify", "create", key: dir.file("w/new/sub/after")) }
+        try daemon.waitFor("close_write under the new name") {
+            $0.isEvent("inotify", "close_write", key: dir.file("w/new/sub/after"))
+        }
+        #expect(!daemon.received.contains { ($0.key ?? "").hasPrefix(dir.file("w/old/sub/after")) })
+        // Out of the tree and back in: moved_from, then moved_to.
+        try makeDirectory(dir.file("outside"))
+        rename(dir.file("w/new/sub/after"), dir.file("outside/after"))
+        try daemon.waitFor("moved_from") { $0.isEvent("inotify", "moved_from", key: dir.file("w/new/sub/after")) }
+        rename(dir.file("outside/after"), dir.file("w/back"))
+        try daemon.waitFor("moved_to") { $0.isEvent("inotify", "moved_to", key: dir.file("w/back")) }
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("excluded globs are never reported", arguments: FileBackend.allCases)
+    func excludedGlobs(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("w/build"))
+        try makeDirectory(dir.file("w/src"))
+        let daemon = try backend.start(dir, extra: "exclude = [\"*.tmp\", \"build\", \"src/gen/*\"]")
+        try writeFile(dir.file("w/scratch.tmp"))
+        try writeFile(dir.file("w/build/out.o"))
+        try makeDirectory(dir.file("w/src/gen"))
+        try writeFile(dir.file("w/src/gen/x.c"))
+        // Queued after everything above: once it is seen, anything excluded would have been seen too.
+        try writeFile(dir.file("w/src/kept.c"))
+        try daemon.waitFor("kept") { $0.isEvent("inotify", "close_write", key: dir.file("w/src/kept.c")) }
+        let keys = daemon.received.filter { $0["source"] as? String == "inotify" }.compactMap(\.key)
+        #expect(!keys.contains { $0.hasSuffix(".tmp") || $0.contains("/build/") || $0.contains("/src/gen/") }, "\(keys)")
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("changes elsewhere on the same file system are never reported", arguments: FileBackend.allCases)
+    func noiseElsewhere(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("w2"))  // A sibling whose name starts like the root's.
+        try makeDirectory(dir.file("noise"))
+        let daemon = try backend.start(dir, recursive: true)
+        for i in 0..<50 {
+            try writeFile(dir.file("noise/f\(i)"))
+            try writeFile(dir.file("w2/f\(i)"))
+            rename(dir.file("noise/f\(i)"), dir.file("noise/g\(i)"))
+        }
+        try makeDirectory(dir.file("noise/d"))
+        chmod(dir.file("noise/d"), 0o700)
+        try writeFile(dir.file("w/marker"))
+        try daemon.waitFor("marker") { $0.isEvent("inotify", "close_write", key: dir.file("w/marker")) }
+        let foreign = daemon.received.filter { $0["source"] as? String == "inotify" }.compactMap(\.key)
+            .filter { !$0.hasPrefix(dir.file("w/")) }
+        #expect(foreign.isEmpty, "\(foreign)")
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a non-recursive root reports its own entries only", arguments: FileBackend.allCases)
+    func nonRecursive(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("w/sub"))
+        let daemon = try backend.start(dir, recursive: false)
+        try writeFile(dir.file("w/sub/deep"))
+        try writeFile(dir.file("w/top"))
+        try daemon.waitFor("top") { $0.isEvent("inotify", "close_write", key: dir.file("w/top")) }
+        #expect(!daemon.received.contains { ($0.key ?? "").hasPrefix(dir.file("w/sub/")) })
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a file root: its changes, its deletion as delete_self, and nothing of its siblings",
+        arguments: FileBackend.allCases)
+    func fileRoot(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("etc"))
+        try writeFile(dir.file("etc/app.conf"), "a")
+        let daemon = try DaemonProcess(config: backend.config("etc/app.conf", recursive: false), in: dir)
+        let file = dir.file("etc/app.conf")
+        try writeFile(dir.file("etc/sibling.conf"))
+        let fd = open(file, O_WRONLY | O_APPEND | O_CLOEXEC)
+        _ = write(fd, "b", 1)
+        close(fd)
+        let closeWrite = try daemon.waitFor("close_write") { $0.isEvent("inotify", "close_write", key: file) }
+        #expect(closeWrite.data["name"] as? String == "app.conf")
+        #expect(closeWrite.data["watch"] as? String == file)
+        #expect(closeWrite.data["dir"] as? Bool == false)
+        unlink(file)
+        try daemon.waitFor("delete_self") { $0.isEvent("inotify", "delete_self", key: file) }
+        #expect(!daemon.received.contains { ($0.key ?? "").hasSuffix("sibling.conf") })
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a tmpfs mounted under the root is watched too", .enabled(if: Root.shouldRun, Root.reason),
+        arguments: FileBackend.allCases)
+    func mountBelowRoot(backend: FileBackend) throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("w/mnt"))
+        try run(["/bin/mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir.file("w/mnt")])
+        defer { _ = try? run(["/bin/umount", "-l", dir.file("w/mnt")]) }
+        try makeDirectory(dir.file("w/mnt/inner"))
+        let daemon = try backend.start(dir)
+        try writeFile(dir.file("w/mnt/inner/on-tmpfs"))
+        let create = try daemon.waitFor("create on the tmpfs") {
+            $0.isEvent("inotify", "create", key: dir.file("w/mnt/inner/on-tmpfs"))
+        }
+        #expect(create.data["watch"] as? String == dir.file("w"))
+        try daemon.waitFor("close_write on the tmpfs") {
+            $0.isEvent("inotify", "close_write", key: dir.file("w/mnt/inner/on-tmpfs"))
+        }
+        rename(dir.file("w/mnt/inner/on-tmpfs"), dir.file("w/mnt/moved"))
+        let moved = try daemon.waitFor("moved on the tmpfs") { $0.isEvent("inotify", "moved", key: dir.file("w/mnt/moved")) }
+        #expect(moved.data["from"] as? String == dir.file("w/mnt/inner/on-tmpfs"))
+        #expect(daemon.stop() == 0)
+    }
+}
+
+@Suite("file backends: choosing one")
+struct FileBackendChoiceTests {
+    @Test("not root: auto and fanotify fall back to inotify, and say why", .enabled(if: Root.shouldRun, Root.reason))
+    func fallbackWhenNotRoot() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        chmod(dir.path, 0o755)
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("x"))
+        try makeDirectory(dir.file("state"))
+        try run(["/bin/chown", "nobody:nogroup", dir.file("state")])
+        let config = """
+            [daemon]
+            state_dir = "state"
+            socket = "state/kevd.sock"
+            log_level = "warning"
+
+            [[watch]]
+            path = "w"
+            recursive = true
+
+            [[watch]]
+            path = "x"
+            backend = "fanotify"
+            """
+        let launcher = ["/usr/bin/setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+        let daemon = try DaemonProcess(config: config, in: dir, launcher: launcher)
+        let started = try daemon.waitFor("started") { $0.isEvent("kevd", "started") }
+        #expect(started.data["watch_backend"] as? String == "inotify")
+        #expect((started.data["fanotify_fallback"] as? String)?.contains("not root") == true, "\(started)")
+        // The explicit request that could not be met is an error, naming the path.
+        let error = try daemon.waitFor("fallback error") { $0.isEvent("kevd", "error", key: "fanotify") }
+        #expect((error.data["paths"] as? String)?.contains(dir.file("x")) == true, "\(error)")
+        // And the roots are watched all the same.
+        try writeFile(dir.file("w/f"))
+        try writeFile(dir.file("x/g"))
+        try daemon.waitFor("create in w") { $0.isEvent("inotify", "create", key: dir.file("w/f")) }
+        try daemon.waitFor("create in x") { $0.isEvent("inotify", "create", key: dir.file("x/g")) }
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("root: auto is fanotify, inotify when asked", .enabled(if: Root.shouldRun, Root.reason))
+    func autoIsFanotifyAsRoot() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("x"))
+        let daemon = try DaemonProcess(
+            config: watchConfig("w", backend: nil) + "\n[[watch]]\npath = \"x\"\nbackend = \"inotify\"\n", in: dir)
+        let started = try daemon.waitFor("started") { $0.isEvent("kevd", "started") }
+        #expect(started.data["watch_backend"] as? String == "fanotify+inotify")
+        #expect(started.data["fanotify_fallback"] == nil)
+        try writeFile(dir.file("w/f"))
+        let onFanotify = try daemon.waitFor("create in w") { $0.isEvent("inotify", "create", key: dir.file("w/f")) }
+        #expect(onFanotify.data["pid"] as? Int == Int(getpid()))
+        try writeFile(dir.file("x/g"))
+        let onInotify = try daemon.waitFor("create in x") { $0.isEvent("inotify", "create", key: dir.file("x/g")) }
+        #expect(onInotify.data["pid"] == nil)
+        #expect(daemon.stop() == 0)
+    }
+}
