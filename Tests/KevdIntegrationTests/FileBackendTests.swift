@@ -21,11 +21,38 @@ enum FileBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     /// Starts kevd on `w` inside `dir` and checks `started` names this backend.
-    func start(_ dir: TemporaryDirectory, recursive: Bool = true, extra: String = "") throws -> DaemonProcess {
-        let daemon = try DaemonProcess(config: config("w", recursive: recursive, extra: extra), in: dir)
+    func start(
+        _ dir: TemporaryDirectory, root: String = "w", recursive: Bool = true, extra: String = ""
+    ) throws -> DaemonProcess {
+        let daemon = try DaemonProcess(config: config(root, recursive: recursive, extra: extra), in: dir)
         let started = try daemon.waitFor("started") { $0.isEvent("kevd", "started") }
         #expect(started.data["watch_backend"] as? String == rawValue)
         return daemon
+    }
+
+    /// A file system of the test's own for the watched tree, when a test floods the queue or needs it quiet:
+    /// a fanotify mark sees its whole file system, so on the shared /tmp a burst from one test fills the queues of
+    /// every other fanotify kevd running meanwhile (and theirs fill this one's). As root: a tmpfs at `dir/fs`
+    /// (unmounted by the returned closure); otherwise a plain directory (the inotify case, which needs no
+    /// isolation). Returns the root's path relative to `dir`.
+    func isolatedRoot(_ dir: TemporaryDirectory) throws -> (root: String, cleanup: () -> Void) {
+        try makeDirectory(dir.file("fs"))
+        guard Root.isRoot else {
+            try makeDirectory(dir.file("fs/w"))
+            return ("fs/w", {})
+        }
+        try run(["/bin/mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", dir.file("fs")])
+        try makeDirectory(dir.file("fs/w"))
+        return ("fs/w", { _ = try? run(["/bin/umount", "-l", dir.file("fs")]) })
+    }
+
+    /// Makes `dir` a quiet file system of its own for the fanotify case (as root): a tmpfs mounted on it, so
+    /// the mark sees only this test's changes and not the bursts of tests running alongside on /tmp, which would
+    /// overflow its queue. Returns what unmounts it (a `defer` in the test).
+    func quiet(_ dir: TemporaryDirectory) throws -> () -> Void {
+        guard self == .fanotify, Root.isRoot else { return {} }
+        try run(["/bin/mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", dir.path])
+        return { _ = try? run(["/bin/umount", "-l", dir.path]) }
     }
 
     /// fanotify reports the process that made the change (this test); inotify cannot.
@@ -43,6 +70,8 @@ struct FileBackendTests {
     func deepTree(backend: FileBackend) throws {
         guard try backend.runnable() else { return }
         let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
         try makeDirectory(dir.file("w"))
         let daemon = try backend.start(dir)
         // One level at a time, each seen before the next, so inotify's watch is on each before anything is in it.
@@ -81,11 +110,13 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
-    @Test("rm -rf of a tree made while watched: every file and directory's delete, deepest paths right",
+    @Test("a tree made while watched, removed at once: every file and directory's delete, deepest paths right",
         arguments: FileBackend.allCases)
     func removeTree(backend: FileBackend) throws {
         guard try backend.runnable() else { return }
         let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
         try makeDirectory(dir.file("w"))
         let daemon = try backend.start(dir)
         var expected: [String] = []
@@ -99,8 +130,8 @@ struct FileBackendTests {
             path += "/d\(depth)"
         }
         try daemon.waitFor("last file") { $0.isEvent("inotify", "close_write", key: expected.last!) }
-        // The events are read after rm is done: every directory is gone by then.
-        try run(["/bin/rm", "-rf", dir.file("w/t")])
+        // Removed deepest first, in one go: kevd reads the events after every directory is gone.
+        try FileManager.default.removeItem(atPath: dir.file("w/t"))
         for path in expected.reversed() {
             try daemon.waitFor("delete \(path)") { $0.isEvent("inotify", "delete", key: path) }
         }
@@ -111,6 +142,8 @@ struct FileBackendTests {
     func renamedDirectory(backend: FileBackend) throws {
         guard try backend.runnable() else { return }
         let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
         try makeDirectory(dir.file("w"))
         try makeDirectory(dir.file("w/old"))
         try makeDirectory(dir.file("w/old/sub"))
@@ -141,6 +174,8 @@ struct FileBackendTests {
     func excludedGlobs(backend: FileBackend) throws {
         guard try backend.runnable() else { return }
         let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
         try makeDirectory(dir.file("w"))
         try makeDirectory(dir.file("w/build"))
         try makeDirectory(dir.file("w/src"))
@@ -161,6 +196,8 @@ struct FileBackendTests {
     func noiseElsewhere(backend: FileBackend) throws {
         guard try backend.runnable() else { return }
         let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
         try makeDirectory(dir.file("w"))
         try makeDirectory(dir.file("w2"))  // A sibling whose name starts like the root's.
         try makeDirectory(dir.file("noise"))
@@ -184,6 +221,8 @@ struct FileBackendTests {
     func nonRecursive(backend: FileBackend) throws {
         guard try backend.runnable() else { return }
         let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
         try makeDirectory(dir.file("w"))
         try makeDirectory(dir.file("w/sub"))
         let daemon = try backend.start(dir, recursive: false)
@@ -199,6 +238,8 @@ struct FileBackendTests {
     func fileRoot(backend: FileBackend) throws {
         guard try backend.runnable() else { return }
         let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
         try makeDirectory(dir.file("etc"))
         try writeFile(dir.file("etc/app.conf"), "a")
         let daemon = try DaemonProcess(config: backend.config("etc/app.conf", recursive: false), in: dir)
@@ -214,6 +255,77 @@ struct FileBackendTests {
         unlink(file)
         try daemon.waitFor("delete_self") { $0.isEvent("inotify", "delete_self", key: file) }
         #expect(!daemon.received.contains { ($0.key ?? "").hasSuffix("sibling.conf") })
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("file names with newlines, quotes, $(…) and invalid UTF-8 arrive intact", arguments: FileBackend.allCases)
+    func hostileNames(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
+        try makeDirectory(dir.file("w"))
+        let daemon = try backend.start(dir)
+        let name = "a b\n\"q\"$(touch pwned)\\"
+        try writeFile(dir.file("w/" + name))
+        let event = try daemon.waitFor("hostile create") { $0.isEvent("inotify", "create") }
+        #expect(event.data["name"] as? String == name)
+        #expect(event.key == dir.file("w/" + name))
+        var raw = Array(dir.file("w/").utf8)
+        raw += [0x66, 0xFF, 0xFE, 0x67]
+        raw.append(0)
+        let fd = raw.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: raw.count) { open($0, O_CREAT | O_WRONLY, 0o644) }
+        }
+        #expect(fd >= 0)
+        close(fd)
+        let invalid = try daemon.waitFor("invalid create") { $0.isEvent("inotify", "create") && $0.data["name_base64"] != nil }
+        #expect(Data(base64Encoded: invalid.data["name_base64"] as? String ?? "") == Data([0x66, 0xFF, 0xFE, 0x67]))
+        #expect(Data(base64Encoded: invalid.data["path_base64"] as? String ?? "") == Data(raw.dropLast()))
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a backlog queued while kevd is stopped arrives whole and in order", arguments: FileBackend.allCases)
+    func backlog(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        let (root, cleanup) = try backend.isolatedRoot(dir)
+        defer { cleanup() }
+        let daemon = try backend.start(dir, root: root, extra: #"events = ["create"]"#)
+        daemon.signal(SIGSTOP)
+        // Several 64 KiB reads' worth on either backend, well under both kernels' 16,384 queued events.
+        let count = 4_000
+        for i in 0..<count {
+            close(open(dir.file("\(root)/backlog\(i)"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
+        }
+        daemon.signal(SIGCONT)
+        let creates = try daemon.waitForCount("creates", count: count, timeout: 60) { $0.isEvent("inotify", "create") }
+        #expect(creates.map { $0.key ?? "" } == (0..<count).map { dir.file("\(root)/backlog\($0)") })
+        #expect(!daemon.received.contains { $0.type == "overflow" })
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a queue overflow while kevd is stopped is reported as overflow, and events go on", arguments: FileBackend.allCases)
+    func overflow(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        let (root, cleanup) = try backend.isolatedRoot(dir)
+        defer { cleanup() }
+        let daemon = try backend.start(dir, root: root)
+        daemon.signal(SIGSTOP)
+        // More than either kernel queues (16,384 events by default: fs.inotify and fs.fanotify max_queued_events).
+        for i in 0..<40_000 {
+            close(open(dir.file("\(root)/burst\(i)"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
+        }
+        daemon.signal(SIGCONT)
+        let overflow = try daemon.waitFor("overflow", timeout: 60) { $0.isEvent("inotify", "overflow") }
+        #expect(overflow.key == dir.file(root))
+        #expect(overflow.data["watch"] as? String == dir.file(root))
+        #expect(overflow.data["overflows"] as? Int == 1)
+        try writeFile(dir.file("\(root)/after"))
+        try daemon.waitFor("create after the overflow", timeout: 30) {
+            $0.isEvent("inotify", "create", key: dir.file("\(root)/after"))
+        }
         #expect(daemon.stop() == 0)
     }
 
@@ -235,6 +347,12 @@ struct FileBackendTests {
         #expect(create.data["watch"] as? String == dir.file("w"))
         try daemon.waitFor("close_write on the tmpfs") {
             $0.isEvent("inotify", "close_write", key: dir.file("w/mnt/inner/on-tmpfs"))
+        }
+        // And the root's own file system (/tmp's: ext4 here, where handles are ext4's).
+        try makeDirectory(dir.file("w/disk"))
+        try writeFile(dir.file("w/disk/on-disk"))
+        try daemon.waitFor("create on the root's file system") {
+            $0.isEvent("inotify", "create", key: dir.file("w/disk/on-disk"))
         }
         rename(dir.file("w/mnt/inner/on-tmpfs"), dir.file("w/mnt/moved"))
         let moved = try daemon.waitFor("moved on the tmpfs") { $0.isEvent("inotify", "moved", key: dir.file("w/mnt/moved")) }
