@@ -329,6 +329,38 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("a root that does not exist yet, then is deleted and made again", arguments: FileBackend.allCases)
+    func rootLifecycle(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
+        try makeDirectory(dir.file("parent"))
+        let daemon = try backend.start(dir, root: "parent/w")
+        let root = dir.file("parent/w")
+        try makeDirectory(root)
+        let created = try daemon.waitFor("root created") { $0.isEvent("inotify", "create", key: root) }
+        #expect(created.data["dir"] as? Bool == true)
+        #expect(created.data["watch"] as? String == root)
+        try writeFile(root + "/inside")
+        try daemon.waitFor("create inside the new root") { $0.isEvent("inotify", "close_write", key: root + "/inside") }
+        unlink(root + "/inside")
+        try daemon.waitFor("delete inside") { $0.isEvent("inotify", "delete", key: root + "/inside") }
+        rmdir(root)
+        try daemon.waitFor("root deleted") { $0.isEvent("inotify", "delete_self", key: root) }
+        let mark = daemon.received.count
+        try makeDirectory(root)
+        try daemon.waitFor("root made again", from: mark) { $0.isEvent("inotify", "create", key: root) }
+        try writeFile(root + "/again")
+        try daemon.waitFor("create in the root made again") { $0.isEvent("inotify", "close_write", key: root + "/again") }
+        // The parent's other entries are not the root's.
+        try writeFile(dir.file("parent/sibling"))
+        try writeFile(root + "/last")
+        try daemon.waitFor("last") { $0.isEvent("inotify", "close_write", key: root + "/last") }
+        #expect(!daemon.received.contains { $0.key == dir.file("parent/sibling") })
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a tmpfs mounted under the root is watched too", .enabled(if: Root.shouldRun, Root.reason),
         arguments: FileBackend.allCases)
     func mountBelowRoot(backend: FileBackend) throws {
