@@ -17,7 +17,8 @@ import Logging
 /// (`inotify`), plus `data.pid` (the process that made the change): rules and subscribers cannot tell the
 /// backends apart except through `kevd`/`started` and `status`.
 ///
-/// The jobs, a file each: marks and configuration (here), records to events (+Events), directory paths (+Paths).
+/// The jobs, a file each: marks and configuration (here), records to events (+Events), directory paths (+Paths),
+/// mounts made under a root while kevd runs (+Mounts).
 public final class FanotifySource {
     typealias Root = InotifySource.Root
 
@@ -44,6 +45,8 @@ public final class FanotifySource {
     var cookie: UInt32 = 0
     var readBuffer: UnsafeMutableRawBufferPointer
     public internal(set) var overflowCount = 0
+    /// /proc/self/mountinfo, polled for mount changes (FanotifySource+Mounts.swift).
+    var mountInfo: OwnedFD?
 
     static let baseMask: Fanotify.Mask = [.create, .delete, .modify, .closeWrite, .attrib, .onDirectory]
 
@@ -59,10 +62,12 @@ public final class FanotifySource {
         try loop.register(fd: fanotify.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             self.drain()
         }
+        watchMounts()
     }
 
     deinit {
         loop.unregister(fd: fanotify.fd.rawValue)
+        if let mountInfo { loop.unregister(fd: mountInfo.rawValue) }
         readBuffer.deallocate()
     }
 

@@ -361,6 +361,35 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// fanotify only: an inotify watch stays on the directory a mount covers, so neither inotify nor inotifywait
+    /// sees inside a file system mounted under a root after the watch was made.
+    @Test("fanotify: a tmpfs mounted under the root while kevd runs is watched from then on",
+        .enabled(if: Root.shouldRun, Root.reason))
+    func mountAfterStart() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("w/mnt"))
+        let daemon = try FileBackend.fanotify.start(dir)
+        try run(["/bin/mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir.file("w/mnt")])
+        defer { _ = try? run(["/bin/umount", "-l", dir.file("w/mnt")]) }
+        // `status` counts the file systems marked: the new mount's mark is made when kevd sees the mount table
+        // change.
+        let client = try RawClient(dir.file("state/kevd.sock"))
+        let fanotify = try waitUntil("the new mount marked", timeout: 10) { () -> [String: Any]? in
+            let status = try client.request(#"{"op":"status"}"#)
+            let fanotify = (status["sources"] as? [String: Any])?["fanotify"] as? [String: Any]
+            return fanotify?["file_systems"] as? Int == 2 ? fanotify : nil
+        }
+        #expect(fanotify["backend"] as? String == "fanotify")
+        #expect(fanotify["roots"] as? Int == 1)
+        #expect(fanotify["fallback"] is NSNull)
+        // From then on every event on it is reported.
+        try writeFile(dir.file("w/mnt/next"))
+        try daemon.waitFor("next") { $0.isEvent("inotify", "close_write", key: dir.file("w/mnt/next")) }
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a tmpfs mounted under the root is watched too", .enabled(if: Root.shouldRun, Root.reason),
         arguments: FileBackend.allCases)
     func mountBelowRoot(backend: FileBackend) throws {
