@@ -84,20 +84,29 @@ public struct KernelFileHandle: Hashable, Sendable {
         return KernelFileHandle(fsid: fsid, type: type, bytes: Array(bytes[0..<Int(length)]))
     }
 
-    /// The path the handle's object has now (its first name, for a hard-linked file), through `mountFD` (any fd
-    /// on the same file system), or nil when it is gone. A deleted directory's readlink ends in " (deleted)".
-    public func path(mountFD: Int32) -> String? {
+    /// Where a handle's object is now.
+    public enum Location: Equatable, Sendable {
+        case path(String)
+        /// Deleted (ESTALE, or unlinked while open): it will never have a path again.
+        case gone
+        /// Not resolvable right now (out of fds or memory, no permission): it may be next time.
+        case unknown
+    }
+
+    /// The path the handle's object has now (its first name, for a hard-linked file), through `mountFD` (a
+    /// directory fd on the same file system).
+    public func location(mountFD: Int32) -> Location {
         let fd = bytes.withUnsafeBufferPointer {
             kevd_open_by_handle_at(mountFD, type, $0.baseAddress, UInt32($0.count), kevd_O_PATH | O_CLOEXEC)
         }
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { return errno == ESTALE || errno == ENOENT ? .gone : .unknown }
         defer { Glibc.close(fd) }
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink("/proc/self/fd/\(fd)", &buffer, Int(PATH_MAX))
-        guard n > 0 else { return nil }
+        guard n > 0 else { return .unknown }
         let text = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        if text.hasSuffix(" (deleted)") || !text.hasPrefix("/") { return nil }
-        return text
+        if text.hasSuffix(" (deleted)") { return .gone }
+        return text.hasPrefix("/") ? .path(text) : .unknown
     }
 }
 

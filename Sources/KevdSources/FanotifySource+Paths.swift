@@ -23,14 +23,19 @@ extension FanotifySource {
     func directory(_ handle: KernelFileHandle) -> DirectoryEntry? {
         if let known = directories[handle] { return known }
         guard let mountFD = mountFDs[handle.fsid] else { return nil }
-        guard let path = handle.path(mountFD: mountFD.rawValue) else {
-            // Gone (deleted before its event was read): it can never be resolved again, so it is remembered as
-            // outside every root, and the next events in it (a busy build's temporary directories elsewhere on
-            // the file system) cost one lookup.
-            directories[handle] = DirectoryEntry(path: "", roots: [])
-            return directories[handle]
+        switch handle.location(mountFD: mountFD.rawValue) {
+        case .path(let path):
+            return remember(handle, path: path)
+        case .gone:
+            // Deleted before its event was read: it can never be resolved again, so it is remembered as outside
+            // every root, and the next events in it (a busy build's temporary directories elsewhere on the file
+            // system) cost one lookup.
+            let entry = DirectoryEntry(path: "", roots: [])
+            directories[handle] = entry
+            return entry
+        case .unknown:
+            return nil  // Not remembered: the next event in it tries again.
         }
-        return remember(handle, path: path)
     }
 
     @discardableResult
