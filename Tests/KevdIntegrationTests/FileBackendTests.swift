@@ -390,6 +390,26 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("a reload adds a root and drops one", arguments: FileBackend.allCases)
+    func reload(backend: FileBackend) throws {
+        guard try backend.runnable() else { return }
+        let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("x"))
+        let daemon = try backend.start(dir)
+        try backend.config("x").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try daemon.waitFor("reloaded") { $0.isEvent("kevd", "reloaded", key: "config") }
+        try writeFile(dir.file("w/dropped"))
+        try writeFile(dir.file("x/added"))
+        let added = try daemon.waitFor("create in the new root") { $0.isEvent("inotify", "close_write", key: dir.file("x/added")) }
+        #expect(added.data["watch"] as? String == dir.file("x"))
+        #expect(!daemon.received.contains { $0.key == dir.file("w/dropped") })
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a tmpfs mounted under the root is watched too", .enabled(if: Root.shouldRun, Root.reason),
         arguments: FileBackend.allCases)
     func mountBelowRoot(backend: FileBackend) throws {
