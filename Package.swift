@@ -71,7 +71,7 @@ let package = Package(
         // Thin Swift wrappers over syscalls and libudev, and the only module that imports libudev. CKevdShim is
         // imported here and, for calls that have no wrapper here, directly by KevdJournal (kevd_write_some,
         // CRC-32C), KevdServer (Unix sockets, peer credentials, kevd_write_some), KevdDaemon (the --stdout sink's
-        // writes) and kevd-bench.
+        // writes) and the benchmarks (bench/, through KevdBenchParts).
         .target(
             name: "KevdKernel",
             dependencies: ["CKevdShim", "CUdev", .product(name: "SystemPackage", package: "swift-system")],
@@ -117,7 +117,8 @@ let package = Package(
         ),
         // The input and ACPI sources' C side: evdev ioctls, the acpi_event generic-netlink socket, logind's Inhibit
         // through sd-bus.
-        .target(name: "CKevdInput", linkerSettings: [.linkedLibrary("systemd")]),
+        // libsystemd (sd-bus) comes through the CSystemd system library, as the daemon's does.
+        .target(name: "CKevdInput", dependencies: ["CSystemd"]),
         // `[input]` (evdev keys and switches) and `[acpi]` (the acpi_event netlink family) as sources on the loop.
         .target(
             name: "KevdInput",

@@ -2,6 +2,7 @@ import Glibc
 import KevdConfig
 import KevdEvent
 import KevdForward
+import KevdInput
 import KevdJournal
 import KevdKernel
 import KevdReactor
@@ -58,8 +59,9 @@ public final class Daemon {
     var watchBackends = WatchBackends()
     var timers: TimerSource?
     var udev: UdevSource?
-    /// `[input]` and `[acpi]`: evdev devices, the acpi_event netlink family, logind inhibitor locks.
-    let inputSources = InputSources()
+    /// `[input]`: evdev devices and logind inhibitor locks; `[acpi]`: the acpi_event netlink family.
+    var input: InputSource?
+    var acpi: AcpiSource?
     var rules: RulesEngine?
     var ruleWatcher: RuleDirectoryWatcher?
     /// `[[forward]]`: each on its own thread; the journal tells them how far it is durable.
