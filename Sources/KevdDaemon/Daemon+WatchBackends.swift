@@ -6,7 +6,8 @@ import KevdSpec
 /// Which backend watches each `[[watch]]` root: fanotify (`backend = "fanotify"`, or `auto` where kevd is root and
 /// the kernel has directory-entry events) or inotify. A root that asked for fanotify and cannot have it is watched
 /// with inotify, and the reason is in `kevd`/`started` (`fanotify_fallback`) and `status`; an explicit
-/// `backend = "fanotify"` that falls back is also reported as `kevd`/`error`.
+/// `backend = "fanotify"` that falls back is also reported as `kevd`/`error`. The fallback is per root when only
+/// some roots' file systems refuse a file-system mark (overlayfs).
 struct WatchBackends {
     var inotifyRoots = 0
     var fanotifyRoots = 0
@@ -42,7 +43,18 @@ extension Daemon {
         for spec in watches {
             if spec.backend != .inotify && fallback == nil { onFanotify.append(spec) } else { onInotify.append(spec) }
         }
-        let explicit = watches.filter { $0.backend == .fanotify }
+        var fellBack = fallback == nil ? [] : watches.filter { $0.backend != .inotify }
+        // A root on a file system that refuses a file-system mark (overlayfs) goes to inotify, root by root.
+        if let fanotify {
+            let refused = fanotify.configure(onFanotify)
+            if !refused.isEmpty {
+                onFanotify.removeAll { spec in refused.contains { $0.spec == spec } }
+                onInotify += refused.map(\.spec)
+                fellBack += refused.map(\.spec)
+                fallback = ((fallback.map { [$0] } ?? []) + refused.map(\.reason)).joined(separator: "; ")
+            }
+        }
+        let explicit = fellBack.filter { $0.backend == .fanotify }
         if let fallback, !explicit.isEmpty {
             var data = EventData()
             data.append("message", "backend = \"fanotify\" is not available; watching with inotify")
@@ -50,17 +62,16 @@ extension Daemon {
             data.append("paths", explicit.map(\.path).joined(separator: " "))
             logger.error("fanotify not available; watching with inotify", metadata: ["reason": "\(fallback)"])
             pipeline.publishKevd("error", component: "fanotify", data)
-        } else if let fallback, watches.contains(where: { $0.backend == .auto }) {
+        } else if let fallback, !fellBack.isEmpty {
             logger.info("watching with inotify", metadata: ["fanotify": "\(fallback)"])
         }
         watchBackends = WatchBackends(
             inotifyRoots: onInotify.count, fanotifyRoots: onFanotify.count,
-            fallback: watches.contains(where: { $0.backend != .inotify }) ? fallback : nil)
+            fallback: fellBack.isEmpty ? nil : fallback)
         if inotify == nil && !onInotify.isEmpty {
             inotify = try InotifySource(loop: loop, pipeline: pipeline, logger: logger)
         }
         inotify?.configure(onInotify)
-        fanotify?.configure(onFanotify)
     }
 
     /// The fanotify backend in `status`: which backend the roots use, why not fanotify (if so), its marks.

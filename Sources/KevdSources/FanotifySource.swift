@@ -34,6 +34,11 @@ public final class FanotifySource {
     /// `st_dev` of each file system marked (marks are never removed while kevd runs: a reload that drops a root
     /// leaves its mark, whose events the path filter then drops).
     var markedDevices: Set<UInt64> = []
+    /// File systems that refused a mark (overlayfs, file systems without file handles), by `st_dev`, with why:
+    /// not tried again at each mount-table change.
+    var refusedDevices: [UInt64: String] = [:]
+    /// Mount points below a root whose refusal was reported (once each).
+    var reportedMounts: Set<String> = []
     /// A directory fd on each marked file system, by fsid: what `open_by_handle_at` resolves handles through.
     var mountFDs: [UInt64: OwnedFD] = [:]
     /// Directory handle -> path and the roots it is inside (FanotifySource+Paths.swift).
@@ -76,52 +81,83 @@ public final class FanotifySource {
     public var cachedDirectories: Int { directories.count }
 
     /// Replaces the roots (at start and on reload) and marks every file system they need. Nothing is crawled.
-    public func configure(_ specs: [WatchSpec]) {
-        if roots.map(\.spec) == specs { return }
-        let old = roots
-        roots = specs.map { spec in old.first { $0.spec == spec } ?? Root(spec: spec) }
-        directories.removeAll()
-        for root in roots { markFileSystems(for: root.spec.path) }
+    /// Returns the roots whose own file system refuses a file-system mark (overlayfs says EOPNOTSUPP), with why:
+    /// the daemon watches those with inotify instead (Daemon+WatchBackends.swift), and they are not kept here.
+    @discardableResult
+    public func configure(_ specs: [WatchSpec]) -> [(spec: WatchSpec, reason: String)] {
+        var refused: [(spec: WatchSpec, reason: String)] = []
+        var accepted: [WatchSpec] = []
+        for spec in specs {
+            if let reason = markFileSystems(for: spec.path) { refused.append((spec, reason)) } else { accepted.append(spec) }
+        }
+        if roots.map(\.spec) != accepted {
+            let old = roots
+            roots = accepted.map { spec in old.first { $0.spec == spec } ?? Root(spec: spec) }
+            directories.removeAll()
+        }
+        return refused
     }
 
     /// Marks the file system of `path` (or of its nearest existing ancestor, for a root that does not exist yet:
-    /// it is seen appearing there) and of every mount point below it.
-    func markFileSystems(for path: String) {
+    /// it is seen appearing there) and of every mount point below it. Returns why the root's own file system cannot
+    /// be marked, if it cannot; a mount below it that cannot be marked is a `kevd`/`error` (once), and the rest of
+    /// the root is watched all the same.
+    @discardableResult
+    func markFileSystems(for path: String) -> String? {
         var existing = path
         while FileKind.of(existing) == .missing && existing != "/" { existing = PathText.directory(of: existing) }
         // A file root: its directory (the mount fd that resolves handles must be a directory).
         if FileKind.of(existing) == .other { existing = PathText.directory(of: existing) }
-        mark(existing)
-        for mountPoint in MountTable.mountPoints(below: path) { mark(mountPoint) }
+        if let reason = mark(existing) { return "cannot mark the file system of \(existing): \(reason)" }
+        for mountPoint in MountTable.mountPoints(below: path) {
+            if let reason = mark(mountPoint), reportedMounts.insert(mountPoint).inserted {
+                reportError("cannot mark a file system for fanotify: its changes are not reported", reason: reason,
+                    path: mountPoint)
+            }
+        }
+        return nil
     }
 
-    func mark(_ path: String) {
+    /// Marks the file system holding `path` unless it is marked already; returns why it cannot be, if so.
+    func mark(_ path: String) -> String? {
         var st = stat()
-        guard stat(path, &st) == 0, !markedDevices.contains(UInt64(st.st_dev)) else { return }
+        guard stat(path, &st) == 0 else { return nil }  // Gone meanwhile: the next mount change or reload tries again.
+        let device = UInt64(st.st_dev)
+        if markedDevices.contains(device) { return nil }
+        if let reason = refusedDevices[device] { return reason }
         var fsid: UInt64 = 0
-        guard kevd_fsid(path, &fsid) == 0 else { return }
+        guard kevd_fsid(path, &fsid) == 0 else {
+            refusedDevices[device] = "statfs gives no file-system id"
+            return refusedDevices[device]
+        }
         do {
             // The first mark learns whether the kernel has FAN_RENAME; every mark then asks for the same events.
             if markedDevices.isEmpty { renameEvents = fanotify.supportsRename(path: path) }
             try fanotify.markFileSystem(
                 path: path, mask: Self.baseMask.union(renameEvents ? [.rename] : [.movedFrom, .movedTo]))
         } catch {
-            reportError("cannot mark a file system for fanotify", error: error, path: path)
-            return
+            refusedDevices[device] = "\(error)"
+            logger.info("fanotify mark refused", metadata: ["path": "\(path)", "error": "\(error)"])
+            return refusedDevices[device]
         }
-        markedDevices.insert(UInt64(st.st_dev))
+        markedDevices.insert(device)
         // Not O_PATH: open_by_handle_at refuses an O_PATH fd (EBADF).
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0, mountFDs[fsid] == nil { mountFDs[fsid] = OwnedFD(fd) } else if fd >= 0 { close(fd) }
         logger.debug("fanotify mark", metadata: ["path": "\(path)", "fsid": "\(fsid)"])
+        return nil
     }
 
     func reportError(_ message: String, error: Error, path: String? = nil) {
+        reportError(message, reason: "\(error)", path: path)
+    }
+
+    func reportError(_ message: String, reason: String, path: String? = nil) {
         var data = EventData()
         data.append("message", message)
-        data.append("error", "\(error)")
+        data.append("error", reason)
         if let path { data.append("path", path) }
-        logger.error("\(message)", metadata: ["error": "\(error)", "path": "\(path ?? "")"])
+        logger.error("\(message)", metadata: ["error": "\(reason)", "path": "\(path ?? "")"])
         pipeline.publishKevd("error", component: "fanotify", data)
     }
 }

@@ -514,6 +514,37 @@ struct FileBackendChoiceTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// overlayfs refuses a file-system mark (EOPNOTSUPP): that root alone goes to inotify, and kevd says so.
+    @Test("root: a root on overlayfs falls back to inotify by itself, and says why",
+        .enabled(if: Root.shouldRun, FileBackend.rootReason))
+    func overlayFallsBack() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        for name in ["w", "lower", "upper", "work", "ovl"] { try makeDirectory(dir.file(name)) }
+        try run([
+            "/bin/mount", "-t", "overlay", "overlay", "-o",
+            "lowerdir=\(dir.file("lower")),upperdir=\(dir.file("upper")),workdir=\(dir.file("work"))", dir.file("ovl"),
+        ])
+        defer { _ = try? run(["/bin/umount", "-l", dir.file("ovl")]) }
+        let daemon = try DaemonProcess(
+            config: watchConfig("w", backend: nil) + "\n[[watch]]\npath = \"ovl\"\nbackend = \"fanotify\"\n", in: dir)
+        let started = try daemon.waitFor("started", timeout: 60) { $0.isEvent("kevd", "started") }
+        #expect(started.data["watch_backend"] as? String == "fanotify+inotify")
+        let fallback = started.data["fanotify_fallback"] as? String ?? ""
+        #expect(fallback.contains(dir.file("ovl")), "\(started)")
+        // The explicit request that could not be met is an error naming the root.
+        let error = try daemon.waitFor("fallback error") { $0.isEvent("kevd", "error", key: "fanotify") }
+        #expect(error.data["paths"] as? String == dir.file("ovl"), "\(error)")
+        // Both roots report: the overlay through inotify (no pid), the other through fanotify (pid).
+        try writeFile(dir.file("ovl/f"))
+        let onInotify = try daemon.waitFor("create on the overlay") { $0.isEvent("inotify", "create", key: dir.file("ovl/f")) }
+        #expect(onInotify.data["pid"] == nil)
+        try writeFile(dir.file("w/g"))
+        let onFanotify = try daemon.waitFor("create in w") { $0.isEvent("inotify", "create", key: dir.file("w/g")) }
+        #expect(onFanotify.data["pid"] as? Int == Int(getpid()))
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("root: auto is fanotify, inotify when asked", .enabled(if: Root.shouldRun, Root.reason))
     func autoIsFanotifyAsRoot() throws {
         try Root.check()
