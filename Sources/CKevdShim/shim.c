@@ -548,3 +548,10 @@ int kevd_fsid(const char *path, uint64_t *fsid) {
     memcpy(fsid, &sfs.f_fsid, sizeof *fsid);
     return 0;
 }
+
+int kevd_mount_id(int fd, uint64_t *id) {
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) != 0 || !(sx.stx_mask & STATX_MNT_ID)) return -1;
+    *id = sx.stx_mnt_id;
+    return 0;
+}

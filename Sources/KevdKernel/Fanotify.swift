@@ -91,6 +91,9 @@ public struct KernelFileHandle: Hashable, Sendable {
         case gone
         /// Not resolvable right now (out of fds or memory, no permission): it may be next time.
         case unknown
+        /// Exists, but is not below the mount `mountFD` is on (a bind mount of part of the file system): the path
+        /// the kernel gives through that mount names something else. Another mount of the file system may name it.
+        case unreachable
     }
 
     /// The path the handle's object has now (its first name, for a hard-linked file), through `mountFD` (a
@@ -106,7 +109,22 @@ public struct KernelFileHandle: Hashable, Sendable {
         guard n > 0 else { return .unknown }
         let text = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if text.hasSuffix(" (deleted)") { return .gone }
-        return text.hasPrefix("/") ? .path(text) : .unknown
+        guard text.hasPrefix("/") else { return .unknown }
+        // Through a bind mount, an object outside the mount's subtree gets its path from the file system's root,
+        // which may name another object (or none): only a path that leads back to this object is its path.
+        var opened = stat()
+        var named = stat()
+        guard fstat(fd, &opened) == 0 else { return .unknown }
+        guard lstat(text, &named) == 0, named.st_dev == opened.st_dev, named.st_ino == opened.st_ino else {
+            return .unreachable
+        }
+        return .path(text)
+    }
+
+    /// The id of the mount `fd` is on (`statx` `STATX_MNT_ID`, Linux 5.8), so that each mount is kept once.
+    public static func mountID(of fd: Int32) -> UInt64? {
+        var id: UInt64 = 0
+        return kevd_mount_id(fd, &id) == 0 ? id : nil
     }
 }
 

@@ -22,20 +22,35 @@ extension FanotifySource {
 
     func directory(_ handle: KernelFileHandle) -> DirectoryEntry? {
         if let known = directories[handle] { return known }
-        guard let mountFD = mountFDs[handle.fsid] else { return nil }
-        switch handle.location(mountFD: mountFD.rawValue) {
-        case .path(let path):
-            return remember(handle, path: path)
-        case .gone:
-            // Deleted before its event was read: it can never be resolved again, so it is remembered as outside
-            // every root, and the next events in it (a busy build's temporary directories elsewhere on the file
-            // system) cost one lookup.
-            let entry = DirectoryEntry(path: "", roots: [])
-            directories[handle] = entry
-            return entry
-        case .unknown:
-            return nil  // Not remembered: the next event in it tries again.
+        guard let mounts = mountFDs[handle.fsid] else { return nil }
+        // Usually one mount. With several (a bind mount below a root), the first path inside a root wins; a
+        // directory no mount names inside a root is remembered under the first path found, as outside.
+        var outside: String?
+        var retry = false
+        for (_, mountFD) in mounts {
+            switch handle.location(mountFD: mountFD.rawValue) {
+            case .path(let path):
+                if !rootsHolding(directory: path).isEmpty { return remember(handle, path: path) }
+                if outside == nil { outside = path }
+            case .gone:
+                // Deleted before its event was read: it can never be resolved again, so it is remembered as
+                // outside every root, and the next events in it (a busy build's temporary directories elsewhere
+                // on the file system) cost one lookup.
+                let entry = DirectoryEntry(path: "", roots: [])
+                directories[handle] = entry
+                return entry
+            case .unknown:
+                retry = true
+            case .unreachable:
+                continue
+            }
         }
+        if retry { return nil }  // Not remembered: the next event in it tries again.
+        if let outside { return remember(handle, path: outside) }
+        // No mount kevd holds reaches it (a part of the file system mounted only outside the roots): outside.
+        let entry = DirectoryEntry(path: "", roots: [])
+        directories[handle] = entry
+        return entry
     }
 
     @discardableResult

@@ -39,8 +39,11 @@ public final class FanotifySource {
     var refusedDevices: [UInt64: String] = [:]
     /// Mount points below a root whose refusal was reported (once each).
     var reportedMounts: Set<String> = []
-    /// A directory fd on each marked file system, by fsid: what `open_by_handle_at` resolves handles through.
-    var mountFDs: [UInt64: OwnedFD] = [:]
+    /// Directory fds on each marked file system, by fsid, one per mount kevd marked it through (a root's, a mount
+    /// point's below a root): what `open_by_handle_at` resolves handles through. More than one when part of a file
+    /// system is bind-mounted below a root, or roots reach it through different mounts: a handle is named through
+    /// each in turn until one gives a path inside a root (FanotifySource+Paths.swift).
+    var mountFDs: [UInt64: [(mount: UInt64, fd: OwnedFD)]] = [:]
     /// Directory handle -> path and the roots it is inside (FanotifySource+Paths.swift).
     var directories: [KernelFileHandle: DirectoryEntry] = [:]
     /// `FAN_RENAME` is marked (Linux 5.17+): a rename is one event with both ends. Without it, the halves
@@ -123,12 +126,15 @@ public final class FanotifySource {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }  // Gone meanwhile: the next mount change or reload tries again.
         let device = UInt64(st.st_dev)
-        if markedDevices.contains(device) { return nil }
         if let reason = refusedDevices[device] { return reason }
         var fsid: UInt64 = 0
         guard kevd_fsid(path, &fsid) == 0 else {
             refusedDevices[device] = "statfs gives no file-system id"
             return refusedDevices[device]
+        }
+        if markedDevices.contains(device) {
+            keepMountFD(path, fsid: fsid)  // Marked already; this may be another mount of it (a bind mount).
+            return nil
         }
         do {
             // The first mark learns whether the kernel has FAN_RENAME; every mark then asks for the same events.
@@ -141,11 +147,22 @@ public final class FanotifySource {
             return refusedDevices[device]
         }
         markedDevices.insert(device)
-        // Not O_PATH: open_by_handle_at refuses an O_PATH fd (EBADF).
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0, mountFDs[fsid] == nil { mountFDs[fsid] = OwnedFD(fd) } else if fd >= 0 { close(fd) }
+        keepMountFD(path, fsid: fsid)
         logger.debug("fanotify mark", metadata: ["path": "\(path)", "fsid": "\(fsid)"])
         return nil
+    }
+
+    /// Keeps a directory fd on the mount `path` is on, unless one of that mount is kept already.
+    func keepMountFD(_ path: String, fsid: UInt64) {
+        // Not O_PATH: open_by_handle_at refuses an O_PATH fd (EBADF).
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        let owned = OwnedFD(fd)
+        let mount = KernelFileHandle.mountID(of: fd) ?? 0
+        var kept = mountFDs[fsid] ?? []
+        guard !kept.contains(where: { $0.mount == mount }) else { return }
+        kept.append((mount, owned))
+        mountFDs[fsid] = kept
     }
 
     func reportError(_ message: String, error: Error, path: String? = nil) {

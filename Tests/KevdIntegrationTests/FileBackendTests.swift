@@ -441,6 +441,40 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// Bind mounts of the root's own file system: one below a root, and a root that is itself a bind mount of a
+    /// directory elsewhere. A change is reported under the root's path whichever path made it (inotify watches the
+    /// inode; fanotify names the directory through the mount below the root).
+    @Test("bind mounts: a change through the bind or its source is reported under the root's path",
+        .enabled(if: Root.shouldRun, FileBackend.rootReason), arguments: FileBackend.allCases)
+    func bindMounts(backend: FileBackend) throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
+        for name in ["w", "w/bind", "outside", "data", "view"] { try makeDirectory(dir.file(name)) }
+        try run(["/bin/mount", "--bind", dir.file("outside"), dir.file("w/bind")])
+        defer { _ = try? run(["/bin/umount", "-l", dir.file("w/bind")]) }
+        try run(["/bin/mount", "--bind", dir.file("data"), dir.file("view")])
+        defer { _ = try? run(["/bin/umount", "-l", dir.file("view")]) }
+        let config = backend.config("w") + "\n[[watch]]\npath = \"view\"\nrecursive = true\nbackend = \"\(backend.rawValue)\"\n"
+        let daemon = try DaemonProcess(config: config, in: dir)
+        let started = try daemon.waitFor("started", timeout: 60) { $0.isEvent("kevd", "started") }
+        #expect(started.data["watch_backend"] as? String == backend.rawValue)
+        try writeFile(dir.file("w/bind/through-bind"))
+        try daemon.waitFor("through the bind") { $0.isEvent("inotify", "close_write", key: dir.file("w/bind/through-bind")) }
+        try writeFile(dir.file("outside/through-source"))
+        try daemon.waitFor("through the source, named by the bind") {
+            $0.isEvent("inotify", "close_write", key: dir.file("w/bind/through-source"))
+        }
+        try writeFile(dir.file("data/into-view"))
+        let view = try daemon.waitFor("a root that is a bind mount") {
+            $0.isEvent("inotify", "close_write", key: dir.file("view/into-view"))
+        }
+        #expect(view.data["watch"] as? String == dir.file("view"))
+        #expect(!daemon.received.contains { ($0.key ?? "").hasPrefix(dir.file("outside/")) || ($0.key ?? "").hasPrefix(dir.file("data/")) })
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a tmpfs mounted under the root is watched too", .enabled(if: Root.shouldRun, FileBackend.rootReason),
         arguments: FileBackend.allCases)
     func mountBelowRoot(backend: FileBackend) throws {

@@ -96,6 +96,8 @@ static const int kevd_fanotify_metadata_size = (int)sizeof(struct fanotify_event
 static const int kevd_fanotify_info_fid_size = (int)sizeof(struct fanotify_event_info_fid);
 /// The fsid (`statfs`'s `f_fsid`, as fanotify reports it) of the file system holding `path`.
 int kevd_fsid(const char *path, uint64_t *fsid);
+/// The id of the mount `fd` is on (`statx` with `STATX_MNT_ID`, Linux 5.8); -1 when the kernel does not say.
+int kevd_mount_id(int fd, uint64_t *id);
 int kevd_fanotify_init(unsigned int flags);
 int kevd_fanotify_mark(int fd, unsigned int flags, uint64_t mask, const char *path);
 /// `open_by_handle_at` with the handle given as its type and bytes (Swift never builds `struct file_handle`).
