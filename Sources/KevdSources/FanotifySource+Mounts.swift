@@ -26,7 +26,30 @@ extension FanotifySource {
     func mountsChanged() {
         guard let mountInfo else { return }
         readAll(mountInfo.rawValue)  // Clears the change condition.
+        forgetUnmounted()
         for root in roots { markFileSystems(for: root.spec.path) }
+    }
+
+    /// Mounts gone from the table: their file systems' marks went with them (the kernel drops a file-system mark
+    /// when the file system is unmounted), so a file system mounted there again, even on the same device, is
+    /// marked afresh; its cached directories are dropped. Refusals are forgotten too (a new file system may take
+    /// a mark).
+    func forgetUnmounted() {
+        let present = MountTable.mountIDs()
+        guard !present.isEmpty else { return }
+        refusedDevices.removeAll()
+        for (fsid, kept) in mounts {
+            let left = kept.filter { present.contains($0.mount) }
+            if left.count == kept.count { continue }
+            if !left.isEmpty {
+                mounts[fsid] = left
+                continue
+            }
+            mounts[fsid] = nil
+            markedDevices = markedDevices.filter { $0.value != fsid }
+            directories = directories.filter { $0.key.fsid != fsid }
+            logger.info("fanotify: a marked file system was unmounted", metadata: ["fsid": "\(fsid)"])
+        }
     }
 
     /// Reads the file to its end (a few KiB of kernel memory: no disk).

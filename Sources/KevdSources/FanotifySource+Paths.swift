@@ -22,13 +22,18 @@ extension FanotifySource {
 
     func directory(_ handle: KernelFileHandle) -> DirectoryEntry? {
         if let known = directories[handle] { return known }
-        guard let mounts = mountFDs[handle.fsid] else { return nil }
+        guard let known = mounts[handle.fsid] else { return nil }
         // Usually one mount. With several (a bind mount below a root), the first path inside a root wins; a
         // directory no mount names inside a root is remembered under the first path found, as outside.
         var outside: String?
         var retry = false
-        for (_, mountFD) in mounts {
-            switch handle.location(mountFD: mountFD.rawValue) {
+        for (mount, path) in known {
+            // The path must still lead to that mount (unmounted meanwhile: the next mount-table change drops it).
+            guard let opened = Self.openMount(path), opened.mount == mount else {
+                retry = true
+                continue
+            }
+            switch handle.location(mountFD: opened.fd.rawValue) {
             case .path(let path):
                 if !rootsHolding(directory: path).isEmpty { return remember(handle, path: path) }
                 if outside == nil { outside = path }

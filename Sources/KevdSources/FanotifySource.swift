@@ -31,19 +31,21 @@ public final class FanotifySource {
     let pipeline: EventPipeline
     let logger: Logger
     var roots: [Root] = []
-    /// `st_dev` of each file system marked (marks are never removed while kevd runs: a reload that drops a root
-    /// leaves its mark, whose events the path filter then drops).
-    var markedDevices: Set<UInt64> = []
+    /// `st_dev` -> fsid of each file system marked (a reload that drops a root leaves its mark, whose events the
+    /// path filter then drops; an unmounted file system's mark goes with it, and is forgotten here at the next
+    /// mount-table change, FanotifySource+Mounts.swift).
+    var markedDevices: [UInt64: UInt64] = [:]
     /// File systems that refused a mark (overlayfs, file systems without file handles), by `st_dev`, with why:
     /// not tried again at each mount-table change.
     var refusedDevices: [UInt64: String] = [:]
     /// Mount points below a root whose refusal was reported (once each).
     var reportedMounts: Set<String> = []
-    /// Directory fds on each marked file system, by fsid, one per mount kevd marked it through (a root's, a mount
-    /// point's below a root): what `open_by_handle_at` resolves handles through. More than one when part of a file
-    /// system is bind-mounted below a root, or roots reach it through different mounts: a handle is named through
-    /// each in turn until one gives a path inside a root (FanotifySource+Paths.swift).
-    var mountFDs: [UInt64: [(mount: UInt64, fd: OwnedFD)]] = [:]
+    /// The mounts of each marked file system kevd named it through (a root's, a mount point's below a root), by
+    /// fsid: a directory on each is opened for `open_by_handle_at` when a handle is resolved. Not kept open: an open
+    /// fd would make a file system mounted below a root impossible to unmount (EBUSY) while kevd runs. More than
+    /// one when part of a file system is bind-mounted below a root, or roots reach it through different mounts: a
+    /// handle is named through each in turn until one gives a path inside a root (FanotifySource+Paths.swift).
+    var mounts: [UInt64: [(mount: UInt64, path: String)]] = [:]
     /// Directory handle -> path and the roots it is inside (FanotifySource+Paths.swift).
     var directories: [KernelFileHandle: DirectoryEntry] = [:]
     /// `FAN_RENAME` is marked (Linux 5.17+): a rename is one event with both ends. Without it, the halves
@@ -132,8 +134,8 @@ public final class FanotifySource {
             refusedDevices[device] = "statfs gives no file-system id"
             return refusedDevices[device]
         }
-        if markedDevices.contains(device) {
-            keepMountFD(path, fsid: fsid)  // Marked already; this may be another mount of it (a bind mount).
+        if markedDevices[device] != nil {
+            keepMount(path, fsid: fsid)  // Marked already; this may be another mount of it (a bind mount).
             return nil
         }
         do {
@@ -146,23 +148,29 @@ public final class FanotifySource {
             logger.info("fanotify mark refused", metadata: ["path": "\(path)", "error": "\(error)"])
             return refusedDevices[device]
         }
-        markedDevices.insert(device)
-        keepMountFD(path, fsid: fsid)
+        markedDevices[device] = fsid
+        keepMount(path, fsid: fsid)
         logger.debug("fanotify mark", metadata: ["path": "\(path)", "fsid": "\(fsid)"])
         return nil
     }
 
-    /// Keeps a directory fd on the mount `path` is on, unless one of that mount is kept already.
-    func keepMountFD(_ path: String, fsid: UInt64) {
-        // Not O_PATH: open_by_handle_at refuses an O_PATH fd (EBADF).
+    /// Keeps `path` as the way to the mount it is on, unless that mount is kept already.
+    func keepMount(_ path: String, fsid: UInt64) {
+        guard let opened = Self.openMount(path) else { return }
+        var kept = mounts[fsid] ?? []
+        guard !kept.contains(where: { $0.mount == opened.mount }) else { return }
+        kept.append((opened.mount, path))
+        mounts[fsid] = kept
+    }
+
+    /// A directory fd at `path` and the id of the mount it is on. Not O_PATH: open_by_handle_at refuses an O_PATH
+    /// fd (EBADF).
+    static func openMount(_ path: String) -> (fd: OwnedFD, mount: UInt64)? {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return nil }
         let owned = OwnedFD(fd)
-        let mount = KernelFileHandle.mountID(of: fd) ?? 0
-        var kept = mountFDs[fsid] ?? []
-        guard !kept.contains(where: { $0.mount == mount }) else { return }
-        kept.append((mount, owned))
-        mountFDs[fsid] = kept
+        guard let mount = KernelFileHandle.mountID(of: fd) else { return nil }
+        return (owned, mount)
     }
 
     func reportError(_ message: String, error: Error, path: String? = nil) {
@@ -191,6 +199,16 @@ enum MountTable {
             guard fields.count > 4 else { continue }
             let point = unescape(fields[4])
             if point.hasPrefix(prefix) && point != path { out.append(point) }
+        }
+        return out
+    }
+
+    /// The ids of the mounts in the table (mountinfo's first field, statx's `stx_mnt_id`); empty if unreadable.
+    static func mountIDs() -> Set<UInt64> {
+        guard let bytes = try? FileContents.read("/proc/self/mountinfo") else { return [] }
+        var out: Set<UInt64> = []
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            if let id = line.split(separator: " ", maxSplits: 1).first.flatMap({ UInt64($0) }) { out.insert(id) }
         }
         return out
     }

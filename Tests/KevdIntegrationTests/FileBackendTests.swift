@@ -421,6 +421,35 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// kevd must not hold a file system below a root busy: an admin's plain `umount` works while it runs, and the
+    /// file system mounted there again is watched (a new file system: a new mark, though on the same mount point).
+    @Test("fanotify: a file system below the root can be unmounted while kevd runs, and mounted again is watched",
+        .enabled(if: Root.shouldRun, FileBackend.rootReason))
+    func unmountAndRemount() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("w/mnt"))
+        try run(["/bin/mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir.file("w/mnt")])
+        defer { _ = try? run(["/bin/umount", "-l", dir.file("w/mnt")]) }
+        let daemon = try FileBackend.fanotify.start(dir)
+        try writeFile(dir.file("w/mnt/first"))
+        try daemon.waitFor("first") { $0.isEvent("inotify", "close_write", key: dir.file("w/mnt/first")) }
+        // Not lazy: this fails with EBUSY if kevd keeps anything open on it.
+        try run(["/bin/umount", dir.file("w/mnt")])
+        let client = try RawClient(dir.file("state/kevd.sock"))
+        func marked() throws -> Int? {
+            let status = try client.request(#"{"op":"status"}"#)
+            return ((status["sources"] as? [String: Any])?["fanotify"] as? [String: Any])?["file_systems"] as? Int
+        }
+        _ = try waitUntil("the unmounted file system forgotten", timeout: 30) { try marked() == 1 ? true : nil }
+        try run(["/bin/mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir.file("w/mnt")])
+        _ = try waitUntil("the new file system marked", timeout: 30) { try marked() == 2 ? true : nil }
+        try writeFile(dir.file("w/mnt/second"))
+        try daemon.waitFor("second") { $0.isEvent("inotify", "close_write", key: dir.file("w/mnt/second")) }
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a reload adds a root and drops one", arguments: FileBackend.allCases)
     func reload(backend: FileBackend) throws {
         try backend.requireRunnable()
