@@ -10,7 +10,8 @@ with `backend = "fanotify"`, kevd with `backend = "inotify"` (its crawl), inotif
 Part 2 (burst): kevd_gen's create/write 4 bytes/close/delete workload (4 events a file) in a directory on a tmpfs
 of its own (a fanotify file-system mark sees all of its file system: the tmpfs keeps the rest of the machine out
 of the count), measured as kevd_bench.py measures the inotify part (events captured, overflows, CPU s per million
-events). Consumers: kevd with `backend = "fanotify"`, fsnotifywait -m -S, inotifywait -m -r.
+events). Consumers: kevd with `backend = "fanotify"`, kevd with `backend = "inotify"`, fsnotifywait -m -S (which
+exits at its first queue overflow: "No fid in fanotify event", inotify-tools 3.22), inotifywait -m -r.
 
 Root (fanotify, drop_caches, mount). Never asserts timings: prints tables, writes JSON to bench/results/.
 Standard library only.
@@ -185,7 +186,7 @@ def bench_burst(args, gen: Path, work: Path) -> list[kb.Row]:
                 tmp = Path(tempfile.mkdtemp(prefix=f"burst-{name}-", dir=work))
                 watched = fs / f"watched-{name}-{rep}"
                 watched.mkdir()
-                label = {"kevd": "kevd (fanotify)", "fsnotifywait": "fsnotifywait -m -S",
+                label = {"kevd": "kevd (fanotify)", "kevd-inotify": "kevd (inotify)", "fsnotifywait": "fsnotifywait -m -S",
                          "inotifywait": "inotifywait -m -r"}[name]
                 row = kb.Row("burst", label, args.files, 4 * args.files)
                 events = ["-e", "create", "-e", "modify", "-e", "close_write", "-e", "delete", "-e", "q_overflow"]
@@ -206,7 +207,7 @@ def bench_burst(args, gen: Path, work: Path) -> list[kb.Row]:
                         "\n[[watch]]\n"
                         f"path = {toml_str(str(watched))}\n"
                         "recursive = true\n"
-                        'backend = "fanotify"\n'
+                        f'backend = "{"inotify" if name == "kevd-inotify" else "fanotify"}"\n'
                         'events = ["create", "modify", "close_write", "delete"]\n'), args)
                     c = kb.Consumer([args.kevd, "--config", str(conf), "--stdout"], "kevd-inotify", gen, tmp,
                                     kb.kevd_ready, None)
@@ -234,8 +235,9 @@ def parse_args(argv: list[str]):
     p.add_argument("--files", type=parse_count, default=250_000,
                    help="files in the burst, 4 events each (default 250k: 1,000,000 events)")
     p.add_argument("--only", choices=["startup", "burst"], help="run one part")
-    p.add_argument("--consumers", default="kevd,fsnotifywait,inotifywait",
-                   help="burst consumers, in this order (default kevd,fsnotifywait,inotifywait)")
+    p.add_argument("--consumers", default="kevd,kevd-inotify,fsnotifywait,inotifywait",
+                   help="burst consumers, in this order (default kevd,kevd-inotify,fsnotifywait,inotifywait; kevd is "
+                        "kevd with backend fanotify)")
     p.add_argument("--no-kevd-inotify", action="store_true", help="start-up: leave out kevd with backend inotify")
     p.add_argument("--repeat", type=int, default=1, help="burst: repeat each consumer K times (default 1)")
     p.add_argument("--kevd-state-dir", default="/var/tmp", help="burst: where kevd's journal goes (default /var/tmp)")
@@ -247,8 +249,8 @@ def parse_args(argv: list[str]):
     args = p.parse_args(argv)
     args.consumers = [c.strip() for c in args.consumers.split(",") if c.strip()]
     for c in args.consumers:
-        if c not in ("kevd", "fsnotifywait", "inotifywait"):
-            p.error(f"unknown consumer {c!r} (kevd, fsnotifywait, inotifywait)")
+        if c not in ("kevd", "kevd-inotify", "fsnotifywait", "inotifywait"):
+            p.error(f"unknown consumer {c!r} (kevd, kevd-inotify, fsnotifywait, inotifywait)")
     args.kevd_state_parent = Path(args.kevd_state_dir)
     args.assume_ready_after = None
     return args
