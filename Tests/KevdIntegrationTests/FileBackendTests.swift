@@ -9,10 +9,15 @@ enum FileBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case inotify, fanotify
     var testDescription: String { rawValue }
 
-    /// Why the fanotify case and the tests that mount are skipped when not root.
+    /// Why the fanotify case of a test run on both backends is skipped when not root.
     static let rootReason: Comment = """
         needs root (fanotify_init and the tmpfs each fanotify case mounts); the inotify case runs anyway; \
         set KEVD_REQUIRE_ROOT=1 to fail instead of skip
+        """
+
+    /// Why the tests that need root throughout (fanotify only, mounts, setpriv) are skipped when not root.
+    static let rootOnlyReason: Comment = """
+        needs root (fanotify marks, mounts, setpriv); set KEVD_REQUIRE_ROOT=1 to fail instead of skip
         """
 
     /// fanotify needs root: without it the fanotify case is cancelled (shown as skipped, with the reason), or
@@ -395,7 +400,7 @@ struct FileBackendTests {
     /// fanotify only: an inotify watch stays on the directory a mount covers, so neither inotify nor inotifywait
     /// sees inside a file system mounted under a root after the watch was made.
     @Test("fanotify: a tmpfs mounted under the root while kevd runs is watched from then on",
-        .enabled(if: Root.shouldRun, FileBackend.rootReason))
+        .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
     func mountAfterStart() throws {
         try Root.check()
         let dir = try TemporaryDirectory()
@@ -424,7 +429,7 @@ struct FileBackendTests {
     /// kevd must not hold a file system below a root busy: an admin's plain `umount` works while it runs, and the
     /// file system mounted there again is watched (a new file system: a new mark, though on the same mount point).
     @Test("fanotify: a file system below the root can be unmounted while kevd runs, and mounted again is watched",
-        .enabled(if: Root.shouldRun, FileBackend.rootReason))
+        .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
     func unmountAndRemount() throws {
         try Root.check()
         let dir = try TemporaryDirectory()
@@ -474,7 +479,7 @@ struct FileBackendTests {
     /// directory elsewhere. A change is reported under the root's path whichever path made it (inotify watches the
     /// inode; fanotify names the directory through the mount below the root).
     @Test("bind mounts: a change through the bind or its source is reported under the root's path",
-        .enabled(if: Root.shouldRun, FileBackend.rootReason), arguments: FileBackend.allCases)
+        .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason), arguments: FileBackend.allCases)
     func bindMounts(backend: FileBackend) throws {
         try Root.check()
         let dir = try TemporaryDirectory()
@@ -504,7 +509,7 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
-    @Test("a tmpfs mounted under the root is watched too", .enabled(if: Root.shouldRun, FileBackend.rootReason),
+    @Test("a tmpfs mounted under the root is watched too", .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason),
         arguments: FileBackend.allCases)
     func mountBelowRoot(backend: FileBackend) throws {
         try Root.check()
@@ -538,7 +543,7 @@ struct FileBackendTests {
 
 @Suite("file backends: choosing one")
 struct FileBackendChoiceTests {
-    @Test("not root: auto and fanotify fall back to inotify, and say why", .enabled(if: Root.shouldRun, Root.reason))
+    @Test("not root: auto and fanotify fall back to inotify, and say why", .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
     func fallbackWhenNotRoot() throws {
         try Root.check()
         let dir = try TemporaryDirectory()
@@ -579,7 +584,7 @@ struct FileBackendChoiceTests {
 
     /// overlayfs refuses a file-system mark (EOPNOTSUPP): that root alone goes to inotify, and kevd says so.
     @Test("root: a root on overlayfs falls back to inotify by itself, and says why",
-        .enabled(if: Root.shouldRun, FileBackend.rootReason))
+        .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
     func overlayFallsBack() throws {
         try Root.check()
         let dir = try TemporaryDirectory()
@@ -608,7 +613,7 @@ struct FileBackendChoiceTests {
         #expect(daemon.stop() == 0)
     }
 
-    @Test("root: auto is fanotify, inotify when asked", .enabled(if: Root.shouldRun, Root.reason))
+    @Test("root: auto is fanotify, inotify when asked", .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
     func autoIsFanotifyAsRoot() throws {
         try Root.check()
         let dir = try TemporaryDirectory()
