@@ -48,8 +48,17 @@ public final class Fanotify {
         let fd = kevd_fanotify_init(initFlags)
         guard fd >= 0 else {
             let code = errno
-            return "the kernel refuses fanotify directory-entry events (FAN_REPORT_DFID_NAME): "
-                + String(cString: strerror(code))
+            switch code {
+            case EPERM:
+                // Root without CAP_SYS_ADMIN, or a seccomp filter: systemd's SystemCallFilter=@system-service
+                // leaves fanotify_init, fanotify_mark and open_by_handle_at out (they are in @privileged).
+                return "fanotify_init is not permitted (no CAP_SYS_ADMIN, or a system-call filter such as "
+                    + "systemd's SystemCallFilter=@system-service)"
+            case EINVAL:
+                return "the kernel refuses fanotify directory-entry events (FAN_REPORT_DFID_NAME, Linux 5.9)"
+            default:
+                return "fanotify_init failed: " + String(cString: strerror(code))
+            }
         }
         Glibc.close(fd)
         return nil

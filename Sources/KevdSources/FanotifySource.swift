@@ -144,7 +144,10 @@ public final class FanotifySource {
             try fanotify.markFileSystem(
                 path: path, mask: Self.baseMask.union(renameEvents ? [.rename] : [.movedFrom, .movedTo]))
         } catch {
-            refusedDevices[device] = "\(error)"
+            // EPERM: kevd has no CAP_SYS_ADMIN (fanotify_init itself works without it since Linux 5.13, but a
+            // file-system mark does not), or a system-call filter refuses the mark.
+            let denied = (error as? SyscallError)?.errno.rawValue == EPERM
+            refusedDevices[device] = "\(error)" + (denied ? " (file-system marks need CAP_SYS_ADMIN)" : "")
             logger.info("fanotify mark refused", metadata: ["path": "\(path)", "error": "\(error)"])
             return refusedDevices[device]
         }

@@ -582,6 +582,27 @@ struct FileBackendChoiceTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// Root without CAP_SYS_ADMIN (a container, a unit with a capability bounding set): fanotify_init works (Linux
+    /// 5.13 lets anyone have a notification group) but the file-system mark gives EPERM; the root goes to inotify
+    /// and the reason names the missing capability.
+    @Test("root without CAP_SYS_ADMIN: auto falls back to inotify, and names the missing permission",
+        .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
+    func fallbackWithoutSysAdmin() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("w"))
+        let launcher = ["/usr/bin/setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"]
+        let daemon = try DaemonProcess(config: watchConfig("w", backend: nil), in: dir, launcher: launcher)
+        let started = try daemon.waitFor("started", timeout: 60) { $0.isEvent("kevd", "started") }
+        #expect(started.data["watch_backend"] as? String == "inotify")
+        let reason = started.data["fanotify_fallback"] as? String ?? ""
+        #expect(reason.contains("not permitted") && reason.contains("CAP_SYS_ADMIN"), "\(reason)")
+        try writeFile(dir.file("w/f"))
+        let create = try daemon.waitFor("create") { $0.isEvent("inotify", "create", key: dir.file("w/f")) }
+        #expect(create.data["pid"] == nil)
+        #expect(daemon.stop() == 0)
+    }
+
     /// overlayfs refuses a file-system mark (EOPNOTSUPP): that root alone goes to inotify, and kevd says so.
     @Test("root: a root on overlayfs falls back to inotify by itself, and says why",
         .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
