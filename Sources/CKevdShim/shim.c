@@ -208,6 +208,8 @@ int kevd_WEXITSTATUS(int status) { return WEXITSTATUS(status); }
 int kevd_WIFSIGNALED(int status) { return WIFSIGNALED(status); }
 int kevd_WTERMSIG(int status) { return WTERMSIG(status); }
 
+int kevd_syncfs(int fd) { return syncfs(fd); }
+
 ssize_t kevd_write_some(int fd, const void *buf, size_t len) {
     size_t done = 0;
     while (done < len) {

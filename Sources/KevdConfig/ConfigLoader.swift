@@ -231,9 +231,10 @@ extension TableReader {
     }
 
     func udevSpec(_ t: TOMLTable) throws -> UdevSpec {
-        try rejectUnknownKeys(t, allowed: ["enabled", "source", "subsystems", "receive_buffer"], name: "udev")
+        try rejectUnknownKeys(t, allowed: ["enabled", "source", "subsystems", "receive_buffer", "catchup"], name: "udev")
         var spec = UdevSpec(enabled: true, source: .auto, matches: [], receiveBuffer: UdevSpec.defaultReceiveBuffer)
         if let enabled = try bool(t, "enabled", table: "udev") { spec.enabled = enabled }
+        if let catchup = try bool(t, "catchup", table: "udev") { spec.catchup = catchup }
         if let s = try string(t, "source", table: "udev") {
             guard let source = UdevSpec.Source(rawValue: s) else {
                 throw problem("unknown udev source '\(s)'; expected auto, udev or kernel", table: "udev", key: "source")

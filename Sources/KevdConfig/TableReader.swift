@@ -172,12 +172,19 @@ struct TableReader {
     }
 
     func timer(_ t: TOMLTable, index: Int) throws -> TimerSpec {
-        try rejectUnknownKeys(t, allowed: ["name", "every", "cron"], name: "timer", index: index)
+        try rejectUnknownKeys(t, allowed: ["name", "every", "cron", "persistent"], name: "timer", index: index)
         guard let name = try string(t, "name", table: "timer", index: index), !name.isEmpty else {
             throw problem("[[timer]] needs a non-empty 'name'", table: "timer", index: index)
         }
         let every = try string(t, "every", table: "timer", index: index)
         let cron = try string(t, "cron", table: "timer", index: index)
+        let persistent = try bool(t, "persistent", table: "timer", index: index) ?? false
+        // A monotonic `every` timer has no calendar times to have missed: only cron times can be caught up.
+        if persistent && every != nil {
+            throw problem(
+                "timer '\(name)': 'persistent' applies to cron timers only (an 'every' timer has no times to miss)",
+                table: "timer", index: index, key: "persistent")
+        }
         switch (every, cron) {
         case (let every?, nil):
             let ns: Int64
@@ -190,7 +197,8 @@ struct TableReader {
             return TimerSpec(name: name, schedule: .every(nanoseconds: ns))
         case (nil, let cron?):
             do {
-                return TimerSpec(name: name, schedule: .cron(try CronSchedule(parsing: cron), expression: cron))
+                return TimerSpec(
+                    name: name, schedule: .cron(try CronSchedule(parsing: cron), expression: cron), persistent: persistent)
             } catch {
                 throw problem("bad cron expression '\(cron)': \(error.description)", table: "timer", index: index, key: "cron")
             }

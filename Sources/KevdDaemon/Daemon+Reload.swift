@@ -46,9 +46,11 @@ extension Daemon {
         if !new.udev.enabled {
             udev = nil
         } else if udev?.spec != new.udev {
+            let known = udev?.knownDevices
             udev = nil  // Close the old monitor first: one netlink socket at a time.
             do {
                 udev = try UdevSource(spec: new.udev, loop: loop, pipeline: pipeline, logger: logger)
+                followDevices(known)
             } catch {
                 // A source that cannot start is reported and left off; the others keep working.
                 reportError("cannot start the udev monitor", error: "\(error)", component: "udev")

@@ -28,6 +28,9 @@ extension Daemon {
             data.append("inotify_watches", inotify?.watchCount ?? 0)
             data.append("watch_backend", watchBackends.summary)
             if let fallback = watchBackends.fallback { data.append("fanotify_fallback", fallback) }
+            // Which machine and which boot: `kevctl journal --boot` selects the runs whose `started` names a boot.
+            data.append("machine_id", identity.machineID)
+            data.append("boot_id", identity.bootID)
             pipeline.publishKevd("started", component: "daemon", data)
             logger.info("kevd started", metadata: ["config": "\(config.file)", "pid": "\(getpid())"])
             // The journal is recovered, the rules are loaded, every source is armed and the socket listens.
@@ -71,7 +74,7 @@ extension Daemon {
         guard !config.forwards.isEmpty else { return }
         forwarders = try Forwarders(
             specs: config.forwards, stateDirectory: config.daemon.stateDir, journalDirectory: journal.directory,
-            durable: journal.durableSeq, consumers: journal.consumers, logger: logger)
+            durable: journal.durableSeq, consumers: journal.consumers, identity: identity, logger: logger)
         if let forwarders { journal.addDurabilityObserver(forwarders) }
     }
 

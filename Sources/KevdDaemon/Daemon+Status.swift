@@ -17,6 +17,8 @@ extension Daemon {
     func statusFields() -> [(String, JSONValue)] {
         [
             ("config", .string(config.file)),
+            ("machine_id", .string(identity.machineID)),
+            ("boot_id", .string(identity.bootID)),
             ("forward", forwarders?.status(head: pipeline.nextSeq > 0 ? pipeline.nextSeq - 1 : 0) ?? .array([])),
             ("stats", statsSnapshot(endingInterval: false).json),
             ("retention", retentionStatus()),
@@ -36,6 +38,8 @@ extension Daemon {
                     ("inotify", inotifyStatus()),
                     ("fanotify", fanotifyStatus()),
                     ("timers", .array((timers?.names ?? []).map { .string($0) })),
+                    ("timer_catchup", timerCatchUpStatus()),
+                    ("udev_catchup", deviceCatchUpStatus()),
                     ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
                 ])
             ),

@@ -58,6 +58,10 @@ public final class Daemon {
     var fanotify: FanotifySource?
     var watchBackends = WatchBackends()
     var timers: TimerSource?
+    /// `[[timer]] persistent = true`: the start-up fold of the journal into the timers' last fires.
+    var timerCatchUp: TimerCatchUpFold?
+    /// `[udev] catchup = true`: the start-up fold of the journal and /sys into the devices that changed.
+    var deviceCatchUp: DeviceCatchUpFold?
     var udev: UdevSource?
     /// `[input]`: evdev devices and logind inhibitor locks; `[acpi]`: the acpi_event netlink family.
     var input: InputSource?
@@ -69,6 +73,8 @@ public final class Daemon {
     var exitCode: Int32 = 0
     /// READY/RELOADING/STOPPING/STATUS/WATCHDOG for systemd; inert without NOTIFY_SOCKET.
     let systemd: SystemdNotifier
+    /// `/etc/machine-id` and this boot's id: in `started`, `status` and the forwarded messages' headers.
+    let identity = MachineIdentity.read()
 
     /// Signals must already be blocked (`Daemon.prepareSignals()`), before any thread exists.
     public init(config: Config, options: Options, logger: Logger) throws {
@@ -140,12 +146,16 @@ public final class Daemon {
         let (loaded, problems) = loadRules(config)
         ruleProblems = problems
         try apply(config, rules: loaded)
+        try startTimerCatchUp()
+        try startDeviceCatchUp()
         try startHousekeeping()
         reportRecovery()
         // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
         for problem in problems { reportError("invalid rule file; its bad parts are not loaded", error: "\(problem)", component: "rules") }
         try announceStartedWhenArmed()
         try loop.run()
+        timerCatchUp?.stop()
+        deviceCatchUp?.stop()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
         // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.

@@ -1,3 +1,4 @@
+import KevdKernel
 import KevdSpec
 
 /// What the forwarder publishes to: one connection to a broker, made for one attempt and dropped whole when it is
@@ -34,7 +35,10 @@ protocol ForwardTargetDelegate: AnyObject {
 
 enum ForwardTargets {
     /// Connects (blocking, bounded by the target's connect timeout: for the forwarder's thread only).
-    static func connect(spec: ForwardSpec, delegate: ForwardTargetDelegate, generation: UInt64) throws -> ForwardTarget {
-        try NatsPublisher(spec: spec, delegate: delegate, generation: generation)
+    /// `identity`: the machine and boot every message names (NATS: the `Kevd-Machine-Id`, `Kevd-Boot-Id` headers).
+    static func connect(spec: ForwardSpec, identity: MachineIdentity, delegate: ForwardTargetDelegate, generation: UInt64)
+        throws -> ForwardTarget
+    {
+        try NatsPublisher(spec: spec, identity: identity, delegate: delegate, generation: generation)
     }
 }

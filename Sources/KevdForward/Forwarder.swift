@@ -67,6 +67,8 @@ final class Forwarder: ForwardTargetDelegate, @unchecked Sendable {
     }
 
     let spec: ForwardSpec
+    /// The machine and boot of this kevd: `Kevd-Machine-Id` and `Kevd-Boot-Id` on every message.
+    let identity: MachineIdentity
     let positionFile: String
     private let journalDirectory: String
     private let filter: EventFilter?
@@ -89,9 +91,10 @@ final class Forwarder: ForwardTargetDelegate, @unchecked Sendable {
     static let storeIntervalNanoseconds: UInt64 = 50_000_000
 
     init(spec: ForwardSpec, stateDirectory: String, journalDirectory: String, host: String, durable: UInt64,
-         consumers: JournalConsumers, logger: Logger) throws
+         consumers: JournalConsumers, identity: MachineIdentity, logger: Logger) throws
     {
         self.spec = spec
+        self.identity = identity
         self.consumers = consumers
         let directory = stateDirectory + "/forward"
         if mkdir(directory, 0o750) != 0 && errno != EEXIST {
@@ -255,7 +258,7 @@ final class Forwarder: ForwardTargetDelegate, @unchecked Sendable {
             state.generation += 1
             return state.generation
         }
-        let publisher = try ForwardTargets.connect(spec: spec, delegate: self, generation: generation)
+        let publisher = try ForwardTargets.connect(spec: spec, identity: identity, delegate: self, generation: generation)
         let note = try publisher.ensureStream(spec)
         if reader == nil { reader = try JournalReader(directory: journalDirectory) }
         self.publisher = publisher

@@ -1,6 +1,7 @@
 import Glibc
 import KevdEvent
 import KevdJournal
+import KevdKernel
 import KevdSpec
 import Logging
 
@@ -14,12 +15,13 @@ public final class Forwarders: Sendable {
     /// `consumers`: the journal's, so that retention spares what a forwarder has not sent and hears of what
     /// it lost.
     public init(specs: [ForwardSpec], stateDirectory: String, journalDirectory: String, durable: UInt64,
-                consumers: JournalConsumers = JournalConsumers(), logger: Logger) throws
+                consumers: JournalConsumers = JournalConsumers(),
+                identity: MachineIdentity = MachineIdentity(machineID: "", bootID: ""), logger: Logger) throws
     {
         let host = Self.hostName()
         forwarders = try specs.map {
             try Forwarder(spec: $0, stateDirectory: stateDirectory, journalDirectory: journalDirectory, host: host,
-                          durable: durable, consumers: consumers, logger: logger)
+                          durable: durable, consumers: consumers, identity: identity, logger: logger)
         }
         for (started, forwarder) in forwarders.enumerated() {
             do {

@@ -1,5 +1,6 @@
 import CNats
 import Glibc
+import KevdKernel
 import KevdSpec
 
 /// A NATS connection and its JetStream context, configured from a `[[forward]]` table: the only code that calls
@@ -42,10 +43,15 @@ final class NatsPublisher: ForwardTarget {
     /// Reused per publish: the subject and the message id as C strings.
     private var subject: [UInt8] = []
     private var messageID: [UInt8] = []
+    /// `Kevd-Machine-Id` and `Kevd-Boot-Id` with their values, as C strings (an unknown id is left out).
+    private let identityHeaders: [(key: [CChar], value: [CChar])]
 
     /// Connects (blocking, bounded by the connect timeout: for the forwarder's thread only). `delegate` must
     /// outlive the publisher: libnats holds it unretained.
-    init(spec: ForwardSpec, delegate: Delegate, generation: UInt64) throws {
+    init(spec: ForwardSpec, identity: MachineIdentity, delegate: Delegate, generation: UInt64) throws {
+        // Made once per connection: C strings for the identity headers, set on every message.
+        identityHeaders = [("Kevd-Machine-Id", identity.machineID), ("Kevd-Boot-Id", identity.bootID)]
+            .filter { !$0.1.isEmpty }.map { (Array($0.0.utf8CString), Array($0.1.utf8CString)) }
         var options: OpaquePointer? = nil
         try Self.check(natsOptions_Create(&options), "natsOptions_Create")
         defer { natsOptions_Destroy(options) }
@@ -185,6 +191,15 @@ final class NatsPublisher: ForwardTarget {
                 payload.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(payload.count))
         }
         guard status == NATS_OK else { return Self.lastError(status) }
+        for header in identityHeaders {
+            status = header.key.withUnsafeBufferPointer { key in
+                header.value.withUnsafeBufferPointer { value in natsMsgHeader_Set(msg, key.baseAddress, value.baseAddress) }
+            }
+            guard status == NATS_OK else {
+                natsMsg_Destroy(msg)
+                return Self.lastError(status)
+            }
+        }
         var options = jsPubOptions()
         jsPubOptions_Init(&options)
         options.MaxWait = ackTimeoutMilliseconds

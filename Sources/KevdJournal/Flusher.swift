@@ -1,3 +1,4 @@
+import CKevdShim
 import Glibc
 import KevdKernel
 import Synchronization
@@ -19,6 +20,13 @@ import Synchronization
 /// so a retry that succeeds proves nothing (PostgreSQL's "fsyncgate"). The flusher stops, records the failure
 /// (`failure`), wakes the loop through `onFailure`, and syncs nothing more until the journal has written the
 /// records in doubt again to a new segment and called `recover`.
+///
+/// The repair's first progress is proven with `syncfs` as well. Before Linux 6.5, ext4 without a journal skips
+/// the disk's cache flush in `fsync` when the inode is clean, and the kernel's writeback thread can clean it (write
+/// the data and the inode, no flush) between kevd's write and its sync: seen in the test bed while every flush
+/// failed, a directory `fsync` and a new segment's `fdatasync` both returned 0 with no flush issued at all. A
+/// normal append dirties the inode (its size grows), so it rarely meets that; a repair retried on a failing disk
+/// meets it within seconds. `syncfs` always ends with a flush there, and reports its error.
 final class Flusher: @unchecked Sendable {
     // @unchecked: all mutable state is inside `state` (a Mutex) or owned by the flusher thread.
     private struct State {
@@ -140,6 +148,8 @@ final class Flusher: @unchecked Sendable {
         // How much of the active segment was dropped from the page cache already.
         var droppedFD: Int32 = -1
         var droppedBytes = 0
+        // After `recover`: the directory whose file system the first progress is also proven on (`syncfs`).
+        var proving: String? = nil
         while true {
             _ = try? wakeup.drain()  // Blocks until signalled; an error here can only be EINTR-like noise.
             if interval > 0 {
@@ -170,6 +180,7 @@ final class Flusher: @unchecked Sendable {
             var failure: SyncFailure? = nil
             if let recovery {
                 droppedFD = -1
+                proving = recovery.directory
                 if let cut = recovery.cut { Self.cut(cut.path, to: cut.size) }
                 if let code = Self.syncDirectory(recovery.directory) {
                     failure = SyncFailure(errno: code, call: "fsync(\(recovery.directory))", durable: reported)
@@ -208,6 +219,14 @@ final class Flusher: @unchecked Sendable {
                         _ = posix_fadvise(fd, off_t(droppedBytes), off_t(whole - droppedBytes), POSIX_FADV_DONTNEED)
                         droppedBytes = whole
                     }
+                }
+            }
+            if failure == nil, durable > reported, let directory = proving {
+                if let code = Self.syncFileSystem(of: directory) {
+                    failure = SyncFailure(errno: code, call: "syncfs(\(directory))", durable: reported)
+                    durable = reported
+                } else {
+                    proving = nil
                 }
             }
             // What synced before a failure in the same round is durable all the same, and is reported first.
@@ -265,6 +284,16 @@ final class Flusher: @unchecked Sendable {
     }
 
     private static let pageSize = max(4096, sysconf(Int32(_SC_PAGESIZE)))
+
+    /// `syncfs` of the file system holding `directory`: every dirty page and inode on it written, then the disk's
+    /// cache flushed; the errno when it fails (opening the directory too). Its error is the file system's since
+    /// the directory was opened here, so an older failure elsewhere on it does not count.
+    static func syncFileSystem(of directory: String) -> Int32? {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        return kevd_syncfs(fd) == 0 ? nil : errno
+    }
 
     /// `fsync` of a directory, so that names created or removed in it are durable; the errno when it fails
     /// (opening it too: a directory that cannot be synced is no better than one whose sync failed). EINVAL is

@@ -94,25 +94,6 @@ public final class UdevMonitor {
             throw SyscallError(call: "udev_monitor_receive_device", errno: .init(rawValue: code))
         }
         defer { udev_device_unref(device) }
-        var properties: [(name: String, value: String)] = []
-        var entry = udev_device_get_properties_list_entry(device)
-        while let current = entry {
-            if let name = udev_list_entry_get_name(current) {
-                let value = udev_list_entry_get_value(current).map { String(cString: $0) } ?? ""
-                properties.append((String(cString: name), value))
-            }
-            entry = udev_list_entry_get_next(current)
-        }
-        func text(_ p: UnsafePointer<CChar>?) -> String? { p.map { String(cString: $0) } }
-        return Device(
-            action: text(udev_device_get_action(device)) ?? "change",
-            devpath: text(udev_device_get_devpath(device)) ?? "",
-            subsystem: text(udev_device_get_subsystem(device)),
-            devtype: text(udev_device_get_devtype(device)),
-            devnode: text(udev_device_get_devnode(device)),
-            driver: text(udev_device_get_driver(device)),
-            sysname: text(udev_device_get_sysname(device)),
-            seqnum: udev_device_get_seqnum(device),
-            properties: properties)
+        return Device(copying: device, action: "change")
     }
 }

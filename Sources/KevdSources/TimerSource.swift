@@ -20,6 +20,9 @@ public final class TimerSource {
         var origin: Int64 = 0
         var expirations: Int64 = 0
         var nextCron: Int64? = nil
+        /// cron: the wall time (seconds) the first arming counted from; the live timer fires only for times after
+        /// it, so a persistent timer's catch-up counts the missed times up to it and the two never overlap.
+        var firstArmedAfter: Int64? = nil
 
         init(spec: TimerSpec, fd: TimerFD) {
             self.spec = spec
@@ -69,6 +72,7 @@ public final class TimerSource {
             try armed.fd.arm(delay: interval, interval: interval)
         case .cron(let schedule, _):
             let now = Clock.realtimeNanoseconds() / 1_000_000_000
+            if armed.firstArmedAfter == nil { armed.firstArmedAfter = now }
             armed.nextCron = schedule.next(after: now, timeZone: .local)
             if let next = armed.nextCron {
                 try armed.fd.arm(atAbsolute: next * 1_000_000_000, cancelOnClockChange: true)

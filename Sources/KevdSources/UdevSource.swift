@@ -26,6 +26,16 @@ public final class UdevSource {
     public let sourceName: String
     public private(set) var overflowCount = 0
     private var received: [UdevMonitor.Device] = []
+    /// While a catch-up (at start, or a repair after an overflow) is computed off the loop: the devices live
+    /// events named meanwhile, the last event's by devpath (they are newer than its enumeration, so the catch-up
+    /// leaves those devices alone). Nil otherwise.
+    var liveSinceCatchUpStart: [String: UdevMonitor.Device]? = nil
+    /// With `catchup`: the devices present as kevd's events have told them (the start-up catch-up's history,
+    /// then every event published), which a repair after an overflow compares with an enumeration. Nil until the
+    /// start-up catch-up is applied.
+    public internal(set) var knownDevices: DeviceCatchUp? = nil
+    /// Called on the loop after an overflow was reported (the daemon starts a repair).
+    public var onOverflow: (() -> Void)? = nil
 
     /// Devices per wakeup before yielding to the loop, so sinks flush during a storm (epoll is level-triggered).
     static let devicesPerWakeup = 2048
@@ -106,9 +116,12 @@ public final class UdevSource {
         data.append("overflows", overflowCount)
         logger.warning("udev receive buffer overflowed", metadata: ["udev.overflows": "\(overflowCount)"])
         pipeline.publishKevd("overflow", component: "udev", data)
+        onOverflow?()
     }
 
     private func publish(_ device: UdevMonitor.Device) {
+        liveSinceCatchUpStart?[device.devpath] = device
+        knownDevices?.fold(device)
         pipeline.publish(Self.draft(device))
     }
 

@@ -165,10 +165,14 @@ public struct TimerSpec: Sendable, Equatable {
 
     public var name: String
     public var schedule: Schedule
+    /// `persistent = true` (cron timers only), as systemd's `Persistent=`: when one or more of its times passed
+    /// while kevd was down, it fires once at start with `data.catchup = true` and `data.missed`.
+    public var persistent: Bool
 
-    public init(name: String, schedule: Schedule) {
+    public init(name: String, schedule: Schedule, persistent: Bool = false) {
         self.name = name
         self.schedule = schedule
+        self.persistent = persistent
     }
 }
 
@@ -192,12 +196,16 @@ public struct UdevSpec: Sendable, Equatable {
     public var source: Source
     public var matches: [Match]
     public var receiveBuffer: Int
+    /// `catchup` (default true): at start, devices that appeared or vanished while kevd was down are journaled
+    /// as `add`/`remove` with `data.catchup = true` (the `kernel` source; see `DeviceCatchUp`).
+    public var catchup: Bool
 
-    public init(enabled: Bool, source: Source, matches: [Match], receiveBuffer: Int) {
+    public init(enabled: Bool, source: Source, matches: [Match], receiveBuffer: Int, catchup: Bool = true) {
         self.enabled = enabled
         self.source = source
         self.matches = matches
         self.receiveBuffer = receiveBuffer
+        self.catchup = catchup
     }
 
     public static let defaultReceiveBuffer = 16 * 1024 * 1024

@@ -32,6 +32,13 @@ struct JournalCommand: ParsableCommand {
     @Option(help: "Stop after this seq, or after this time.")
     var until: String?
 
+    @Option(
+        name: [.customLong("boot"), .customShort("b")],
+        help: ArgumentHelp(
+            "Only this boot's events, as journalctl -b: alone or 0 the newest boot in the journal, -1 the one before, N the Nth from the oldest, or a boot id.",
+            valueName: "N|ID"))
+    var boot: String?
+
     @Flag(name: .shortAndLong, help: "Keep printing new events as they are journaled.")
     var follow = false
 
@@ -49,7 +56,8 @@ struct JournalCommand: ParsableCommand {
 
     func validate() throws {
         if from != nil && since != nil { throw ValidationError("use --from or --since, not both") }
-        if verify && (follow || vacuumSize != nil || vacuumTime != nil) {
+        if boot != nil && follow { throw ValidationError("--boot reads the journal as it is; it does not --follow") }
+        if verify && (follow || vacuumSize != nil || vacuumTime != nil || boot != nil) {
             throw ValidationError("--verify runs alone")
         }
     }
@@ -114,6 +122,15 @@ struct JournalCommand: ParsableCommand {
             throw ValidationError("\(error)")
         }
         let until = try untilBound()
+        var bootSelected: (boots: JournalBoots, id: String)? = nil
+        if let boot {
+            let boots = try JournalBoots(directory: directory)
+            guard let id = boots.boot(boot) else {
+                Output.error("kevctl: no boot '\(boot)' in the journal (\(boots.boots.count) boots: \(boots.boots.joined(separator: " ")))")
+                throw ExitCode(1)
+            }
+            bootSelected = (boots, id)
+        }
         let reader = try JournalReader(directory: directory)
         reader.onProblem = { Output.error("journal: \($0) (skipped)") }
         if let from {
@@ -132,6 +149,10 @@ struct JournalCommand: ParsableCommand {
                 if case .time(let last) = until, record.time > last { out.finish(); return }
                 if let filter {
                     guard let event = try? Event(jsonLine: record.payload), filter.matches(event) else { continue }
+                }
+                if let bootSelected {
+                    guard let event = try? Event(jsonLine: record.payload), bootSelected.boots.record(event, isOf: bootSelected.id)
+                    else { continue }
                 }
                 guard out.write(record.payload) else { return }
             }

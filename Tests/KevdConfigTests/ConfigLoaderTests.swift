@@ -34,6 +34,7 @@ struct ConfigLoaderTests: ConfigText {
             [[timer]]
             name = "nightly"
             cron = "0 3 * * *"
+            persistent = true
 
             [[timer]]
             name = "fast"
@@ -50,9 +51,12 @@ struct ConfigLoaderTests: ConfigText {
         #expect(watch.exclude == ["*.tmp", "cache/*"])
         #expect(config.timers.map(\.name) == ["nightly", "fast"])
         #expect(config.timers[1].schedule == .every(nanoseconds: 5_400_000_000_000))
+        #expect(config.timers[0].persistent && !config.timers[1].persistent)
         #expect(config.udev.enabled && config.udev.source == .kernel)
         #expect(config.udev.matches == [.init(subsystem: "block", devtype: "disk"), .init(subsystem: "net", devtype: nil)])
         #expect(config.udev.receiveBuffer == 4 * 1024 * 1024)
+        #expect(config.udev.catchup)
+        #expect(try !parse("[udev]\ncatchup = false\n").udev.catchup)
     }
 
     @Test("unknown keys, bad types and bad values name file, line and column")
@@ -65,6 +69,10 @@ struct ConfigLoaderTests: ConfigText {
         #expect(error("[[watch]]\nrecursive = true\n")?.message == "[[watch]] needs a 'path'")
         #expect(error("[[timer]]\nname = \"t\"\nevery = \"1s\"\ncron = \"* * * * *\"\n")?.line == 4)
         #expect(error("[[timer]]\nname = \"t\"\ncron = \"61 * * * *\"\n")?.line == 3)
+        // Only cron times can be missed: `persistent` on an `every` timer is refused where it is written.
+        let persistentEvery = error("[[timer]]\nname = \"t\"\nevery = \"1s\"\npersistent = true\n")
+        #expect(persistentEvery?.line == 4 && persistentEvery?.message.contains("cron timers only") == true)
+        #expect(error("[[timer]]\nname = \"t\"\ncron = \"* * * * *\"\npersistent = \"yes\"\n")?.line == 4)
         #expect(error("[udev]\nsource = \"systemd\"\n")?.line == 2)
         #expect(error("[udev]\nreceive_buffer = \"lots\"\n")?.line == 2)
         #expect(error("[daemon]\nlog_level = \"loud\"\n")?.line == 2)

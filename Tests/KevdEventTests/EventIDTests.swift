@@ -85,3 +85,24 @@ import KevdEvent
         #expect(edgeIDs.count == edges.count)
     }
 }
+
+@Suite("an id's run")
+struct EventIDRunTests {
+    @Test("every id of a run gives back the run's base, whatever its seq and time; another run's does not")
+    func runBase() {
+        var random = SplitMix64(seed: 18)
+        for _ in 0..<1000 {
+            let base = EventIDBase(randA: random.next(), randB: random.next())
+            let other = EventIDBase(randA: random.next(), randB: random.next())
+            let seq = random.next() >> (random.next() % 64)
+            let ms = random.next() & 0xFFFF_FFFF_FFFF
+            #expect(EventID(unixMilliseconds: ms, seq: seq, base: base).runBase(seq: seq) == base)
+            #expect(EventID(unixMilliseconds: ms, seq: seq, base: other).runBase(seq: seq) != base)
+        }
+        // The wrap-arounds: a base near the top of its 62 bits, a seq past 2^62 (it carries into randA).
+        let top = EventIDBase(randA: 0xFFF, randB: 0x3FFF_FFFF_FFFF_FFFF)
+        for seq: UInt64 in [0, 1, 1 << 62, UInt64.max] {
+            #expect(EventID(unixMilliseconds: 1, seq: seq, base: top).runBase(seq: seq) == top)
+        }
+    }
+}

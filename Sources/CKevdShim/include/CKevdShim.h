@@ -190,6 +190,8 @@ int kevd_WTERMSIG(int status);
 // Whole-buffer writes that keep going on EINTR and partial writes; stops at EAGAIN and returns what it wrote.
 ssize_t kevd_write_some(int fd, const void *buf, size_t len);
 int kevd_set_nonblocking(int fd, int on);
+// syncfs(2): glibc declares it only under _GNU_SOURCE, which Swift's Glibc lacks.
+int kevd_syncfs(int fd);
 // Pipes and memory files: glibc declares pipe2 and memfd_create only under _GNU_SOURCE, which Swift's Glibc lacks.
 /// pipe2(O_CLOEXEC), then O_NONBLOCK on the read end only: the loop reads it, a child writes it.
 int kevd_pipe(int *read_end, int *write_end);
