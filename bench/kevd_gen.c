@@ -21,7 +21,10 @@
  *       changed prints a report line (format below) on stdout; at EOF a final
  *       one starting with "E".  Keeps the first 64 KiB of the stream in
  *       HEADFILE and, unless RAWFILE is "-", all of it in RAWFILE.
- *       KIND: inotifywait | udevadm | kevd-inotify | kevd-udev.
+ *       KIND: inotifywait | fsnotifywait | udevadm | kevd-inotify | kevd-udev.
+ *       fsnotifywait: like inotifywait, but a line may carry several events
+ *       (fanotify merges a file's queued events into one record: "%e" is then
+ *       e.g. "CREATE,MODIFY,CLOSE_WRITE,DELETE,CLOSE"); each is counted.
  *       Counting in C keeps the harness's share of the 2 cores small, so it
  *       drains the pipe as fast as the consumer writes.
  *
@@ -88,7 +91,7 @@ static int gen_uevent(const char *path, long n, const char *action) {
 
 /* ---- count ---------------------------------------------------------- */
 
-enum kind { K_INOTIFYWAIT, K_UDEVADM, K_KEVD_INOTIFY, K_KEVD_UDEV };
+enum kind { K_INOTIFYWAIT, K_FSNOTIFYWAIT, K_UDEVADM, K_KEVD_INOTIFY, K_KEVD_UDEV };
 
 struct counts {
     long lines, captured, overflows, other, per_type[4];
@@ -135,6 +138,23 @@ static int classify(enum kind k, const char *p, size_t n, struct counts *c) {
             if (prefix(p, n, iw[i])) { c->per_type[i]++; c->captured++; return 1; }
         c->other++;
         return 0;
+    case K_FSNOTIFYWAIT: {
+        if (has(p, n, "Q_OVERFLOW")) { c->overflows++; return 0; }
+        /* the first field, "%e": comma-separated event names */
+        const char *end = memchr(p, ' ', n);
+        size_t field = end ? (size_t)(end - p) : n;
+        long found = 0;
+        for (size_t at = 0; at < field;) {
+            const char *comma = memchr(p + at, ',', field - at);
+            size_t len = comma ? (size_t)(comma - (p + at)) : field - at;
+            for (int i = 0; i < 4; i++)
+                if (eq(p + at, len, iw[i])) { c->per_type[i]++; found++; }
+            at += len + 1;
+        }
+        if (!found) { c->other++; return 0; }
+        c->captured += found;
+        return 1;
+    }
     case K_UDEVADM:
         if (n >= 7 && memcmp(p, "KERNEL[", 7) == 0) { c->captured++; return 1; }
         if (has(p, n, "KERNEL - the kernel uevent")) c->banner++;
@@ -205,6 +225,7 @@ static void report(char tag, const struct counts *c) {
 static int count(const char *kindname, const char *headpath, const char *rawpath) {
     enum kind k;
     if (strcmp(kindname, "inotifywait") == 0) k = K_INOTIFYWAIT;
+    else if (strcmp(kindname, "fsnotifywait") == 0) k = K_FSNOTIFYWAIT;
     else if (strcmp(kindname, "udevadm") == 0) k = K_UDEVADM;
     else if (strcmp(kindname, "kevd-inotify") == 0) k = K_KEVD_INOTIFY;
     else if (strcmp(kindname, "kevd-udev") == 0) k = K_KEVD_UDEV;

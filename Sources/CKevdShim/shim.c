@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/random.h>
+#include <sys/vfs.h>
 
 int kevd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -539,4 +540,45 @@ int kevd_spawn(const struct kevd_spawn_request *request, int *failed_step, int *
         return -1;
     }
     return pid;
+}
+
+int kevd_fanotify_init(unsigned int flags) { return fanotify_init(flags, O_RDONLY | O_CLOEXEC | O_NONBLOCK); }
+
+int kevd_fanotify_mark(int fd, unsigned int flags, uint64_t mask, const char *path) {
+    return fanotify_mark(fd, flags, mask, AT_FDCWD, path);
+}
+
+int kevd_open_by_handle_at(int mount_fd, int handle_type, const uint8_t *bytes, unsigned int length, int flags) {
+    if (length > MAX_HANDLE_SZ) { errno = EINVAL; return -1; }
+    union { struct file_handle handle; char room[sizeof(struct file_handle) + MAX_HANDLE_SZ]; } h;
+    h.handle.handle_bytes = length;
+    h.handle.handle_type = handle_type;
+    memcpy(h.handle.f_handle, bytes, length);
+    return open_by_handle_at(mount_fd, &h.handle, flags);
+}
+
+int kevd_name_to_handle(const char *path, int *handle_type, uint8_t *bytes, unsigned int *length) {
+    union { struct file_handle handle; char room[sizeof(struct file_handle) + MAX_HANDLE_SZ]; } h;
+    h.handle.handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    if (name_to_handle_at(AT_FDCWD, path, &h.handle, &mount_id, AT_SYMLINK_FOLLOW) != 0) return -1;
+    if (h.handle.handle_bytes > *length) { errno = EOVERFLOW; return -1; }
+    *handle_type = h.handle.handle_type;
+    memcpy(bytes, h.handle.f_handle, h.handle.handle_bytes);
+    *length = h.handle.handle_bytes;
+    return 0;
+}
+
+int kevd_fsid(const char *path, uint64_t *fsid) {
+    struct statfs sfs;
+    if (statfs(path, &sfs) != 0) return -1;
+    memcpy(fsid, &sfs.f_fsid, sizeof *fsid);
+    return 0;
+}
+
+int kevd_mount_id(int fd, uint64_t *id) {
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) != 0 || !(sx.stx_mask & STATX_MNT_ID)) return -1;
+    *id = sx.stx_mnt_id;
+    return 0;
 }

@@ -137,7 +137,7 @@ struct TableReader {
     }
 
     func watch(_ t: TOMLTable, index: Int) throws -> WatchSpec {
-        try rejectUnknownKeys(t, allowed: ["path", "recursive", "events", "exclude"], name: "watch", index: index)
+        try rejectUnknownKeys(t, allowed: ["path", "recursive", "events", "exclude", "backend"], name: "watch", index: index)
         guard let p = try string(t, "path", table: "watch", index: index) else {
             throw problem("[[watch]] needs a 'path'", table: "watch", index: index)
         }
@@ -157,10 +157,18 @@ struct TableReader {
         for glob in exclude where glob.isEmpty {
             throw problem("'exclude' globs must not be empty", table: "watch", index: index, key: "exclude")
         }
+        var backend = WatchBackend.auto
+        if let name = try string(t, "backend", table: "watch", index: index) {
+            guard let known = WatchBackend(rawValue: name) else {
+                let names = WatchBackend.allCases.map(\.rawValue).joined(separator: ", ")
+                throw problem("unknown backend '\(name)'; expected one of: \(names)", table: "watch", index: index, key: "backend")
+            }
+            backend = known
+        }
         return WatchSpec(
             path: try path(p, key: "path", table: "watch", index: index),
             recursive: try bool(t, "recursive", table: "watch", index: index) ?? false,
-            events: events, exclude: exclude)
+            events: events, exclude: exclude, backend: backend)
     }
 
     func timer(_ t: TOMLTable, index: Int) throws -> TimerSpec {

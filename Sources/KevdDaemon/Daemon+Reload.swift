@@ -38,11 +38,7 @@ extension Daemon {
     /// Makes the sources and rules match `new` and `ruleSet` (whose files may declare sources of their own).
     /// A source that fails to start is reported and the rest still applies.
     func apply(_ new: Config, rules ruleSet: RuleSet) throws {
-        let watches = new.watches + ruleSet.watches
-        if inotify == nil && !watches.isEmpty {
-            inotify = try InotifySource(loop: loop, pipeline: pipeline, logger: logger)
-        }
-        inotify?.configure(watches)
+        try applyWatches(new.watches + ruleSet.watches)
 
         if timers == nil { timers = TimerSource(loop: loop, pipeline: pipeline, logger: logger) }
         try timers?.configure(new.timers + ruleSet.timers)

@@ -26,6 +26,8 @@ extension Daemon {
             data.append("udev", udev?.sourceName ?? "off")
             data.append("journal", journal.directory)
             data.append("inotify_watches", inotify?.watchCount ?? 0)
+            data.append("watch_backend", watchBackends.summary)
+            if let fallback = watchBackends.fallback { data.append("fanotify_fallback", fallback) }
             // Which machine and which boot: `kevctl journal --boot` selects the runs whose `started` names a boot.
             data.append("machine_id", identity.machineID)
             data.append("boot_id", identity.bootID)

@@ -36,6 +36,7 @@ extension Daemon {
                 "sources",
                 .object([
                     ("inotify", inotifyStatus()),
+                    ("fanotify", fanotifyStatus()),
                     ("timers", .array((timers?.names ?? []).map { .string($0) })),
                     ("timer_catchup", timerCatchUpStatus()),
                     ("udev_catchup", deviceCatchUpStatus()),
@@ -87,7 +88,7 @@ extension Daemon {
     func statsSnapshot(endingInterval: Bool) -> StatsSnapshot {
         let ruleTotals = rules?.totals ?? (runs: 0, failed: 0, running: 0)
         let inputs = StatsInputs(
-            inotifyOverflows: inotify?.overflowCount ?? 0, udevOverflows: udev?.overflowCount ?? 0,
+            inotifyOverflows: (inotify?.overflowCount ?? 0) + (fanotify?.overflowCount ?? 0), udevOverflows: udev?.overflowCount ?? 0,
             subscribers: server?.subscriberCount ?? 0, maxSubscriberLag: server?.maxSubscriberLag ?? 0,
             ruleRuns: ruleTotals.runs, ruleFailures: ruleTotals.failed, rulesRunning: ruleTotals.running)
         return stats.snapshot(inputs, endingInterval: endingInterval)

@@ -54,6 +54,9 @@ public final class Daemon {
     var journaldMirror: JournaldMirror?
     var signals: SignalSource?
     var inotify: InotifySource?
+    /// `[[watch]]` roots on the fanotify backend, and which backend each root got (Daemon+WatchBackends.swift).
+    var fanotify: FanotifySource?
+    var watchBackends = WatchBackends()
     var timers: TimerSource?
     /// `[[timer]] persistent = true`: the start-up fold of the journal into the timers' last fires.
     var timerCatchUp: TimerCatchUpFold?

@@ -8,47 +8,15 @@ extension InotifySource {
 
     func wants(_ type: FileEventType, root: Int) -> Bool { roots[root].events & type.bit != 0 }
 
-    func isExcluded(path: String, name: String, root: Root) -> Bool {
-        if root.excludeNames.isEmpty && root.excludePaths.isEmpty { return false }
-        for glob in root.excludeNames where fnmatch(glob, name, 0) == 0 { return true }
-        if !root.excludePaths.isEmpty {
-            let relative = String(path.dropFirst(root.spec.path == "/" ? 1 : root.spec.path.count + 1))
-            for glob in root.excludePaths where fnmatch(glob, relative, FNM_PATHNAME) == 0 { return true }
-        }
-        // A name glob also hides everything below an excluded directory.
-        if root.excludeNames.isEmpty { return false }
-        let relative = path.dropFirst(root.spec.path == "/" ? 1 : root.spec.path.count + 1)
-        for component in relative.split(separator: "/").dropLast() {
-            let text = String(component)
-            for glob in root.excludeNames where fnmatch(glob, text, 0) == 0 { return true }
-        }
-        return false
-    }
+    /// Shared with the fanotify backend: WatchRoot+Shaping.swift.
+    func isExcluded(path: String, name: String, root: Root) -> Bool { root.excludes(path: path, name: name) }
 
     /// `name` is `nameBytes` as text, when the caller has it already.
     func baseData(
         root: Int, path: String, nameBytes: UnsafeBufferPointer<UInt8>?, name known: ByteText? = nil,
         isDirectory: Bool
     ) -> EventData {
-        var data = EventData(capacity: 7)
-        if let nameBytes {
-            // The path's own bytes are its directory's (valid UTF-8: watched paths are Strings) plus the name's.
-            let name = known ?? ByteText(nameBytes)
-            data.append("path", path)
-            if !name.isLossless {
-                var raw = Array(path.utf8.dropLast(name.string.utf8.count))
-                raw.append(contentsOf: nameBytes)
-                data.append("path_base64", Base64.encode(raw))
-            }
-            data.append("name", name.string)
-            if !name.isLossless { data.append("name_base64", Base64.encode(nameBytes)) }
-        } else {
-            data.append("path", path)
-            data.append("name", lastComponent(path))
-        }
-        data.append("watch", roots[root].spec.path)
-        data.append("dir", isDirectory)
-        return data
+        roots[root].baseData(path: path, nameBytes: nameBytes, name: known, isDirectory: isDirectory)
     }
 
     func baseData(root: Int, path: String, nameBytes: [UInt8], isDirectory: Bool) -> EventData {
@@ -70,11 +38,6 @@ extension InotifySource {
                 }
             }
         }
-    }
-
-    private func lastComponent(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
     }
 
     func emit(

@@ -108,13 +108,24 @@ public struct WatchSpec: Sendable, Equatable {
     /// Globs: without a `/` they match any file or directory name in the tree; with one, the path relative to
     /// `path`. Excluded directories are not descended into.
     public var exclude: [String]
+    /// Which kernel interface watches it (`backend`; see WatchBackend).
+    public var backend: WatchBackend
 
-    public init(path: String, recursive: Bool, events: Set<FileEventType>, exclude: [String]) {
+    public init(
+        path: String, recursive: Bool, events: Set<FileEventType>, exclude: [String], backend: WatchBackend = .auto
+    ) {
         self.path = path
         self.recursive = recursive
         self.events = events
         self.exclude = exclude
+        self.backend = backend
     }
+}
+
+/// `[[watch]] backend`: `inotify` (a watch per directory, crawled), `fanotify` (one mark per file system, no
+/// crawl; needs root and Linux 5.9), or `auto` (fanotify where it can be used, inotify otherwise).
+public enum WatchBackend: String, Sendable, CaseIterable, Hashable {
+    case auto, inotify, fanotify
 }
 
 /// The inotify event types a watch can ask for.

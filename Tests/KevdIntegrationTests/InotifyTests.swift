@@ -15,7 +15,9 @@ func makeDirectory(_ path: String) throws {
     guard mkdir(path, 0o755) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
 }
 
-func watchConfig(_ path: String, recursive: Bool = true, extra: String = "") -> String {
+/// `backend`: the tests written for the inotify source (its crawl, its watch limit, its synthetic creates) pin it;
+/// FileBackendTests runs the shared cases on each backend; nil leaves the default (`auto`).
+func watchConfig(_ path: String, recursive: Bool = true, extra: String = "", backend: String? = "inotify") -> String {
     """
     [daemon]
     state_dir = "state"
@@ -25,6 +27,7 @@ func watchConfig(_ path: String, recursive: Bool = true, extra: String = "") -> 
     [[watch]]
     path = "\(path)"
     recursive = \(recursive)
+    \(backend.map { "backend = \"\($0)\"" } ?? "")
     \(extra)
     """
 }

@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/fanotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -61,6 +62,49 @@ int kevd_signalfd_read(int fd, struct kevd_siginfo *out, int max);
 int kevd_sigmask_set(const int *signals, int count);
 int kevd_sigmask_unblock_all(void);
 int kevd_sigset_fill(sigset_t *set, const int *signals, int count);
+
+// fanotify (directory-entry events, whole-file-system marks) and file handles.
+static const unsigned int kevd_FAN_CLASS_NOTIF = FAN_CLASS_NOTIF;
+static const unsigned int kevd_FAN_REPORT_FID = FAN_REPORT_FID;
+static const unsigned int kevd_FAN_REPORT_DFID_NAME = FAN_REPORT_DFID_NAME;
+static const unsigned int kevd_FAN_MARK_ADD = FAN_MARK_ADD;
+static const unsigned int kevd_FAN_MARK_FILESYSTEM = FAN_MARK_FILESYSTEM;
+static const uint64_t kevd_FAN_ACCESS = FAN_ACCESS;
+static const uint64_t kevd_FAN_MODIFY = FAN_MODIFY;
+static const uint64_t kevd_FAN_ATTRIB = FAN_ATTRIB;
+static const uint64_t kevd_FAN_CLOSE_WRITE = FAN_CLOSE_WRITE;
+static const uint64_t kevd_FAN_MOVED_FROM = FAN_MOVED_FROM;
+static const uint64_t kevd_FAN_MOVED_TO = FAN_MOVED_TO;
+static const uint64_t kevd_FAN_CREATE = FAN_CREATE;
+static const uint64_t kevd_FAN_DELETE = FAN_DELETE;
+static const uint64_t kevd_FAN_DELETE_SELF = FAN_DELETE_SELF;
+static const uint64_t kevd_FAN_MOVE_SELF = FAN_MOVE_SELF;
+static const uint64_t kevd_FAN_Q_OVERFLOW = FAN_Q_OVERFLOW;
+static const uint64_t kevd_FAN_RENAME = FAN_RENAME;
+static const uint64_t kevd_FAN_ONDIR = FAN_ONDIR;
+static const int kevd_FAN_EVENT_INFO_TYPE_FID = FAN_EVENT_INFO_TYPE_FID;
+static const int kevd_FAN_EVENT_INFO_TYPE_DFID_NAME = FAN_EVENT_INFO_TYPE_DFID_NAME;
+static const int kevd_FAN_EVENT_INFO_TYPE_DFID = FAN_EVENT_INFO_TYPE_DFID;
+static const int kevd_FAN_EVENT_INFO_TYPE_OLD_DFID_NAME = FAN_EVENT_INFO_TYPE_OLD_DFID_NAME;
+static const int kevd_FAN_EVENT_INFO_TYPE_NEW_DFID_NAME = FAN_EVENT_INFO_TYPE_NEW_DFID_NAME;
+/// O_PATH is a _GNU_SOURCE name, which Swift's Glibc lacks.
+static const int kevd_O_PATH = 010000000;
+static const uint8_t kevd_FANOTIFY_METADATA_VERSION = FANOTIFY_METADATA_VERSION;
+/// Sizes of `struct fanotify_event_metadata` and of the fixed part of `struct fanotify_event_info_fid` (header
+/// and fsid; the `struct file_handle` follows).
+static const int kevd_fanotify_metadata_size = (int)sizeof(struct fanotify_event_metadata);
+static const int kevd_fanotify_info_fid_size = (int)sizeof(struct fanotify_event_info_fid);
+/// The fsid (`statfs`'s `f_fsid`, as fanotify reports it) of the file system holding `path`.
+int kevd_fsid(const char *path, uint64_t *fsid);
+/// The id of the mount `fd` is on (`statx` with `STATX_MNT_ID`, Linux 5.8); -1 when the kernel does not say.
+int kevd_mount_id(int fd, uint64_t *id);
+int kevd_fanotify_init(unsigned int flags);
+int kevd_fanotify_mark(int fd, unsigned int flags, uint64_t mask, const char *path);
+/// `open_by_handle_at` with the handle given as its type and bytes (Swift never builds `struct file_handle`).
+int kevd_open_by_handle_at(int mount_fd, int handle_type, const uint8_t *bytes, unsigned int length, int flags);
+/// `name_to_handle_at(AT_FDCWD, path, ..., AT_SYMLINK_FOLLOW)`: the handle's type, bytes (up to `*length`, set to
+/// the real length) and the mount id.
+int kevd_name_to_handle(const char *path, int *handle_type, uint8_t *bytes, unsigned int *length);
 
 // inotify
 int kevd_inotify_init(void);
