@@ -9,12 +9,14 @@ is PID 1.
 - a wedged loop (SIGSTOP to the main pid) is killed by the watchdog and restarted, and seq continues gap-free;
 - rule scripts, which run inside the unit's sandbox, can write to /var/lib/kevd and /run/kevd, and, with the
   drop-in the unit's header shows (ReadWritePaths=), elsewhere under /var/lib;
+- a [[watch]] added by a reload is watched with fanotify under the unit's system-call filter, and a file made
+  there is reported with the pid that made it;
 - `systemctl stop kevd` is clean (exit 0, kevd/stopping journaled).
 """
 import re
 import time
 
-from common import first_event, head, installed_vm, journal, show, verify_journal
+from common import first_event, head, installed_vm, journal, kevctl_json, show, verify_journal
 from vmtest import check, wait_until
 
 SANDBOX_RULE = """[[rule]]
@@ -88,6 +90,25 @@ systemctl daemon-reload && systemctl restart kevd.service
         raise AssertionError(f"the sandbox rule did not succeed: {done.out}")
     files = vm.run("cat /var/lib/kevd/vmtest-rule-state /run/kevd/vmtest-rule-runtime /var/lib/vmtest-rule/written\n")
     check(files.out.split() == ["state", "runtime", "dropin"], f"the rule's files hold {files.out!r}")
+
+    # [[watch]] under the unit's sandbox: `backend = "auto"` gets fanotify (the unit allows its system calls), and a
+    # file created under the root is reported with the pid that made it.
+    vm.run("""mkdir -p /srv/vmtest-watch
+printf '\n[[watch]]\npath = "/srv/vmtest-watch"\n' >>/etc/kevd/kevd.toml
+systemctl reload kevd
+""", timeout=120)
+    wait_until(lambda: (kevctl_json(vm, "status --json")["sources"].get("fanotify") or {}).get("roots") == 1, 60,
+               "the [[watch]] added by a reload to be armed")
+    fanotify = kevctl_json(vm, "status --json")["sources"]["fanotify"]
+    check(fanotify["backend"] == "fanotify" and fanotify["fallback"] is None,
+          f"the service watches with {fanotify['backend']} (fallback: {fanotify['fallback']}), not fanotify")
+    before = head(vm)
+    waiter = vm.spawn(f"kevctl wait --from {before + 1} --timeout 120 source=inotify type=create "
+                      "data.name=made-by-touch\n")
+    vm.run("touch /srv/vmtest-watch/made-by-touch\n")
+    result = waiter.wait(150)
+    check(result.rc == 0, f"no inotify/create for a file made under the fanotify root: {result.out}")
+    check(isinstance(first_event(result.out)["data"].get("pid"), int), f"the create has no data.pid: {result.out}")
 
     # The watchdog: a wedged loop is killed and restarted; seq continues without a gap.
     props = show(vm, "kevd.service", "MainPID", "NRestarts")
