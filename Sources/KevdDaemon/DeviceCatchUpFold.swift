@@ -94,7 +94,7 @@ final class DeviceCatchUpFold {
             let source: [UInt8] = Array(#""source":"udev""#.utf8)
             while let record = try reader.next() {
                 if record.seq >= beforeSeq || stopping.raised.load(ordering: .relaxed) { break }
-                guard TimerCatchUpFold.contains(record.payload, source), let event = try? Event(jsonLine: record.payload)
+                guard record.payloadContains(source), let event = try? Event(jsonLine: record.payload)
                 else { continue }
                 history.fold(event)
             }

@@ -54,7 +54,7 @@ final class TimerCatchUpFold {
             while let record = try reader.next() {
                 if record.seq >= beforeSeq || stopping.raised.load(ordering: .relaxed) { break }
                 // Most records are not a timer's: a byte search first, a decode only for the few that are.
-                guard contains(record.payload, source), let event = try? Event(jsonLine: record.payload),
+                guard record.payloadContains(source), let event = try? Event(jsonLine: record.payload),
                     event.source == .timer, event.type == "fired", names.contains(event.key),
                     case .string(let text)? = event.data["scheduled"], let scheduled = WallTime(rfc3339: text)
                 else { continue }
@@ -64,20 +64,5 @@ final class TimerCatchUpFold {
             return .failure(FoldError(description: "\(error)"))
         }
         return .success(last)
-    }
-
-    static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
-        guard haystack.count >= needle.count, let first = needle.first else { return false }
-        var i = 0
-        let end = haystack.count - needle.count
-        while i <= end {
-            if haystack[i] == first {
-                var j = 1
-                while j < needle.count && haystack[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return true }
-            }
-            i += 1
-        }
-        return false
     }
 }

@@ -188,13 +188,7 @@ extension FanotifySource {
     /// issue's).
     func handleOverflow() {
         overflowCount += 1
-        for root in roots {
-            var data = EventData()
-            data.append("path", root.spec.path)
-            data.append("watch", root.spec.path)
-            data.append("overflows", overflowCount)
-            pipeline.publish(EventDraft(source: .inotify, type: "overflow", key: root.spec.path, data: data))
-        }
+        for root in roots { pipeline.publish(root.overflowDraft(overflows: overflowCount)) }
         logger.warning("fanotify queue overflowed", metadata: ["fanotify.marks": "\(markedDevices.count)"])
         directories.removeAll(keepingCapacity: true)
     }

@@ -148,13 +148,7 @@ extension InotifySource {
     /// as synthetic creates) and vanished ones are forgotten.
     func handleOverflow() {
         overflowCount += 1
-        for root in roots {
-            var data = EventData()
-            data.append("path", root.spec.path)
-            data.append("watch", root.spec.path)
-            data.append("overflows", overflowCount)
-            pipeline.publish(EventDraft(source: .inotify, type: "overflow", key: root.spec.path, data: data))
-        }
+        for root in roots { pipeline.publish(root.overflowDraft(overflows: overflowCount)) }
         logger.warning("inotify queue overflowed; rescanning", metadata: ["inotify.watches": "\(table.count)"])
         rescan()
     }

@@ -47,6 +47,15 @@ extension InotifySource.Root {
         return data
     }
 
+    /// `inotify`/`overflow` for this root: the kernel queue overflowed and events were lost (either backend).
+    func overflowDraft(overflows: Int) -> EventDraft {
+        var data = EventData()
+        data.append("path", spec.path)
+        data.append("watch", spec.path)
+        data.append("overflows", overflows)
+        return EventDraft(source: .inotify, type: "overflow", key: spec.path, data: data)
+    }
+
     static func lastComponent(_ path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return path }
         return String(path[path.index(after: slash)...])

@@ -23,7 +23,7 @@ struct JournalBoots {
         let started: [UInt8] = Array(#""type":"started""#.utf8)
         while let record = try reader.next() {
             // Only a `started` line is decoded: the bytes are checked first, so the fold costs a scan, not a parse.
-            guard Self.contains(record.payload, started), let event = try? Event(jsonLine: record.payload),
+            guard record.payloadContains(started), let event = try? Event(jsonLine: record.payload),
                 event.source == .kevd, event.type == "started", case .string(let boot)? = event.data["boot_id"],
                 !boot.isEmpty
             else { continue }
@@ -52,21 +52,6 @@ struct JournalBoots {
     /// True when `record` was journaled by a run of `boot`.
     func record(_ event: Event, isOf boot: String) -> Bool {
         bootOfRun[event.id.runBase(seq: event.seq)] == boot
-    }
-
-    private static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
-        guard haystack.count >= needle.count, let first = needle.first else { return false }
-        var i = 0
-        let last = haystack.count - needle.count
-        while i <= last {
-            if haystack[i] == first {
-                var j = 1
-                while j < needle.count && haystack[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return true }
-            }
-            i += 1
-        }
-        return false
     }
 }
 
