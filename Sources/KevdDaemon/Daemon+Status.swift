@@ -41,6 +41,9 @@ extension Daemon {
                     ("timer_catchup", timerCatchUpStatus()),
                     ("udev_catchup", deviceCatchUpStatus()),
                     ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
+                    // The evdev nodes read now (only those with a configured key or switch), and ACPI's overflows.
+                    ("input", input.map { .object([("devices", .array($0.openDevices.map { .string($0) }))]) } ?? .null),
+                    ("acpi", acpi.map { .object([("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
                 ])
             ),
         ]

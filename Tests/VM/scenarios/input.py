@@ -24,7 +24,7 @@ import os
 import subprocess
 import time
 
-from common import first_event, head, installed_vm, journal
+from common import first_event, head, installed_vm, journal, kevctl_json
 from vmtest import HERE, ScenarioFailed, check, wait_until
 
 
@@ -92,6 +92,10 @@ printf '\\n[input]\\ninhibit = ["power-key", "lid-switch"]\\n\\n[acpi]\\n' >>/et
                         "wait=/run/vmtest-B-3 key=30:1 key=30:0 key=116:1 wait=/run/vmtest-B-4\n")
     opened = wait_event(vm, since, "source=input type=opened 'data.device=vmtest lid B'")
     check(opened["data"].get("reason") == "added", f"lid B was opened, but not as a new device: {opened}")
+    sources = kevctl_json(vm, "status --json")["sources"]
+    check(opened["data"].get("devnode") in (sources.get("input") or {}).get("devices", []),
+          f"status does not list lid B's {opened['data'].get('devnode')} among the devices read: {sources.get('input')}")
+    check((sources.get("acpi") or {}).get("overflows") == 0, f"status's acpi: {sources.get('acpi')}")
     vm.run("touch /run/vmtest-B-1\n")
     closed = wait_event(vm, opened["seq"], "source=input type=switch key=lid 'data.device=vmtest lid B' data.state=true")
     check("catchup" not in closed["data"], f"a lid change is marked catchup: {closed}")
