@@ -208,8 +208,10 @@ struct SystemdTests {
         #expect((before.st_mode & S_IFMT) == S_IFSOCK)
         #expect(daemon.received.isEmpty, "kevd runs only once a client connects")
 
-        // This client connects and sends before kevd exists; its request waits in the socket's backlog.
-        let early = try RawClient(socket)
+        // This client connects and sends before kevd exists; its request waits in the socket's backlog. The file
+        // appears at bind(2), a moment before systemd-socket-activate's listen(2): until then connect says
+        // ECONNREFUSED (seen once on a loaded machine), so it is tried again until it gets through.
+        let early = try waitUntil("systemd-socket-activate to listen on \(socket)", timeout: 10) { try? RawClient(socket) }
         early.send(#"{"op":"emit","type":"early.bird","key":"first"}"# + "\n")
         let reply = try early.line(timeout: 30)
         #expect(reply["ok"] as? Bool == true, "\(reply)")
