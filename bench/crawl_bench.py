@@ -188,7 +188,9 @@ def run_kevd(kevd, tree, cold, overflow, state_base):
     conf = os.path.join(state, "kevd.toml")
     with open(conf, "w") as f:
         f.write(kevd_daemon_config(f"{state}/state", f"{state}/kevd.sock")
-                + f'[[watch]]\npath = "{tree}"\nrecursive = true\nevents = ["create"]\n')
+                + f'[[watch]]\npath = "{tree}"\nrecursive = true\nevents = ["create"]\n'
+                # The crawl is the inotify backend's (fanotify has none: bench/run fanotify).
+                + 'backend = "inotify"\n')
     old_queue = None
     if overflow:
         # Read by inotify_init1 when kevd starts: a tiny queue for this instance only, restored right after.

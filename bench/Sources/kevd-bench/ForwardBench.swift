@@ -258,6 +258,7 @@ struct ForwardBench: ParsableCommand {
             [[watch]]
             path = "\(watched)"
             events = ["create"]
+            backend = "inotify"
 
             [journal]
             sync = "\(sync)"

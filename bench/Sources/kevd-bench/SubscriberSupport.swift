@@ -216,6 +216,7 @@ final class KevdInstance {
                 [[watch]]
                 path = \(Self.tomlString(watch))
                 events = [\(watchEvents.map(Self.tomlString).joined(separator: ", "))]
+                backend = "inotify"
 
                 """
         }
