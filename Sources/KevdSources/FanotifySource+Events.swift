@@ -52,9 +52,9 @@ extension FanotifySource {
         // DELETE|CREATE in one record: created then deleted, or deleted and made again. The kernel merges only
         // events of one inode when it reports the child's handle (`object`), and an inode is never made after its
         // own delete, so such a record is create then delete with no look at the disk. Without a handle, whether
-        // the name exists now tells. (That `stat` cost a file burst 13 % of kevd's CPU, mostly asleep on the
-        // directory's lock the writer held.) The one case the rule gets wrong: a hard link removed and made again
-        // before kevd read either, reported as create then delete.
+        // the name exists now tells. (On a loaded machine that `stat` cost a file burst 13 % of kevd's CPU,
+        // mostly asleep on the directory's lock the writer held.) The one case the rule gets wrong: a hard link
+        // removed and made again before kevd read either, reported as create then delete.
         let recreated = mask.contains(.delete) && mask.contains(.create) && record.object == nil
             && FileKind.of(path) != .missing
         if recreated { types.append(.delete) }
