@@ -1,6 +1,5 @@
 import KevdDeviceEvents
 import KevdEvent
-import KevdJournal
 import KevdKernel
 import KevdReactor
 
@@ -18,10 +17,10 @@ final class DeviceCatchUpFold {
         var changes: [UdevMonitor.Device]
         var history: DeviceCatchUp?
     }
-    typealias Delivery = @Sendable (Result<Found, TimerCatchUpFold.FoldError>) -> Void
+    typealias Delivery = @Sendable (Result<Found, JournalFold.FoldError>) -> Void
 
     private var thread: WorkerThread?
-    private let stopping = TimerCatchUpFold.StopFlag()
+    private let stopping = JournalFold.StopFlag()
     private let source: UdevMonitor.Source
     private let filters: [UdevMonitor.Filter]
     /// Set on the loop when the start-up difference was published: how many events (`status` shows it).
@@ -64,7 +63,7 @@ final class DeviceCatchUpFold {
         let source = source
         let filters = filters
         thread = try WorkerThread(name: "kevd-devrepair") { [stopping] in
-            let result: Result<Found, TimerCatchUpFold.FoldError>
+            let result: Result<Found, JournalFold.FoldError>
             do {
                 let present = try Self.enumerate(source, filters)
                 result = .success(Found(changes: known.difference(present: present, filters: filters), history: nil))
@@ -85,18 +84,13 @@ final class DeviceCatchUpFold {
 
     /// The difference between the journal's devices and `enumerate`'s (the devices present now).
     static func fold(
-        journalDirectory: String, filters: [UdevMonitor.Filter], beforeSeq: UInt64, stopping: TimerCatchUpFold.StopFlag,
+        journalDirectory: String, filters: [UdevMonitor.Filter], beforeSeq: UInt64, stopping: JournalFold.StopFlag,
         enumerate: ([UdevMonitor.Filter]) throws -> [UdevMonitor.Device]
-    ) -> Result<Found, TimerCatchUpFold.FoldError> {
+    ) -> Result<Found, JournalFold.FoldError> {
         var history = DeviceCatchUp()
         do {
-            let reader = try JournalReader(directory: journalDirectory)
-            let source: [UInt8] = Array(#""source":"udev""#.utf8)
-            while let record = try reader.next() {
-                if record.seq >= beforeSeq || stopping.raised.load(ordering: .relaxed) { break }
-                guard record.payloadContains(source), let event = try? Event(jsonLine: record.payload)
-                else { continue }
-                history.fold(event)
+            try JournalFold.forEachEvent(of: .udev, in: journalDirectory, before: beforeSeq, stopping: stopping) {
+                history.fold($0)
             }
             let present = try enumerate(filters)
             return .success(Found(changes: history.difference(present: present, filters: filters), history: history))
