@@ -294,6 +294,7 @@ struct FileBackendTests {
         let event = try daemon.waitFor("hostile create") { $0.isEvent("inotify", "create") }
         #expect(event.data["name"] as? String == name)
         #expect(event.key == dir.file("w/" + name))
+        // Invalid UTF-8: the text is repaired, the exact bytes are kept in *_base64.
         var raw = Array(dir.file("w/").utf8)
         raw += [0x66, 0xFF, 0xFE, 0x67]
         raw.append(0)
@@ -305,6 +306,9 @@ struct FileBackendTests {
         let invalid = try daemon.waitFor("invalid create") { $0.isEvent("inotify", "create") && $0.data["name_base64"] != nil }
         #expect(Data(base64Encoded: invalid.data["name_base64"] as? String ?? "") == Data([0x66, 0xFF, 0xFE, 0x67]))
         #expect(Data(base64Encoded: invalid.data["path_base64"] as? String ?? "") == Data(raw.dropLast()))
+        // File names are data: nothing ran the `$(touch pwned)` in one.
+        #expect(!FileManager.default.fileExists(atPath: dir.file("w/pwned")))
+        #expect(!FileManager.default.fileExists(atPath: "pwned"))
         #expect(daemon.stop() == 0)
     }
 

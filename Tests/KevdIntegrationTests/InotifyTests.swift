@@ -185,36 +185,6 @@ struct InotifyTests {
         daemon.stop()
     }
 
-    @Test("file names with newlines, quotes, $(…) and invalid UTF-8 arrive intact as data")
-    func hostileNames() throws {
-        let dir = try TemporaryDirectory()
-        try makeDirectory(dir.file("w"))
-        let daemon = try DaemonProcess(config: watchConfig("w"), in: dir)
-        let name = "a b\n\"q\"$(touch pwned)\\"
-        try writeFile(dir.file("w/" + name))
-        let event = try daemon.waitFor("hostile create") { $0.isEvent("inotify", "create") }
-        #expect(event.data["name"] as? String == name)
-        #expect(event.key == dir.file("w/" + name))
-
-        // Invalid UTF-8: the text is repaired, the exact bytes are kept in *_base64.
-        var raw = Array(dir.file("w/").utf8)
-        raw += [0x66, 0xFF, 0xFE, 0x67]
-        raw.append(0)
-        let fd = raw.withUnsafeBufferPointer { buf in
-            buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: raw.count) { open($0, O_CREAT | O_WRONLY, 0o644) }
-        }
-        #expect(fd >= 0)
-        close(fd)
-        let invalid = try daemon.waitFor("invalid create") { $0.isEvent("inotify", "create") && $0.data["name_base64"] != nil }
-        let bytes = Data(base64Encoded: invalid.data["name_base64"] as? String ?? "")
-        #expect(bytes == Data([0x66, 0xFF, 0xFE, 0x67]))
-        let pathBytes = Data(base64Encoded: invalid.data["path_base64"] as? String ?? "")
-        #expect(pathBytes == Data(raw.dropLast()))
-        #expect(!FileManager.default.fileExists(atPath: dir.file("w/pwned")))
-        #expect(!FileManager.default.fileExists(atPath: "pwned"))
-        daemon.stop()
-    }
-
     @Test("a backlog of several reads queued while kevd is stopped arrives whole, in order, without an overflow")
     func backlogAcrossTurns() throws {
         let dir = try TemporaryDirectory()
