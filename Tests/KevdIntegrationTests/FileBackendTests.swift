@@ -333,6 +333,36 @@ struct FileBackendTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// fanotify merges a file's create, writes and delete into one record when kevd reads late; the order it
+    /// reports them in must still be the order they happened, and a file deleted and made again (a new inode, so
+    /// a record of its own) must read delete, then create.
+    @Test("made and deleted, deleted and made again, while kevd was stopped: reported in the order they happened",
+        arguments: FileBackend.allCases)
+    func mergedRecordsInOrder(backend: FileBackend) throws {
+        try backend.requireRunnable()
+        let dir = try TemporaryDirectory()
+        let (root, cleanup) = try backend.isolatedRoot(dir)
+        defer { cleanup() }
+        try writeFile(dir.file("\(root)/again"))
+        let daemon = try backend.start(dir, root: root, extra: #"events = ["create", "delete"]"#)
+        daemon.signal(SIGSTOP)
+        try writeFile(dir.file("\(root)/brief"))
+        unlink(dir.file("\(root)/brief"))
+        unlink(dir.file("\(root)/again"))
+        try writeFile(dir.file("\(root)/again"))
+        daemon.signal(SIGCONT)
+        let events = try daemon.waitForCount("four file events", count: 4, timeout: 60) {
+            ($0.isEvent("inotify", "create") || $0.isEvent("inotify", "delete")) && $0.key?.hasPrefix(dir.path) == true
+        }
+        func order(_ name: String) -> [String] {
+            events.filter { $0.key == dir.file("\(root)/\(name)") }.map { $0.type ?? "" }
+        }
+        #expect(order("brief") == ["create", "delete"], "\(events.map { "\($0.type ?? "") \($0.key ?? "")" })")
+        #expect(order("again") == ["delete", "create"], "\(events.map { "\($0.type ?? "") \($0.key ?? "")" })")
+        #expect(FileManager.default.fileExists(atPath: dir.file("\(root)/again")))
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a queue overflow while kevd is stopped is reported as overflow, and events go on", arguments: FileBackend.allCases)
     func overflow(backend: FileBackend) throws {
         try backend.requireRunnable()
