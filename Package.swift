@@ -229,7 +229,11 @@ let package = Package(
         .testTarget(
             name: "KevdIntegrationTests", dependencies: ["KevdEvent", "KevdKernel", "KevdClient", "CNats", "KevdTestSupport"]
         ),
-        .testTarget(name: "KevdDaemonTests", dependencies: ["KevdDaemon", "KevdEvent", "KevdTestSupport"]),
+        .testTarget(
+            name: "KevdDaemonTests",
+            dependencies: [
+                "KevdDaemon", "KevdEvent", "KevdJournal", "KevdTestSupport", .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "KevdInputTests", dependencies: ["KevdInput", "KevdSpec", "KevdEvent", "KevdTestSupport"]),
     ],
     swiftLanguageModes: [.v5],

@@ -14,14 +14,17 @@ extension Daemon {
         nonisolated(unsafe) weak let daemon = self
         udev.onOverflow = { daemon?.startDeviceRepair() }
         deviceCatchUp = try DeviceCatchUpFold(
-            journalDirectory: journal.directory, source: udev.isKernel ? .kernel : .udev, filters: filters,
-            beforeSeq: journal.recovery.nextSeq, inbox: loop.inbox
+            journalDirectory: journal.directory, stateDirectory: config.daemon.stateDir,
+            source: udev.isKernel ? .kernel : .udev, filters: filters, beforeSeq: journal.recovery.nextSeq,
+            inbox: loop.inbox
         ) { result in
             guard let daemon, let fold = daemon.deviceCatchUp else { return }
             switch result {
             case .success(let found):
+                daemon.foldFinished(.udev, outcome: found.outcome)
                 fold.published = daemon.udev?.catchUp(found.changes, history: found.history) ?? 0
             case .failure(let error):
+                daemon.foldFinished(.udev, outcome: nil)
                 daemon.reportError(
                     "cannot read the journal's devices or enumerate the present ones; no device is caught up",
                     error: error.description, component: "udev")
@@ -83,6 +86,7 @@ extension Daemon {
         return .object([
             ("done", .bool(deviceCatchUp.published != nil)), ("published", .int(Int64(deviceCatchUp.published ?? 0))),
             ("repairs", .int(Int64(deviceCatchUp.repairs))), ("repaired", .int(Int64(deviceCatchUp.repaired))),
+            ("checkpoint", checkpointStatus),
         ])
     }
 }

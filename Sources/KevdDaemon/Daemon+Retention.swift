@@ -12,6 +12,8 @@ extension Daemon {
         try timer.arm(delay: interval, interval: interval)
         try loop.register(fd: timer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
             _ = try? timer.read()  // Only EAGAIN is possible on a monotonic timer; the work below is what matters.
+            // Before retention: a saved checkpoint lets it delete what the next start no longer has to fold.
+            self.checkpointer?.saveIfDue()
             let deleted = self.journal.enforceRetention().deleted
             if !deleted.isEmpty {
                 self.logger.info("journal retention", metadata: ["journal.deleted": "\(deleted.joined(separator: " "))"])

@@ -12,13 +12,16 @@ extension Daemon {
         // Weak and unchecked: the closure runs on the loop thread (through the inbox), where the daemon lives.
         nonisolated(unsafe) weak let daemon = self
         timerCatchUp = try TimerCatchUpFold(
-            journalDirectory: journal.directory, names: names, beforeSeq: journal.recovery.nextSeq, inbox: loop.inbox
+            journalDirectory: journal.directory, stateDirectory: config.daemon.stateDir, names: names,
+            beforeSeq: journal.recovery.nextSeq, inbox: loop.inbox
         ) { result in
             guard let daemon else { return }
             switch result {
-            case .success(let lastFired):
-                daemon.timerCatchUp?.caughtUp = daemon.timers?.catchUp(lastFired: lastFired) ?? 0
+            case .success(let found):
+                daemon.foldFinished(.timer, outcome: found.outcome)
+                daemon.timerCatchUp?.caughtUp = daemon.timers?.catchUp(lastFired: found.lastFired) ?? 0
             case .failure(let error):
+                daemon.foldFinished(.timer, outcome: nil)
                 daemon.reportError(
                     "cannot read the journal for the persistent timers' last fires; nothing is caught up",
                     error: error.description, component: "timer")
@@ -35,6 +38,7 @@ extension Daemon {
         guard let timerCatchUp else { return .null }
         return .object([
             ("done", .bool(timerCatchUp.caughtUp != nil)), ("caught_up", .int(Int64(timerCatchUp.caughtUp ?? 0))),
+            ("checkpoint", checkpointStatus),
         ])
     }
 }

@@ -62,6 +62,8 @@ public final class Daemon {
     var timerCatchUp: TimerCatchUpFold?
     /// `[udev] catchup = true`: the start-up fold of the journal and /sys into the devices that changed.
     var deviceCatchUp: DeviceCatchUpFold?
+    /// Keeps the catch-ups' checkpoints (with `[udev] catchup` or a persistent timer).
+    var checkpointer: CatchUpCheckpointer?
     var udev: UdevSource?
     /// `[input]`: evdev devices and logind inhibitor locks; `[acpi]`: the acpi_event netlink family.
     var input: InputSource?
@@ -138,6 +140,7 @@ public final class Daemon {
         signals = try SignalSource(loop: loop, pipeline: pipeline) { [unowned self] request in
             self.handle(request)
         }
+        startCheckpointer()
         // The watchdog hears from kevd from the start: the start-up crawl of a big tree takes a while.
         try systemd.startWatchdog(loop: loop)
         try startForwarders()
@@ -148,6 +151,7 @@ public final class Daemon {
         try apply(config, rules: loaded)
         try startTimerCatchUp()
         try startDeviceCatchUp()
+        untrackIdleCheckpoints()
         try startHousekeeping()
         reportRecovery()
         // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
@@ -156,6 +160,7 @@ public final class Daemon {
         try loop.run()
         timerCatchUp?.stop()
         deviceCatchUp?.stop()
+        checkpointer?.stop()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
         // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.

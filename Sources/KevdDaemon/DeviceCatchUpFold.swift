@@ -16,6 +16,8 @@ final class DeviceCatchUpFold {
     struct Found: Sendable {
         var changes: [UdevMonitor.Device]
         var history: DeviceCatchUp?
+        /// The start-up fold's: what it read besides the devices (the checkpointer's base, losses).
+        var outcome: JournalFold.Outcome? = nil
     }
     typealias Delivery = @Sendable (Result<Found, JournalFold.FoldError>) -> Void
 
@@ -32,15 +34,15 @@ final class DeviceCatchUpFold {
     var repairs = 0
     var repaired = 0
 
-    init(journalDirectory: String, source: UdevMonitor.Source, filters: [UdevMonitor.Filter], beforeSeq: UInt64,
-         inbox: LoopInbox, deliver: @escaping Delivery) throws
+    init(journalDirectory: String, stateDirectory: String, source: UdevMonitor.Source, filters: [UdevMonitor.Filter],
+         beforeSeq: UInt64, inbox: LoopInbox, deliver: @escaping Delivery) throws
     {
         self.source = source
         self.filters = filters
         let worker = try WorkerThread(name: "kevd-devfold") { [stopping] in
             let result = Self.fold(
-                journalDirectory: journalDirectory, filters: filters, beforeSeq: beforeSeq, stopping: stopping,
-                enumerate: { try Self.enumerate(source, $0) })
+                journalDirectory: journalDirectory, stateDirectory: stateDirectory, filters: filters,
+                beforeSeq: beforeSeq, stopping: stopping, enumerate: { try Self.enumerate(source, $0) })
             guard !stopping.raised.load(ordering: .relaxed) else { return }
             inbox.post { deliver(result) }
         }
@@ -84,16 +86,17 @@ final class DeviceCatchUpFold {
 
     /// The difference between the journal's devices and `enumerate`'s (the devices present now).
     static func fold(
-        journalDirectory: String, filters: [UdevMonitor.Filter], beforeSeq: UInt64, stopping: JournalFold.StopFlag,
-        enumerate: ([UdevMonitor.Filter]) throws -> [UdevMonitor.Device]
+        journalDirectory: String, stateDirectory: String?, filters: [UdevMonitor.Filter], beforeSeq: UInt64,
+        stopping: JournalFold.StopFlag, enumerate: ([UdevMonitor.Filter]) throws -> [UdevMonitor.Device]
     ) -> Result<Found, JournalFold.FoldError> {
         var history = DeviceCatchUp()
         do {
-            try JournalFold.forEachEvent(of: .udev, in: journalDirectory, before: beforeSeq, stopping: stopping) {
-                history.fold($0)
-            }
+            let outcome = try JournalFold.forEachEvent(
+                of: .udev, in: journalDirectory, before: beforeSeq, stopping: stopping, checkpointsIn: stateDirectory
+            ) { history.fold($0) }
             let present = try enumerate(filters)
-            return .success(Found(changes: history.difference(present: present, filters: filters), history: history))
+            return .success(Found(
+                changes: history.difference(present: present, filters: filters), history: history, outcome: outcome))
         } catch {
             return .failure(.init(description: "\(error)"))
         }

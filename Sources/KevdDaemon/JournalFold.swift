@@ -12,21 +12,51 @@ enum JournalFold {
 
     struct FoldError: Error, Sendable { let description: String }
 
+    /// What a fold read besides its events: the source's compacted history up to `beforeSeq` (the
+    /// checkpointer's base), the checkpoint it started from, the seqs retention deleted between that checkpoint
+    /// and the journal's oldest record (lost to the catch-up), and stored checkpoints that were damaged.
+    struct Outcome: Sendable {
+        var history: CompactedHistory
+        var checkpointSeq: UInt64? = nil
+        var lost: ClosedRange<UInt64>? = nil
+        var problems: [String] = []
+    }
+
     /// Calls `body` with each event of `source` among the records before `beforeSeq` (earlier runs': this run's
     /// live events are not history), in journal order, until `stopping` is raised. Most records are another
     /// source's: a byte search first, a decode only for the few that can be this one's.
+    ///
+    /// With `stateDirectory`, it starts from the source's stored checkpoint where the journal agrees with it
+    /// (`CatchUpCheckpoint`): the checkpoint's events first, then only the records after its seq.
     static func forEachEvent(
         of source: EventSource, in journalDirectory: String, before beforeSeq: UInt64, stopping: StopFlag,
-        _ body: (Event) -> Void
-    ) throws {
+        checkpointsIn stateDirectory: String? = nil, _ body: (Event) -> Void
+    ) throws -> Outcome {
         let reader = try JournalReader(directory: journalDirectory)
+        var outcome = Outcome(history: CompactedHistory(source: source))
+        var from: UInt64 = 0
+        if let stateDirectory {
+            let stored = CatchUpCheckpoint.load(stateDirectory: stateDirectory, source: source)
+            outcome.problems = stored.problems
+            for checkpoint in stored.candidates where try checkpoint.agrees(with: reader, before: beforeSeq) {
+                checkpoint.history.forEachEvent(body)
+                outcome.history = checkpoint.history
+                outcome.checkpointSeq = checkpoint.seq
+                from = checkpoint.seq + 1
+                if let first = reader.firstAvailableSeq, first > from { outcome.lost = from...(first - 1) }
+                break
+            }
+        }
+        try reader.seek(from == 0 ? .first : .seq(from))
         let needle = Array("\"source\":\"\(source.name)\"".utf8)
         while let record = try reader.next() {
             if record.seq >= beforeSeq || stopping.raised.load(ordering: .relaxed) { break }
             guard record.payloadContains(needle), let event = try? Event(jsonLine: record.payload),
                 event.source == source
             else { continue }
+            outcome.history.apply(event, line: record.payload)
             body(event)
         }
+        return outcome
     }
 }

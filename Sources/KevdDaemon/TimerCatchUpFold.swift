@@ -15,13 +15,21 @@ final class TimerCatchUpFold {
     var caughtUp: Int? = nil
     private let stopping = JournalFold.StopFlag()
 
-    /// Starts the fold for the timers `names`; `deliver` runs on the loop thread with each found timer's last
-    /// scheduled time (unix seconds), or with an error text when the journal could not be read.
-    init(journalDirectory: String, names: Set<String>, beforeSeq: UInt64, inbox: LoopInbox,
-         deliver: @escaping @Sendable (Result<[String: Int64], JournalFold.FoldError>) -> Void) throws
+    /// Each found timer's last scheduled time (unix seconds), and what the fold read besides.
+    struct Found: Sendable {
+        var lastFired: [String: Int64]
+        var outcome: JournalFold.Outcome
+    }
+
+    /// Starts the fold for the timers `names`; `deliver` runs on the loop thread with what it found, or with an
+    /// error text when the journal could not be read.
+    init(journalDirectory: String, stateDirectory: String, names: Set<String>, beforeSeq: UInt64, inbox: LoopInbox,
+         deliver: @escaping @Sendable (Result<Found, JournalFold.FoldError>) -> Void) throws
     {
         let worker = try WorkerThread(name: "kevd-timerfold") { [stopping] in
-            let result = Self.fold(journalDirectory: journalDirectory, names: names, beforeSeq: beforeSeq, stopping: stopping)
+            let result = Self.fold(
+                journalDirectory: journalDirectory, stateDirectory: stateDirectory, names: names, beforeSeq: beforeSeq,
+                stopping: stopping)
             guard !stopping.raised.load(ordering: .relaxed) else { return }
             inbox.post { deliver(result) }
         }
@@ -36,12 +44,16 @@ final class TimerCatchUpFold {
     }
 
     /// The last `data.scheduled` of a `timer`/`fired` event per name, among records before `beforeSeq`.
-    static func fold(journalDirectory: String, names: Set<String>, beforeSeq: UInt64, stopping: JournalFold.StopFlag)
-        -> Result<[String: Int64], JournalFold.FoldError>
-    {
+    static func fold(
+        journalDirectory: String, stateDirectory: String?, names: Set<String>, beforeSeq: UInt64,
+        stopping: JournalFold.StopFlag
+    ) -> Result<Found, JournalFold.FoldError> {
         var last: [String: Int64] = [:]
+        let outcome: JournalFold.Outcome
         do {
-            try JournalFold.forEachEvent(of: .timer, in: journalDirectory, before: beforeSeq, stopping: stopping) { event in
+            outcome = try JournalFold.forEachEvent(
+                of: .timer, in: journalDirectory, before: beforeSeq, stopping: stopping, checkpointsIn: stateDirectory
+            ) { event in
                 guard event.type == "fired", names.contains(event.key),
                     case .string(let text)? = event.data["scheduled"], let scheduled = WallTime(rfc3339: text)
                 else { return }
@@ -50,6 +62,6 @@ final class TimerCatchUpFold {
         } catch {
             return .failure(JournalFold.FoldError(description: "\(error)"))
         }
-        return .success(last)
+        return .success(Found(lastFired: last, outcome: outcome))
     }
 }

@@ -167,3 +167,60 @@ struct DeviceCatchUpTests {
         #expect(daemon.stop() == 0)
     }
 }
+
+/// The catch-up checkpoint (`state_dir/catchup/udev`): what retention deletes from the journal is not forgotten.
+@Suite("device catch-up checkpoint", .enabled(if: Root.shouldRun, Root.reason), .serialized)
+struct DeviceCatchUpCheckpointTests {
+    static func udevCatchUp(_ dir: TemporaryDirectory) throws -> [String: Any]? {
+        let result = try kevctl(["status", "--socket", dir.file("state/kevd.sock"), "--json"])
+        let reply = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        return (reply?["sources"] as? [String: Any])?["udev_catchup"] as? [String: Any]
+    }
+
+    @Test("retention deleted a device's add, then the device was deleted while kevd was down: the remove is still caught up, and nothing is added again")
+    func outlivesRetention() throws {
+        try Root.check()
+        let netns = try NetworkNamespace()
+        let dir = try TemporaryDirectory()
+        try netns.exec(["/usr/sbin/ip", "link", "add", "kvk0", "type", "veth", "peer", "name", "kvk1"])
+        // Small segments and `max_bytes_hard = "0"`: retention deletes only what no consumer needs, so the
+        // add's segment goes only once a checkpoint past it was saved.
+        let retention = RetentionTests()
+        let config = DeviceCatchUpTests.config + retention.journalConfig(hard: "0")
+        let first = try DaemonProcess(config: config, in: dir, netns: netns.name)
+        #expect(try DeviceCatchUpTests.caughtUp(dir) == 3)
+        let adds = try DeviceCatchUpTests.caughtUpEvents(first, count: 3)
+        let lastAdd = try #require(adds.compactMap { $0.seq }.max())
+        _ = try retention.emitPadded(dir.file("state/kevd.sock"), type: "filler", count: 400)
+        try waitUntil("retention to delete the devices' adds, and a checkpoint past them", timeout: 60) { () -> Bool? in
+            let addKept = try journalRecords(dir, from: 1).contains { $0.key == "/devices/virtual/net/kvk0" }
+            let checkpoint = (try Self.udevCatchUp(dir)?["checkpoint"] as? NSNumber)?.intValue ?? 0
+            return !addKept && checkpoint > lastAdd ? true : nil
+        }
+        first.signal(SIGKILL)
+        first.process.waitUntilExit()
+
+        // While kevd is down: the pair is deleted.
+        try netns.exec(["/usr/sbin/ip", "link", "del", "kvk0"])
+        let second = try DaemonProcess(config: config, in: dir, netns: netns.name)
+        #expect(try DeviceCatchUpTests.caughtUp(dir) == 2)
+        let removes = try DeviceCatchUpTests.caughtUpEvents(second, count: 2)
+        #expect(removes.map { "\($0.type ?? "") \($0.data["INTERFACE"] as? String ?? "")" } == ["remove kvk0", "remove kvk1"])
+        // Retention waited for the checkpoint: nothing the catch-up needed was lost.
+        #expect(!second.received.contains { $0.isEvent("kevd", "gap", key: "catchup:udev") })
+        let removed = try #require(removes.compactMap { $0.seq }.max())
+        try waitUntil("a checkpoint that has the removes") { () -> Bool? in
+            ((try Self.udevCatchUp(dir)?["checkpoint"] as? NSNumber)?.intValue ?? 0) >= removed ? true : nil
+        }
+        #expect(second.stop() == 0)
+
+        // A damaged checkpoint is reported, and its previous copy (one save older) with the journal after it
+        // still knows that nothing changed.
+        try "not a checkpoint\n".write(toFile: dir.file("state/catchup/udev"), atomically: false, encoding: .utf8)
+        let third = try DaemonProcess(config: config, in: dir, netns: netns.name)
+        let damaged = try third.waitFor("the damaged checkpoint reported") { $0.isEvent("kevd", "error", key: "catchup:udev") }
+        #expect((damaged.data["message"] as? String ?? "").contains("damaged"))
+        #expect(try DeviceCatchUpTests.caughtUp(dir) == 0)
+        #expect(third.stop() == 0)
+    }
+}
