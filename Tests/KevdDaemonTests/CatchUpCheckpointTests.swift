@@ -78,6 +78,14 @@ struct CatchUpCheckpointTests {
         // The journal alone no longer knows it: a persistent timer would never catch up again.
         #expect(try #require(fold(directory, state: nil)).lastFired.isEmpty)
 
+        // A checkpoint older than what retention kept: used, and the records deleted after it are named (the
+        // daemon publishes them as a `kevd`/`gap` with key `catchup:timer`).
+        let first = try #require(try JournalReader(directory: directory).firstAvailableSeq)
+        #expect(CatchUpCheckpoint(seq: 1, id: fire.id.string, history: history).save(stateDirectory: state))
+        let older = try #require(fold(directory, state: state))
+        #expect(older.outcome.checkpointSeq == 1 && older.outcome.lost == 2...(first - 1))
+        #expect(older.lastFired == ["monthly": 1_790_000_000])
+
         // Seq 301 given to another event (another run's id, as after a power cut lost the tail): neither copy
         // agrees, so the whole journal is read, and the checkpoint's fire does not count.
         let other = event(seq: 301, source: .inotify, type: "create", key: "/x", data: EventData(), base: EventIDBase(randA: 9, randB: 9))
