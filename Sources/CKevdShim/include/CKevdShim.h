@@ -66,8 +66,11 @@ int kevd_sigset_fill(sigset_t *set, const int *signals, int count);
 // fanotify (directory-entry events, whole-file-system marks) and file handles.
 static const unsigned int kevd_FAN_CLASS_NOTIF = FAN_CLASS_NOTIF;
 static const unsigned int kevd_FAN_REPORT_FID = FAN_REPORT_FID;
+static const unsigned int kevd_FAN_UNLIMITED_QUEUE = FAN_UNLIMITED_QUEUE;
+static const unsigned int kevd_FAN_REPORT_TARGET_FID = FAN_REPORT_TARGET_FID;
 static const unsigned int kevd_FAN_REPORT_DFID_NAME = FAN_REPORT_DFID_NAME;
 static const unsigned int kevd_FAN_MARK_ADD = FAN_MARK_ADD;
+static const unsigned int kevd_FAN_MARK_REMOVE = FAN_MARK_REMOVE;
 static const unsigned int kevd_FAN_MARK_FILESYSTEM = FAN_MARK_FILESYSTEM;
 static const uint64_t kevd_FAN_ACCESS = FAN_ACCESS;
 static const uint64_t kevd_FAN_MODIFY = FAN_MODIFY;
