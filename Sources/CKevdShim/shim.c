@@ -548,6 +548,11 @@ int kevd_fanotify_init(unsigned int flags) {
     return fanotify_init(flags | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 }
 
+long kevd_queued_bytes(int fd) {
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 ? (long)n : -1;
+}
+
 int kevd_fanotify_mark(int fd, unsigned int flags, uint64_t mask, const char *path) {
     return fanotify_mark(fd, flags, mask, AT_FDCWD, path);
 }

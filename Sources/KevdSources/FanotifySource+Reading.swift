@@ -70,5 +70,9 @@ extension FanotifySource {
         while let record = decoder.next() { handle(record) }
         settleListing(queueEmptied: !behind)
         armMoveTimerIfHolding()
+        if fanotify.unlimitedQueue {
+            if behind { enforceQueueBound(limit: queueByteLimit) }
+            armBoundTimer()
+        }
     }
 }

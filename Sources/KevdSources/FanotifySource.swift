@@ -72,6 +72,11 @@ public final class FanotifySource {
     var busy = false
     /// The last read filled the buffer: more is queued, read it at the next turn without pacing.
     var behind = false
+    /// The unlimited queue's bound (FanotifySource+QueueBound.swift).
+    let queueByteLimit: Int
+    let boundTimer: TimerFD
+    var boundTimerArmed = false
+    var lastBoundCheck: UInt64 = 0
     /// Without `FAN_RENAME`: a `FAN_MOVED_FROM` waiting for its `FAN_MOVED_TO` (FanotifySource+Moves.swift).
     var pendingMoveFrom: PendingMoveFrom?
     let moveTimer: TimerFD
@@ -100,6 +105,8 @@ public final class FanotifySource {
             reportTarget: !Self.testSwitch("KEVD_TEST_FANOTIFY_BEFORE_5_17"))
         paceTimer = try TimerFD(clock: .monotonic)
         moveTimer = try TimerFD(clock: .monotonic)
+        boundTimer = try TimerFD(clock: .monotonic)
+        queueByteLimit = Self.testValue("KEVD_TEST_FANOTIFY_QUEUE_BYTES") ?? Self.defaultQueueByteLimit
         listingWakeup = try EventFD()
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
         try watchFanotifyFD()
@@ -112,6 +119,11 @@ public final class FanotifySource {
             self.moveTimerFired()
         }
         try registerListing()
+        // Timers' priority, not kernel input's: it must run while kernel input is withheld (Daemon+JournalFailure).
+        try loop.register(fd: boundTimer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? self.boundTimer.read()
+            self.boundTimerFired()
+        }
         watchMounts()
     }
 
@@ -119,18 +131,25 @@ public final class FanotifySource {
         loop.unregister(fd: fanotify.fd.rawValue)
         loop.unregister(fd: paceTimer.fd.rawValue)
         loop.unregister(fd: moveTimer.fd.rawValue)
+        loop.unregister(fd: boundTimer.fd.rawValue)
         loop.unregister(fd: listingWakeup.fd.rawValue)
         if let mountInfo { loop.unregister(fd: mountInfo.rawValue) }
         readBuffer.deallocate()
     }
 
-    /// Test-only switches (the test suite sets them for one daemon; nothing else should): `..._BOUNDED_QUEUE`
+    /// Test-only switches (the test suite sets them for one daemon; nothing else should): `..._QUEUE_BYTES`
+    /// lowers the unlimited queue's bound (FanotifySource+QueueBound.swift); `..._BOUNDED_QUEUE`
     /// keeps the kernel's default queue (16,384 events), so a test can make it overflow;
     /// `..._BEFORE_5_17` behaves as on a kernel before 5.17 (no `FAN_RENAME`, no `FAN_REPORT_TARGET_FID`), so the
     /// move pairing those kernels need runs here.
     static func testSwitch(_ name: String) -> Bool {
         guard let value = getenv(name) else { return false }
         return String(cString: value) == "1"
+    }
+
+    static func testValue(_ name: String) -> Int? {
+        guard let value = getenv(name) else { return nil }
+        return Int(String(cString: value))
     }
 
     /// The kernel queue's bound (`status`): `unlimited`, or the sysctl that bounds it.

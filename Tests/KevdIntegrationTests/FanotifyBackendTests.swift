@@ -58,6 +58,35 @@ struct FanotifyBackendTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// The unlimited queue has kevd's own bound (64 MiB of records; lowered here by a test-only switch): past it,
+    /// kevd discards what is queued and reports it as `overflow`, as a kernel overflow, and goes on.
+    @Test("past the unlimited queue's bound, queued events are discarded and reported as overflow",
+        .enabled(if: Root.shouldRun, FileBackend.rootOnlyReason))
+    func unlimitedQueueBound() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        let (root, cleanup) = try FileBackend.fanotify.isolatedRoot(dir)
+        defer { cleanup() }
+        let daemon = try FileBackend.fanotify.start(
+            dir, root: root, extra: #"events = ["create"]"#, environment: ["KEVD_TEST_FANOTIFY_QUEUE_BYTES": "262144"])
+        daemon.signal(SIGSTOP)
+        // 20,000 records of about 100 bytes: some 2 MB queued, eight times the bound.
+        let burst = 20_000
+        for i in 0..<burst {
+            close(open(dir.file("\(root)/burst\(i)"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
+        }
+        daemon.signal(SIGCONT)
+        let overflow = try daemon.waitFor("overflow", timeout: 60) { $0.isEvent("inotify", "overflow") }
+        #expect(overflow.key == dir.file(root))
+        #expect(overflow.data["overflows"] as? Int == 1)
+        try writeFile(dir.file("\(root)/after"))
+        try daemon.waitFor("create after the overflow") { $0.isEvent("inotify", "create", key: dir.file("\(root)/after")) }
+        let creates = daemon.received.filter { $0.isEvent("inotify", "create") && ($0.key ?? "").contains("/burst") }
+        #expect(creates.count < burst)
+        #expect(daemon.received.filter { $0.isEvent("inotify", "overflow") }.count == 1)
+        #expect(daemon.stop() == 0)
+    }
+
     /// A reload that drops the only root on a file system removes that file system's mark: `status` counts one
     /// file system fewer, and changes there are no longer reported.
     @Test("a reload that drops a root removes the mark of its file system",

@@ -102,6 +102,8 @@ int kevd_fsid(const char *path, uint64_t *fsid);
 /// The id of the mount `fd` is on (`statx` with `STATX_MNT_ID`, Linux 5.8); -1 when the kernel does not say.
 int kevd_mount_id(int fd, uint64_t *id);
 int kevd_fanotify_init(unsigned int flags);
+/// FIONREAD: the bytes a read of `fd` would return now (fanotify: every queued event), or -1.
+long kevd_queued_bytes(int fd);
 int kevd_fanotify_mark(int fd, unsigned int flags, uint64_t mask, const char *path);
 /// `open_by_handle_at` with the handle given as its type and bytes (Swift never builds `struct file_handle`).
 int kevd_open_by_handle_at(int mount_fd, int handle_type, const uint8_t *bytes, unsigned int length, int flags);
