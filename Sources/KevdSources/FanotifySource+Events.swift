@@ -164,7 +164,8 @@ extension FanotifySource {
                 guard let newPath else { continue }
                 edgeMove(.movedTo, root: index, path: newPath, nameBytes: to.1, name: newName,
                     isDirectory: isDirectory, pid: pid)
-                if isDirectory { announceMovedIn(newPath, root: index) }
+                // Its contents as synthetic creates; not for the root itself renamed into place (as inotify).
+                if isDirectory && newPath != root.spec.path { announceMovedIn(newPath, root: index) }
             case (false, false):
                 continue
             }
