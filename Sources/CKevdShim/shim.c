@@ -542,7 +542,16 @@ int kevd_spawn(const struct kevd_spawn_request *request, int *failed_step, int *
     return pid;
 }
 
-int kevd_fanotify_init(unsigned int flags) { return fanotify_init(flags, O_RDONLY | O_CLOEXEC | O_NONBLOCK); }
+// FAN_CLOEXEC | FAN_NONBLOCK are for the group's own fd (the second argument is for event fds, which FID
+// reporting never sends): without them a spawned child inherited it and a read of an empty queue blocked the loop.
+int kevd_fanotify_init(unsigned int flags) {
+    return fanotify_init(flags | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+}
+
+long kevd_queued_bytes(int fd) {
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 ? (long)n : -1;
+}
 
 int kevd_fanotify_mark(int fd, unsigned int flags, uint64_t mask, const char *path) {
     return fanotify_mark(fd, flags, mask, AT_FDCWD, path);

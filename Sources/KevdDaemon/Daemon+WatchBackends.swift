@@ -82,6 +82,7 @@ extension Daemon {
             ("file_systems", .int(Int64(fanotify?.markCount ?? 0))),
             ("directories_cached", .int(Int64(fanotify?.cachedDirectories ?? 0))),
             ("overflows", .int(Int64(fanotify?.overflowCount ?? 0))),
+            ("queue", fanotify.map { .string($0.queueLimit) } ?? .null),
             ("fallback", watchBackends.fallback.map { .string($0) } ?? .null),
         ])
     }

@@ -1,5 +1,6 @@
 import CKevdShim
 import Glibc
+import SystemPackage
 
 /// A fanotify group reporting directory-entry events (`FAN_REPORT_DFID_NAME | FAN_REPORT_FID`), non-blocking,
 /// with whole-file-system marks. Needs CAP_SYS_ADMIN and Linux 5.9 (`FAN_RENAME`: 5.17).
@@ -25,9 +26,39 @@ public final class Fanotify {
     public static let initFlags = kevd_FAN_CLASS_NOTIF | kevd_FAN_REPORT_DFID_NAME | kevd_FAN_REPORT_FID
 
     public let fd: OwnedFD
+    /// The queue has no length limit (`FAN_UNLIMITED_QUEUE`): events wait in kernel memory charged to kevd's
+    /// cgroup, and only a failed allocation there (the unit's `MemoryMax=`) queues an overflow.
+    public let unlimitedQueue: Bool
+    /// Directory-entry events (create, delete, moves) carry the child's handle too (`FAN_REPORT_TARGET_FID`,
+    /// Linux 5.17): the kernel then merges only events of one inode into a record.
+    public let reportsTarget: Bool
 
-    public init() throws {
-        fd = OwnedFD(try syscall("fanotify_init") { kevd_fanotify_init(Self.initFlags) })
+    /// A group with an unlimited queue and the child's handle on directory-entry events when asked for and had:
+    /// without CAP_SYS_ADMIN the queue is the kernel's default (`fs.fanotify.max_queued_events`, 16,384), and a
+    /// kernel before 5.17 refuses `FAN_REPORT_TARGET_FID` (EINVAL).
+    public init(unlimitedQueue wantUnlimited: Bool = true, reportTarget wantTarget: Bool = true) throws {
+        var unlimited = wantUnlimited
+        var target = wantTarget
+        while true {
+            let flags = Self.initFlags | (unlimited ? kevd_FAN_UNLIMITED_QUEUE : 0)
+                | (target ? kevd_FAN_REPORT_TARGET_FID : 0)
+            let raw = kevd_fanotify_init(flags)
+            if raw >= 0 {
+                fd = OwnedFD(raw)
+                unlimitedQueue = unlimited
+                reportsTarget = target
+                return
+            }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EINVAL && target {
+                target = false
+            } else if code == EPERM && unlimited {
+                unlimited = false
+            } else {
+                throw SyscallError(call: "fanotify_init", errno: Errno(rawValue: code))
+            }
+        }
     }
 
     /// Marks the whole file system holding `path` for `mask`.
@@ -35,6 +66,20 @@ public final class Fanotify {
         _ = try syscall("fanotify_mark") {
             kevd_fanotify_mark(fd.rawValue, kevd_FAN_MARK_ADD | kevd_FAN_MARK_FILESYSTEM, mask.rawValue, path)
         }
+    }
+
+    /// Removes the mark `markFileSystem` made on the file system holding `path` (`mask` is the mask it was made
+    /// with).
+    public func unmarkFileSystem(path: String, mask: Mask) throws {
+        _ = try syscall("fanotify_mark") {
+            kevd_fanotify_mark(fd.rawValue, kevd_FAN_MARK_REMOVE | kevd_FAN_MARK_FILESYSTEM, mask.rawValue, path)
+        }
+    }
+
+    /// The bytes of every event queued now (FIONREAD; the kernel walks its queue to count them), or nil.
+    public var queuedBytes: Int? {
+        let n = kevd_queued_bytes(fd.rawValue)
+        return n >= 0 ? Int(n) : nil
     }
 
     /// Reads as many whole events as fit; returns the byte count, or nil when the queue is empty.
@@ -72,15 +117,62 @@ public final class Fanotify {
 
 /// A file handle as fanotify and `name_to_handle_at` give it: the file system (fsid), the handle's type and its
 /// bytes. Hashable, so it keys caches.
+///
+/// The bytes are kept inline (40 bytes: ext4, xfs, tmpfs and btrfs handles are 8 to 20), so taking a handle out
+/// of a read buffer, hashing it and comparing it allocate nothing: this is done for every fanotify event. A longer
+/// handle (some network file systems) keeps its bytes in an array.
 public struct KernelFileHandle: Hashable, Sendable {
     public var fsid: UInt64
     public var type: Int32
-    public var bytes: [UInt8]
+    /// The handle's length in bytes.
+    public private(set) var count: Int32
+    private var inline: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
+    private var spilled: [UInt8]?
+
+    static let inlineCapacity = 40
 
     public init(fsid: UInt64, type: Int32, bytes: [UInt8]) {
+        self = bytes.withUnsafeBytes { KernelFileHandle(fsid: fsid, type: type, raw: $0) }
+    }
+
+    /// Copies the handle's bytes out of `raw` (a read buffer): no allocation for a handle of up to 40 bytes.
+    public init(fsid: UInt64, type: Int32, raw: UnsafeRawBufferPointer) {
         self.fsid = fsid
         self.type = type
-        self.bytes = bytes
+        count = Int32(raw.count)
+        if raw.count <= Self.inlineCapacity {
+            withUnsafeMutableBytes(of: &inline) { $0.copyMemory(from: raw) }
+        } else {
+            spilled = Array(raw)
+        }
+    }
+
+    /// The handle's bytes (for `open_by_handle_at`).
+    public func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        if let spilled { return spilled.withUnsafeBufferPointer(body) }
+        var copy = inline
+        return withUnsafeBytes(of: &copy) { body(UnsafeBufferPointer(rebasing: $0.bindMemory(to: UInt8.self)[0..<Int(count)])) }
+    }
+
+    public var bytes: [UInt8] { withBytes { Array($0) } }
+
+    public static func == (a: KernelFileHandle, b: KernelFileHandle) -> Bool {
+        a.inline.0 == b.inline.0 && a.inline.1 == b.inline.1 && a.fsid == b.fsid && a.type == b.type
+            && a.count == b.count && a.inline.2 == b.inline.2 && a.inline.3 == b.inline.3 && a.inline.4 == b.inline.4
+            && a.spilled == b.spilled
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(fsid)
+        hasher.combine(UInt64(UInt32(bitPattern: type)) << 32 | UInt64(UInt32(bitPattern: count)))
+        hasher.combine(inline.0)
+        hasher.combine(inline.1)
+        if count > 16 {
+            hasher.combine(inline.2)
+            hasher.combine(inline.3)
+            hasher.combine(inline.4)
+        }
+        if let spilled { hasher.combine(spilled) }
     }
 
     /// The handle of `path` (following symlinks), with `fsid` filled in by the caller.
@@ -108,7 +200,7 @@ public struct KernelFileHandle: Hashable, Sendable {
     /// The path the handle's object has now (its first name, for a hard-linked file), through `mountFD` (a
     /// directory fd on the same file system).
     public func location(mountFD: Int32) -> Location {
-        let fd = bytes.withUnsafeBufferPointer {
+        let fd = withBytes {
             kevd_open_by_handle_at(mountFD, type, $0.baseAddress, UInt32($0.count), kevd_O_PATH | O_CLOEXEC)
         }
         guard fd >= 0 else { return errno == ESTALE || errno == ENOENT ? .gone : .unknown }
@@ -193,7 +285,7 @@ public struct FanotifyRecordDecoder: Sequence, IteratorProtocol {
                 if handleStart + handleLength <= info + length {
                     let handle = KernelFileHandle(
                         fsid: fsid, type: handleType,
-                        bytes: Array(UnsafeRawBufferPointer(rebasing: bytes[handleStart..<(handleStart + handleLength)])))
+                        raw: UnsafeRawBufferPointer(rebasing: bytes[handleStart..<(handleStart + handleLength)]))
                     // The name follows the handle, NUL-terminated and padded.
                     let nameStart = handleStart + handleLength
                     var nameEnd = nameStart

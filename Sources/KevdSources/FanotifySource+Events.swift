@@ -10,19 +10,6 @@ import KevdSpec
 /// are reported in the order they must have happened: create, modify, attrib, close_write, delete, except that a
 /// record with both DELETE and CREATE whose name exists now was deleted and made again (delete first).
 extension FanotifySource {
-    func drain() {
-        let count: Int?
-        do {
-            count = try fanotify.read(into: readBuffer)
-        } catch {
-            reportError("fanotify read failed", error: error)
-            return
-        }
-        guard let count, count > 0 else { return }
-        var decoder = FanotifyRecordDecoder(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
-        while let record = decoder.next() { handle(record) }
-    }
-
     func handle(_ record: FanotifyRecord) {
         let mask = record.mask
         if mask.contains(.queueOverflow) {
@@ -30,6 +17,7 @@ extension FanotifySource {
             return
         }
         let isDirectory = mask.contains(.onDirectory)
+        if !renameEvents && pairMove(record) { return }
         if mask.contains(.rename), let oldDirectory = record.oldDirectory, let oldName = record.oldName,
             let newDirectory = record.newDirectory, let newName = record.newName
         {
@@ -48,7 +36,6 @@ extension FanotifySource {
         let name = ByteText(nameBytes)
         let path = InotifySource.join(directory.path, name.string)
         if isDirectory && mask.contains(.create) { rememberNewDirectory(at: path, fsid: handle.fsid) }
-        var types: [FileEventType] = []
         // DELETE|CREATE in one record: created then deleted, or deleted and made again. The kernel merges only
         // events of one inode when it reports the child's handle (`object`), and an inode is never made after its
         // own delete, so such a record is create then delete with no look at the disk. Without a handle, whether
@@ -57,27 +44,34 @@ extension FanotifySource {
         // removed and made again before kevd read either, reported as create then delete.
         let recreated = mask.contains(.delete) && mask.contains(.create) && record.object == nil
             && FileKind.of(path) != .missing
-        if recreated { types.append(.delete) }
-        if mask.contains(.movedFrom) { types.append(.movedFrom) }
-        if mask.contains(.create) { types.append(.create) }
-        if mask.contains(.movedTo) { types.append(.movedTo) }
-        if mask.contains(.modify) { types.append(.modify) }
-        if mask.contains(.attrib) { types.append(.attrib) }
-        if mask.contains(.closeWrite) { types.append(.closeWrite) }
-        if mask.contains(.delete) && !recreated { types.append(.delete) }
+        // The record's types in the order they happened (a fixed table, not an array per record).
         for index in directory.roots {
-            for type in types {
-                emit(type, root: index, directory: directory.path, path: path, nameBytes: nameBytes, name: name,
+            for step in Self.typeOrder {
+                guard mask.contains(step.mask), step.recreated == nil || step.recreated == recreated else { continue }
+                emit(step.type, root: index, directory: directory.path, path: path, nameBytes: nameBytes, name: name,
                     isDirectory: isDirectory, pid: record.pid)
+            }
+            // A directory moved in from outside (an unpaired FAN_MOVED_TO: kernels before 5.17).
+            if isDirectory && mask.contains(.movedTo) && path != roots[index].spec.path
+                && inside(path, directory: directory.path, root: roots[index])
+            {
+                announceMovedIn(path, root: index)
             }
         }
     }
 
+    /// The order a merged record's types are reported in; a delete comes first when the name was deleted and
+    /// made again (`recreated`), last otherwise.
+    static let typeOrder: [(mask: Fanotify.Mask, type: FileEventType, recreated: Bool?)] = [
+        (.delete, .delete, true), (.movedFrom, .movedFrom, nil), (.create, .create, nil), (.movedTo, .movedTo, nil),
+        (.modify, .modify, nil), (.attrib, .attrib, nil), (.closeWrite, .closeWrite, nil), (.delete, .delete, false),
+    ]
+
     /// One event for root `index`, shaped as the inotify source shapes it: the root's own entry in its parent is
     /// the root itself (created, deleted: `delete_self`), a file root sees only its own name.
-    private func emit(
+    func emit(
         _ type: FileEventType, root index: Int, directory: String, path: String, nameBytes: UnsafeBufferPointer<UInt8>,
-        name: ByteText, isDirectory: Bool, pid: Int32
+        name: ByteText, isDirectory: Bool, pid: Int32, synthetic: Bool = false
     ) {
         let root = roots[index]
         var type = type
@@ -97,7 +91,12 @@ extension FanotifySource {
         }
         guard root.events & type.bit != 0 else { return }
         if nameBytes != nil, root.excludes(path: path, name: name.string) { return }
+        if !synthetic && type == .create && !synthesized.isEmpty && synthesized.remove(path) != nil {
+            return  // Reported already by the listing of a directory moved in (FanotifySource+MovedIn.swift).
+        }
+        if !synthetic && listingActive && (type == .create || type == .movedTo) { reportedWhileListing.insert(path) }
         var data = root.baseData(path: path, nameBytes: nameBytes, name: name, isDirectory: isDirectory)
+        if synthetic { data.append("synthetic", true) }
         if pid > 0 { data.append("pid", Int(pid)) }
         pipeline.publish(source: .inotify, type: type.rawValue, key: path, data: data)
     }
@@ -125,15 +124,25 @@ extension FanotifySource {
         from: (KernelFileHandle, UnsafeBufferPointer<UInt8>), to: (KernelFileHandle, UnsafeBufferPointer<UInt8>),
         isDirectory: Bool, pid: Int32
     ) {
-        let oldDirectory = directory(from.0)
-        let newDirectory = directory(to.0)
+        renamed(from: (directory(from.0), from.1), to: (directory(to.0), to.1, to.0.fsid), isDirectory: isDirectory,
+            pid: pid)
+    }
+
+    /// A rename with both ends known: from `FAN_RENAME`, or a `FAN_MOVED_FROM` paired with the `FAN_MOVED_TO`
+    /// that followed it (FanotifySource+Moves.swift). A directory is `nil` when it is not known (gone).
+    func renamed(
+        from: (DirectoryEntry?, UnsafeBufferPointer<UInt8>), to: (DirectoryEntry?, UnsafeBufferPointer<UInt8>, UInt64),
+        isDirectory: Bool, pid: Int32
+    ) {
+        let oldDirectory = from.0
+        let newDirectory = to.0
         let oldName = ByteText(from.1)
         let newName = ByteText(to.1)
         let oldPath = oldDirectory.map { InotifySource.join($0.path, oldName.string) }
         let newPath = newDirectory.map { InotifySource.join($0.path, newName.string) }
         // Paths below a renamed directory change before anything else is read.
         if isDirectory, let oldPath, let newPath { directoryMoved(from: oldPath, to: newPath) }
-        if isDirectory, let newPath { rememberNewDirectory(at: newPath, fsid: to.0.fsid) }
+        if isDirectory, let newPath { rememberNewDirectory(at: newPath, fsid: to.2) }
         cookie &+= 1
         for (index, root) in roots.enumerated() {
             let fromInside = oldPath.map { inside($0, directory: oldDirectory!.path, root: root) } ?? false
@@ -155,13 +164,15 @@ extension FanotifySource {
                 guard let newPath else { continue }
                 edgeMove(.movedTo, root: index, path: newPath, nameBytes: to.1, name: newName,
                     isDirectory: isDirectory, pid: pid)
+                // Its contents as synthetic creates; not for the root itself renamed into place (as inotify).
+                if isDirectory && newPath != root.spec.path { announceMovedIn(newPath, root: index) }
             case (false, false):
                 continue
             }
         }
     }
 
-    private func edgeMove(
+    func edgeMove(
         _ type: FileEventType, root index: Int, path: String, nameBytes: UnsafeBufferPointer<UInt8>, name: ByteText,
         isDirectory: Bool, pid: Int32
     ) {
@@ -183,7 +194,7 @@ extension FanotifySource {
     }
 
     /// Whether the entry `path` of `directory` is reported by `root` (not excluded; the root itself counts).
-    private func inside(_ path: String, directory: String, root: Root) -> Bool {
+    func inside(_ path: String, directory: String, root: Root) -> Bool {
         let rootPath = root.spec.path
         if path == rootPath { return true }
         guard directory == rootPath || (root.spec.recursive && Self.isBelow(directory, rootPath)) else { return false }

@@ -21,7 +21,11 @@ extension FanotifySource {
     static let directoryCacheLimit = 200_000
 
     func directory(_ handle: KernelFileHandle) -> DirectoryEntry? {
-        if let known = directories[handle] { return known }
+        if let last = lastDirectory, last.handle == handle { return last.entry }
+        if let known = directories[handle] {
+            lastDirectory = (handle, known)
+            return known
+        }
         guard let known = mounts[handle.fsid] else { return nil }
         // Usually one mount. With several (a bind mount below a root), the first path inside a root wins; a
         // directory no mount names inside a root is remembered under the first path found, as outside.

@@ -23,7 +23,8 @@ public final class FanotifySource {
     typealias Root = InotifySource.Root
 
     /// 64 KiB per read, one read per wakeup: the fd is level-triggered, so a backlog is read turn after turn and
-    /// each turn's work stays cache-sized (as the inotify source's reads).
+    /// each turn's work stays cache-sized (as the inotify source's reads). Paced as inotify's reads are while the
+    /// file systems are busy (FanotifySource+Reading.swift).
     static let readBufferSize = 64 * 1024
 
     let fanotify: Fanotify
@@ -31,13 +32,15 @@ public final class FanotifySource {
     let pipeline: EventPipeline
     let logger: Logger
     var roots: [Root] = []
-    /// `st_dev` -> fsid of each file system marked (a reload that drops a root leaves its mark, whose events the
-    /// path filter then drops; an unmounted file system's mark goes with it, and is forgotten here at the next
-    /// mount-table change, FanotifySource+Mounts.swift).
+    /// `st_dev` -> fsid of each file system marked (a reload removes the marks no root needs any more; an
+    /// unmounted file system's mark goes with it, and is forgotten here at the next mount-table change,
+    /// FanotifySource+Mounts.swift).
     var markedDevices: [UInt64: UInt64] = [:]
     /// File systems that refused a mark (overlayfs, file systems without file handles), by `st_dev`, with why:
     /// not tried again at each mount-table change.
     var refusedDevices: [UInt64: String] = [:]
+    /// While `configure` marks: the devices the new roots need (the others' marks are then removed).
+    var neededDevices: Set<UInt64>?
     /// Mount points below a root whose refusal was reported (once each).
     var reportedMounts: Set<String> = []
     /// The mounts of each marked file system kevd named it through (a root's, a mount point's below a root), by
@@ -47,7 +50,12 @@ public final class FanotifySource {
     /// handle is named through each in turn until one gives a path inside a root (FanotifySource+Paths.swift).
     var mounts: [UInt64: [(mount: UInt64, path: String)]] = [:]
     /// Directory handle -> path and the roots it is inside (FanotifySource+Paths.swift).
-    var directories: [KernelFileHandle: DirectoryEntry] = [:]
+    var directories: [KernelFileHandle: DirectoryEntry] = [:] {
+        didSet { lastDirectory = nil }  // Any change may change the entry the one-entry cache holds.
+    }
+    /// The directory of the previous event: a burst's events come from few directories, and comparing a handle
+    /// (five words inline) is cheaper than hashing it (FanotifySource+Paths.swift).
+    var lastDirectory: (handle: KernelFileHandle, entry: DirectoryEntry)?
     /// `FAN_RENAME` is marked (Linux 5.17+): a rename is one event with both ends. Without it, the halves
     /// (`FAN_MOVED_FROM`/`FAN_MOVED_TO`) are reported as `moved_from` and `moved_to`.
     var renameEvents = false
@@ -55,6 +63,31 @@ public final class FanotifySource {
     var cookie: UInt32 = 0
     var readBuffer: UnsafeMutableRawBufferPointer
     public internal(set) var overflowCount = 0
+    /// Read pacing while the file systems are busy, as the inotify source's (FanotifySource+Reading.swift).
+    let paceTimer: TimerFD
+    var paused = false
+    var lastRead: UInt64 = 0
+    var windowBytes = 0
+    var windowStart: UInt64 = 0
+    var busy = false
+    /// The last read filled the buffer: more is queued, read it at the next turn without pacing.
+    var behind = false
+    /// The unlimited queue's bound (FanotifySource+QueueBound.swift).
+    let queueByteLimit: Int
+    let boundTimer: TimerFD
+    var boundTimerArmed = false
+    var lastBoundCheck: UInt64 = 0
+    /// Without `FAN_RENAME`: a `FAN_MOVED_FROM` waiting for its `FAN_MOVED_TO` (FanotifySource+Moves.swift).
+    var pendingMoveFrom: PendingMoveFrom?
+    let moveTimer: TimerFD
+    var moveTimerArmed = false
+    /// Directories moved into a tree, still to be listed, and the listing's dedup sets
+    /// (FanotifySource+MovedIn.swift).
+    var listing: [ListingItem] = []
+    let listingWakeup: EventFD
+    var synthesized: Set<String> = []
+    var reportedWhileListing: Set<String> = []
+    var listingSettling = false
     /// /proc/self/mountinfo, polled for mount changes (FanotifySource+Mounts.swift).
     var mountInfo: OwnedFD?
 
@@ -67,19 +100,60 @@ public final class FanotifySource {
         self.loop = loop
         self.pipeline = pipeline
         self.logger = logger
-        fanotify = try Fanotify()
+        fanotify = try Fanotify(
+            unlimitedQueue: !Self.testSwitch("KEVD_TEST_FANOTIFY_BOUNDED_QUEUE"),
+            reportTarget: !Self.testSwitch("KEVD_TEST_FANOTIFY_BEFORE_5_17"))
+        paceTimer = try TimerFD(clock: .monotonic)
+        moveTimer = try TimerFD(clock: .monotonic)
+        boundTimer = try TimerFD(clock: .monotonic)
+        queueByteLimit = Self.testValue("KEVD_TEST_FANOTIFY_QUEUE_BYTES") ?? Self.defaultQueueByteLimit
+        listingWakeup = try EventFD()
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
-        try loop.register(fd: fanotify.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
-            self.drain()
+        try watchFanotifyFD()
+        try loop.register(fd: paceTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
+            _ = try? self.paceTimer.read()
+            self.resume()
+        }
+        try loop.register(fd: moveTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
+            _ = try? self.moveTimer.read()
+            self.moveTimerFired()
+        }
+        try registerListing()
+        // Timers' priority, not kernel input's: it must run while kernel input is withheld (Daemon+JournalFailure).
+        try loop.register(fd: boundTimer.fd.rawValue, events: .readable, priority: .timers) { [unowned self] _ in
+            _ = try? self.boundTimer.read()
+            self.boundTimerFired()
         }
         watchMounts()
     }
 
     deinit {
         loop.unregister(fd: fanotify.fd.rawValue)
+        loop.unregister(fd: paceTimer.fd.rawValue)
+        loop.unregister(fd: moveTimer.fd.rawValue)
+        loop.unregister(fd: boundTimer.fd.rawValue)
+        loop.unregister(fd: listingWakeup.fd.rawValue)
         if let mountInfo { loop.unregister(fd: mountInfo.rawValue) }
         readBuffer.deallocate()
     }
+
+    /// Test-only switches (the test suite sets them for one daemon; nothing else should): `..._QUEUE_BYTES`
+    /// lowers the unlimited queue's bound (FanotifySource+QueueBound.swift); `..._BOUNDED_QUEUE`
+    /// keeps the kernel's default queue (16,384 events), so a test can make it overflow;
+    /// `..._BEFORE_5_17` behaves as on a kernel before 5.17 (no `FAN_RENAME`, no `FAN_REPORT_TARGET_FID`), so the
+    /// move pairing those kernels need runs here.
+    static func testSwitch(_ name: String) -> Bool {
+        guard let value = getenv(name) else { return false }
+        return String(cString: value) == "1"
+    }
+
+    static func testValue(_ name: String) -> Int? {
+        guard let value = getenv(name) else { return nil }
+        return Int(String(cString: value))
+    }
+
+    /// The kernel queue's bound (`status`): `unlimited`, or the sysctl that bounds it.
+    public var queueLimit: String { fanotify.unlimitedQueue ? "unlimited" : "fs.fanotify.max_queued_events" }
 
     public var markCount: Int { markedDevices.count }
     public var rootCount: Int { roots.count }
@@ -92,10 +166,16 @@ public final class FanotifySource {
     public func configure(_ specs: [WatchSpec]) -> [(spec: WatchSpec, reason: String)] {
         var refused: [(spec: WatchSpec, reason: String)] = []
         var accepted: [WatchSpec] = []
+        neededDevices = []
         for spec in specs {
             if let reason = markFileSystems(for: spec.path) { refused.append((spec, reason)) } else { accepted.append(spec) }
         }
+        let needed = neededDevices ?? []
+        neededDevices = nil
+        unmarkDevices(except: needed)
         if roots.map(\.spec) != accepted {
+            flushPendingMove()  // It names the old roots' directories.
+            dropListing()
             let old = roots
             roots = accepted.map { spec in old.first { $0.spec == spec } ?? Root(spec: spec) }
             directories.removeAll()
@@ -128,6 +208,7 @@ public final class FanotifySource {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }  // Gone meanwhile: the next mount change or reload tries again.
         let device = UInt64(st.st_dev)
+        neededDevices?.insert(device)
         if let reason = refusedDevices[device] { return reason }
         var fsid: UInt64 = 0
         guard kevd_fsid(path, &fsid) == 0 else {
@@ -140,9 +221,10 @@ public final class FanotifySource {
         }
         do {
             // The first mark learns whether the kernel has FAN_RENAME; every mark then asks for the same events.
-            if markedDevices.isEmpty { renameEvents = fanotify.supportsRename(path: path) }
-            try fanotify.markFileSystem(
-                path: path, mask: Self.baseMask.union(renameEvents ? [.rename] : [.movedFrom, .movedTo]))
+            if markedDevices.isEmpty {
+                renameEvents = !Self.testSwitch("KEVD_TEST_FANOTIFY_BEFORE_5_17") && fanotify.supportsRename(path: path)
+            }
+            try fanotify.markFileSystem(path: path, mask: markMask)
         } catch {
             // EPERM: kevd has no CAP_SYS_ADMIN (fanotify_init itself works without it since Linux 5.13, but a
             // file-system mark does not), or a system-call filter refuses the mark.
@@ -155,6 +237,34 @@ public final class FanotifySource {
         keepMount(path, fsid: fsid)
         logger.debug("fanotify mark", metadata: ["path": "\(path)", "fsid": "\(fsid)"])
         return nil
+    }
+
+    /// What every mark asks for: the base events, and renames as one event where the kernel has them.
+    var markMask: Fanotify.Mask { Self.baseMask.union(renameEvents ? [.rename] : [.movedFrom, .movedTo]) }
+
+    /// Removes the marks of file systems no root needs any more (a reload dropped or moved the roots on them), so
+    /// their changes no longer reach kevd at all. A file system whose mount kevd can no longer reach keeps its
+    /// mark (its events are dropped by the path filter, as before) until it is unmounted.
+    func unmarkDevices(except needed: Set<UInt64>) {
+        for (device, fsid) in markedDevices where !needed.contains(device) {
+            let reachable = (mounts[fsid] ?? []).first { kept in
+                var st = stat()
+                return stat(kept.path, &st) == 0 && UInt64(st.st_dev) == device
+            }
+            guard let reachable else {
+                logger.info("fanotify mark kept: its file system is not reachable", metadata: ["fsid": "\(fsid)"])
+                continue
+            }
+            do {
+                try fanotify.unmarkFileSystem(path: reachable.path, mask: markMask)
+            } catch {
+                logger.info("fanotify unmark failed", metadata: ["path": "\(reachable.path)", "error": "\(error)"])
+                continue
+            }
+            logger.debug("fanotify mark removed", metadata: ["path": "\(reachable.path)", "fsid": "\(fsid)"])
+            markedDevices[device] = nil
+            mounts[fsid] = nil
+        }
     }
 
     /// Keeps `path` as the way to the mount it is on, unless that mount is kept already.

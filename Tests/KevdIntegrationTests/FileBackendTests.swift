@@ -44,9 +44,11 @@ enum FileBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     /// Starts kevd on `w` inside `dir` and checks `started` names this backend.
     func start(
-        _ dir: TemporaryDirectory, root: String = "w", recursive: Bool = true, extra: String = ""
+        _ dir: TemporaryDirectory, root: String = "w", recursive: Bool = true, extra: String = "",
+        environment: [String: String] = [:]
     ) throws -> DaemonProcess {
-        let daemon = try DaemonProcess(config: config(root, recursive: recursive, extra: extra), in: dir)
+        let daemon = try DaemonProcess(
+            config: config(root, recursive: recursive, extra: extra), in: dir, environment: environment)
         // Generous: a debug kevd on a loaded 2-core machine; the crawl (inotify) is small here.
         let started = try daemon.waitFor("started", timeout: 60) { $0.isEvent("kevd", "started") }
         #expect(started.data["watch_backend"] as? String == rawValue)
@@ -190,6 +192,47 @@ struct FileBackendTests {
         try daemon.waitFor("moved_from") { $0.isEvent("inotify", "moved_from", key: dir.file("w/new/sub/after")) }
         rename(dir.file("outside/after"), dir.file("w/back"))
         try daemon.waitFor("moved_to") { $0.isEvent("inotify", "moved_to", key: dir.file("w/back")) }
+        #expect(daemon.stop() == 0)
+    }
+
+    /// A directory moved in from outside the tree: inotify watches and lists it, fanotify lists it; both report
+    /// `moved_to` for it and what it holds, at every depth, as synthetic creates, each once; a file made in it
+    /// afterwards is a plain create.
+    @Test("a directory moved in from outside: moved_to, then what it holds as synthetic creates, once each",
+        arguments: FileBackend.allCases)
+    func movedInDirectory(backend: FileBackend) throws {
+        try backend.requireRunnable()
+        let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("outside"))
+        try makeDirectory(dir.file("outside/in"))
+        try makeDirectory(dir.file("outside/in/sub"))
+        try makeDirectory(dir.file("outside/in/sub/deeper"))
+        try writeFile(dir.file("outside/in/f"))
+        try writeFile(dir.file("outside/in/sub/g"))
+        try writeFile(dir.file("outside/in/sub/deeper/h"))
+        let daemon = try backend.start(dir)
+        rename(dir.file("outside/in"), dir.file("w/in"))
+        let movedTo = try daemon.waitFor("moved_to") { $0.isEvent("inotify", "moved_to", key: dir.file("w/in")) }
+        #expect(movedTo.data["dir"] as? Bool == true)
+        let held = ["w/in/f", "w/in/sub", "w/in/sub/g", "w/in/sub/deeper", "w/in/sub/deeper/h"].map { dir.file($0) }
+        for path in held {
+            let create = try daemon.waitFor("synthetic create \(path)") { $0.isEvent("inotify", "create", key: path) }
+            #expect(create.data["synthetic"] as? Bool == true, "\(create)")
+            #expect(create.data["watch"] as? String == dir.file("w"))
+            #expect(create.data["dir"] as? Bool == (path.hasSuffix("sub") || path.hasSuffix("deeper")))
+        }
+        // A file made in the moved-in tree afterwards is an ordinary create; queued after everything above.
+        try writeFile(dir.file("w/in/sub/later"))
+        let later = try daemon.waitFor("later") { $0.isEvent("inotify", "create", key: dir.file("w/in/sub/later")) }
+        #expect(later.data["synthetic"] == nil)
+        try daemon.waitFor("later closed") { $0.isEvent("inotify", "close_write", key: dir.file("w/in/sub/later")) }
+        for path in held + [dir.file("w/in/sub/later")] {
+            #expect(daemon.received.filter { $0.isEvent("inotify", "create", key: path) }.count == 1, "\(path)")
+        }
+        #expect(!daemon.received.contains { $0.isEvent("inotify", "create", key: dir.file("w/in")) })
         #expect(daemon.stop() == 0)
     }
 
@@ -369,7 +412,9 @@ struct FileBackendTests {
         let dir = try TemporaryDirectory()
         let (root, cleanup) = try backend.isolatedRoot(dir)
         defer { cleanup() }
-        let daemon = try backend.start(dir, root: root)
+        // kevd gives fanotify an unlimited queue as root (`fanotifyUnlimitedQueue`): this switch keeps the
+        // kernel's default bound, as kevd has without CAP_SYS_ADMIN.
+        let daemon = try backend.start(dir, root: root, environment: ["KEVD_TEST_FANOTIFY_BOUNDED_QUEUE": "1"])
         daemon.signal(SIGSTOP)
         // More than the kernel queues (fs.inotify and fs.fanotify max_queued_events, 16,384 by default; each
         // file is at least one event, fanotify merging its create and close_write into one record), while kevd
@@ -396,6 +441,27 @@ struct FileBackendTests {
         #expect(!burstCreates.isEmpty)
         #expect(burstCreates.count <= backend.maxQueuedEvents)
         #expect(daemon.received.filter { $0.isEvent("inotify", "overflow") }.count == 1)
+        #expect(daemon.stop() == 0)
+    }
+
+    /// As root kevd asks fanotify for an unlimited queue (FAN_UNLIMITED_QUEUE): a burst more than twice the
+    /// kernel's default bound, queued while kevd cannot read, arrives whole, in order, with no overflow.
+    @Test("fanotify: a burst larger than the default queue while kevd is stopped loses nothing")
+    func fanotifyUnlimitedQueue() throws {
+        try FileBackend.fanotify.requireRunnable()
+        let dir = try TemporaryDirectory()
+        let (root, cleanup) = try FileBackend.fanotify.isolatedRoot(dir)
+        defer { cleanup() }
+        let daemon = try FileBackend.fanotify.start(dir, root: root, extra: #"events = ["create"]"#)
+        daemon.signal(SIGSTOP)
+        let burst = max(40_000, 2 * FileBackend.fanotify.maxQueuedEvents + 1_000)
+        for i in 0..<burst {
+            close(open(dir.file("\(root)/burst\(i)"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
+        }
+        daemon.signal(SIGCONT)
+        let creates = try daemon.waitForCount("creates", count: burst, timeout: 180) { $0.isEvent("inotify", "create") }
+        #expect(creates.map { $0.key ?? "" } == (0..<burst).map { dir.file("\(root)/burst\($0)") })
+        #expect(!daemon.received.contains { $0.type == "overflow" })
         #expect(daemon.stop() == 0)
     }
 

@@ -66,8 +66,11 @@ int kevd_sigset_fill(sigset_t *set, const int *signals, int count);
 // fanotify (directory-entry events, whole-file-system marks) and file handles.
 static const unsigned int kevd_FAN_CLASS_NOTIF = FAN_CLASS_NOTIF;
 static const unsigned int kevd_FAN_REPORT_FID = FAN_REPORT_FID;
+static const unsigned int kevd_FAN_UNLIMITED_QUEUE = FAN_UNLIMITED_QUEUE;
+static const unsigned int kevd_FAN_REPORT_TARGET_FID = FAN_REPORT_TARGET_FID;
 static const unsigned int kevd_FAN_REPORT_DFID_NAME = FAN_REPORT_DFID_NAME;
 static const unsigned int kevd_FAN_MARK_ADD = FAN_MARK_ADD;
+static const unsigned int kevd_FAN_MARK_REMOVE = FAN_MARK_REMOVE;
 static const unsigned int kevd_FAN_MARK_FILESYSTEM = FAN_MARK_FILESYSTEM;
 static const uint64_t kevd_FAN_ACCESS = FAN_ACCESS;
 static const uint64_t kevd_FAN_MODIFY = FAN_MODIFY;
@@ -99,6 +102,8 @@ int kevd_fsid(const char *path, uint64_t *fsid);
 /// The id of the mount `fd` is on (`statx` with `STATX_MNT_ID`, Linux 5.8); -1 when the kernel does not say.
 int kevd_mount_id(int fd, uint64_t *id);
 int kevd_fanotify_init(unsigned int flags);
+/// FIONREAD: the bytes a read of `fd` would return now (fanotify: every queued event), or -1.
+long kevd_queued_bytes(int fd);
 int kevd_fanotify_mark(int fd, unsigned int flags, uint64_t mask, const char *path);
 /// `open_by_handle_at` with the handle given as its type and bytes (Swift never builds `struct file_handle`).
 int kevd_open_by_handle_at(int mount_fd, int handle_type, const uint8_t *bytes, unsigned int length, int flags);
