@@ -34,10 +34,12 @@ struct SpawnOutcome: Sendable {
 /// Starts rule runs' processes on a thread of its own, so the loop never waits in `vfork` for a child to exec.
 ///
 /// The loop submits orders; the thread takes them first in, first out, starts each (`Spawn.start`: vfork, exec,
-/// the child's fd and signal hygiene are the shim's), and queues the outcome. It calls `notify` (which posts to the
-/// loop's inbox) once per batch: when it has started every order it has, or `reportBatch` outcomes wait, whichever
-/// comes first, and not again until the loop took them. The loop submits a few orders per turn: one wakeup for
-/// their pids instead of one per start (each wakeup is a loop turn, with its journal write and subscriber flush).
+/// the child's fd and signal hygiene are the shim's), and queues the outcome. The loop takes outcomes whenever it
+/// reaps or ends a turn anyway (`RulesEngine.takeSpawnOutcomes`), so the thread calls `notify` (which posts to the
+/// loop's inbox) only for outcomes the loop has not taken `reportDelay` after the oldest was queued, when
+/// `reportBatch` outcomes wait, or at once when the loop asked for the next outcome (`reportsPending`), and not
+/// again until the loop took them. Each wakeup is a loop turn with its journal write and subscriber flush: while
+/// runs keep ending, their exit turns carry the next runs' pids, and no turn is spent on pids alone.
 ///
 /// `PR_SET_PDEATHSIG` follows the thread that forked: scripts get SIGTERM when this thread ends. It therefore
 /// lives as long as the engine (to process exit, in kevd), and is only stopped when the engine is released.
@@ -55,10 +57,15 @@ final class RuleSpawner: @unchecked Sendable {
         var queue: Deque<SpawnOutcome> = []
         /// True from a notification until the loop takes the outcomes: later outcomes need none.
         var notified = false
+        /// The loop waits for an outcome (an exit no run claims yet): the next one notifies at once.
+        var promptly = false
     }
 
     /// Outcomes held back for one notification at most: a steady stream of orders still reports every few starts.
     static let reportBatch = 8
+    /// How long an outcome waits for the loop to take it in a turn it makes anyway before the thread wakes it: a
+    /// run's `rule.started` goes out at most about this late (docs/RULES.md).
+    static let reportDelay: Int64 = 1_000_000
 
     private let orders = Mutex(Orders())
     private let outcomes = Mutex(Outcomes())
@@ -92,13 +99,25 @@ final class RuleSpawner: @unchecked Sendable {
         if mustSignal { wakeup.signal() }
     }
 
-    /// Every outcome queued so far, oldest first (loop thread).
+    /// Every outcome queued so far, oldest first (loop thread); empty without taking the lock's cost of a copy
+    /// when there is none.
     func takeOutcomes() -> Deque<SpawnOutcome> {
         outcomes.withLock { outcomes in
+            guard !outcomes.queue.isEmpty else { return [] }
             let taken = outcomes.queue
             outcomes.queue.removeAll(keepingCapacity: true)
             outcomes.notified = false
             return taken
+        }
+    }
+
+    /// True when outcomes are queued (take them); otherwise the next outcome notifies at once (loop thread, when
+    /// an exit is waiting for its pid).
+    func reportsPending() -> Bool {
+        outcomes.withLock { outcomes in
+            if !outcomes.queue.isEmpty { return true }
+            outcomes.promptly = true
+            return false
         }
     }
 
@@ -111,27 +130,55 @@ final class RuleSpawner: @unchecked Sendable {
     }
 
     private func run() {
+        /// When outcomes the loop has not taken must be notified (monotonic ns), if any wait un-notified.
+        var reportBy: Int64? = nil
         while true {
-            _ = try? wakeup.drain()  // Blocks until signalled.
+            if let due = reportBy {
+                // Sleeps until an order comes or the outcomes are due, whichever is first.
+                if !wakeup.wait(until: due) {
+                    reportBy = nil
+                    let mustNotify = outcomes.withLock { outcomes in
+                        guard !outcomes.queue.isEmpty, !outcomes.notified else { return false }
+                        outcomes.notified = true
+                        return true
+                    }
+                    if mustNotify { notify() }
+                    continue
+                }
+            }
+            _ = try? wakeup.drain()  // Blocks until signalled (returns at once after `wait`).
             while true {
-                let next: (order: SpawnOrder, last: Bool)? = orders.withLock { orders in
+                let next: SpawnOrder? = orders.withLock { orders in
                     guard let order = orders.queue.popFirst() else {
                         orders.signalled = false
                         return nil
                     }
-                    return (order, orders.queue.isEmpty)
+                    return order
                 }
-                guard let (order, last) = next else { break }
+                guard let order = next else { break }
                 let outcome = SpawnOutcome(token: order.token, result: start(order))
-                // The last order taken before the thread sleeps was taken from a queue it left empty, so its
-                // outcome notifies (unless a notification is still pending): no outcome waits for a later order.
-                let mustNotify = outcomes.withLock { outcomes in
+                enum Report { case now, by(Int64), pending }
+                let report: Report = outcomes.withLock { outcomes in
+                    let oldest = outcomes.queue.isEmpty
                     outcomes.queue.append(outcome)
-                    guard !outcomes.notified, last || outcomes.queue.count >= Self.reportBatch else { return false }
-                    outcomes.notified = true
-                    return true
+                    if outcomes.notified { return .pending }
+                    if outcomes.promptly || outcomes.queue.count >= Self.reportBatch {
+                        outcomes.notified = true
+                        outcomes.promptly = false
+                        return .now
+                    }
+                    // The oldest outcome waiting sets the time; one the loop took no longer counts.
+                    return oldest ? .by(Int64(clamping: Clock.monotonicNanoseconds()) + Self.reportDelay) : .pending
                 }
-                if mustNotify { notify() }
+                switch report {
+                case .now:
+                    reportBy = nil
+                    notify()
+                case .by(let due):
+                    reportBy = due
+                case .pending:
+                    break
+                }
             }
             if orders.withLock({ $0.stopping && $0.queue.isEmpty }) { return }
         }
