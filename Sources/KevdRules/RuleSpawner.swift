@@ -66,6 +66,8 @@ final class RuleSpawner: @unchecked Sendable {
     /// How long an outcome waits for the loop to take it in a turn it makes anyway before the thread wakes it: a
     /// run's `rule.started` goes out at most about this late (docs/RULES.md).
     static let reportDelay: Int64 = 1_000_000
+    /// `reportDelay`, or a test's.
+    private let reportDelay: Int64
 
     private let orders = Mutex(Orders())
     private let outcomes = Mutex(Outcomes())
@@ -73,7 +75,8 @@ final class RuleSpawner: @unchecked Sendable {
     private let notify: @Sendable () -> Void
     private var thread: WorkerThread? = nil
 
-    init(notify: @escaping @Sendable () -> Void) throws {
+    init(reportDelay: Int64 = RuleSpawner.reportDelay, notify: @escaping @Sendable () -> Void) throws {
+        self.reportDelay = reportDelay
         self.notify = notify
         // Blocking: the thread sleeps in read() until there is work.
         wakeup = try EventFD(blocking: true)
@@ -168,7 +171,7 @@ final class RuleSpawner: @unchecked Sendable {
                         return .now
                     }
                     // The oldest outcome waiting sets the time; one the loop took no longer counts.
-                    return oldest ? .by(Int64(clamping: Clock.monotonicNanoseconds()) + Self.reportDelay) : .pending
+                    return oldest ? .by(Int64(clamping: Clock.monotonicNanoseconds()) + reportDelay) : .pending
                 }
                 switch report {
                 case .now:
