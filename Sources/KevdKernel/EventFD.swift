@@ -27,23 +27,3 @@ public final class EventFD: @unchecked Sendable {
         return n == nil ? 0 : value
     }
 }
-
-extension EventFD {
-    /// Waits until the counter is non-zero or the monotonic clock reaches `deadline` (ns), without reading it:
-    /// true when signalled (`drain` then returns at once), false when the deadline passed first. For a helper
-    /// thread that must also act on a timer of its own (the rules' spawner reports outcomes the loop has not
-    /// taken).
-    public func wait(until deadline: Int64) -> Bool {
-        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-        while true {
-            let remaining = deadline - Int64(clamping: Clock.monotonicNanoseconds())
-            if remaining <= 0 { return poll(&entry, 1, 0) > 0 }
-            // Whole milliseconds, rounded up: never early.
-            let milliseconds = Int32(clamping: (remaining + 999_999) / 1_000_000)
-            let n = poll(&entry, 1, milliseconds)
-            if n > 0 { return true }
-            if n == 0 { return false }
-            if errno != EINTR { return true }  // Let the caller's read report it.
-        }
-    }
-}

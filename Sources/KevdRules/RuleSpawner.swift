@@ -34,12 +34,10 @@ struct SpawnOutcome: Sendable {
 /// Starts rule runs' processes on a thread of its own, so the loop never waits in `vfork` for a child to exec.
 ///
 /// The loop submits orders; the thread takes them first in, first out, starts each (`Spawn.start`: vfork, exec,
-/// the child's fd and signal hygiene are the shim's), and queues the outcome. The loop takes outcomes whenever it
-/// reaps or ends a turn anyway (`RulesEngine.takeSpawnOutcomes`), so the thread calls `notify` (which posts to the
-/// loop's inbox) only for outcomes the loop has not taken `reportDelay` after the oldest was queued, when
-/// `reportBatch` outcomes wait, or at once when the loop asked for the next outcome (`reportsPending`), and not
-/// again until the loop took them. Each wakeup is a loop turn with its journal write and subscriber flush: while
-/// runs keep ending, their exit turns carry the next runs' pids, and no turn is spent on pids alone.
+/// the child's fd and signal hygiene are the shim's), and queues the outcome. It calls `notify` (which posts to the
+/// loop's inbox) once per batch: when it has started every order it has, or `reportBatch` outcomes wait, whichever
+/// comes first, and not again until the loop took them. The loop submits a few orders per turn: one wakeup for
+/// their pids instead of one per start (each wakeup is a loop turn, with its journal write and subscriber flush).
 ///
 /// `PR_SET_PDEATHSIG` follows the thread that forked: scripts get SIGTERM when this thread ends. It therefore
 /// lives as long as the engine (to process exit, in kevd), and is only stopped when the engine is released.
@@ -57,17 +55,10 @@ final class RuleSpawner: @unchecked Sendable {
         var queue: Deque<SpawnOutcome> = []
         /// True from a notification until the loop takes the outcomes: later outcomes need none.
         var notified = false
-        /// The loop waits for an outcome (an exit no run claims yet): the next one notifies at once.
-        var promptly = false
     }
 
     /// Outcomes held back for one notification at most: a steady stream of orders still reports every few starts.
     static let reportBatch = 8
-    /// How long an outcome waits for the loop to take it in a turn it makes anyway before the thread wakes it: a
-    /// run's `rule.started` goes out at most about this late (docs/RULES.md).
-    static let reportDelay: Int64 = 1_000_000
-    /// `reportDelay`, or a test's.
-    private let reportDelay: Int64
 
     private let orders = Mutex(Orders())
     private let outcomes = Mutex(Outcomes())
@@ -75,8 +66,7 @@ final class RuleSpawner: @unchecked Sendable {
     private let notify: @Sendable () -> Void
     private var thread: WorkerThread? = nil
 
-    init(reportDelay: Int64 = RuleSpawner.reportDelay, notify: @escaping @Sendable () -> Void) throws {
-        self.reportDelay = reportDelay
+    init(notify: @escaping @Sendable () -> Void) throws {
         self.notify = notify
         // Blocking: the thread sleeps in read() until there is work.
         wakeup = try EventFD(blocking: true)
@@ -102,25 +92,13 @@ final class RuleSpawner: @unchecked Sendable {
         if mustSignal { wakeup.signal() }
     }
 
-    /// Every outcome queued so far, oldest first (loop thread); empty without taking the lock's cost of a copy
-    /// when there is none.
+    /// Every outcome queued so far, oldest first (loop thread).
     func takeOutcomes() -> Deque<SpawnOutcome> {
         outcomes.withLock { outcomes in
-            guard !outcomes.queue.isEmpty else { return [] }
             let taken = outcomes.queue
             outcomes.queue.removeAll(keepingCapacity: true)
             outcomes.notified = false
             return taken
-        }
-    }
-
-    /// True when outcomes are queued (take them); otherwise the next outcome notifies at once (loop thread, when
-    /// an exit is waiting for its pid).
-    func reportsPending() -> Bool {
-        outcomes.withLock { outcomes in
-            if !outcomes.queue.isEmpty { return true }
-            outcomes.promptly = true
-            return false
         }
     }
 
@@ -133,55 +111,27 @@ final class RuleSpawner: @unchecked Sendable {
     }
 
     private func run() {
-        /// When outcomes the loop has not taken must be notified (monotonic ns), if any wait un-notified.
-        var reportBy: Int64? = nil
         while true {
-            if let due = reportBy {
-                // Sleeps until an order comes or the outcomes are due, whichever is first.
-                if !wakeup.wait(until: due) {
-                    reportBy = nil
-                    let mustNotify = outcomes.withLock { outcomes in
-                        guard !outcomes.queue.isEmpty, !outcomes.notified else { return false }
-                        outcomes.notified = true
-                        return true
-                    }
-                    if mustNotify { notify() }
-                    continue
-                }
-            }
-            _ = try? wakeup.drain()  // Blocks until signalled (returns at once after `wait`).
+            _ = try? wakeup.drain()  // Blocks until signalled.
             while true {
-                let next: SpawnOrder? = orders.withLock { orders in
+                let next: (order: SpawnOrder, last: Bool)? = orders.withLock { orders in
                     guard let order = orders.queue.popFirst() else {
                         orders.signalled = false
                         return nil
                     }
-                    return order
+                    return (order, orders.queue.isEmpty)
                 }
-                guard let order = next else { break }
+                guard let (order, last) = next else { break }
                 let outcome = SpawnOutcome(token: order.token, result: start(order))
-                enum Report { case now, by(Int64), pending }
-                let report: Report = outcomes.withLock { outcomes in
-                    let oldest = outcomes.queue.isEmpty
+                // The last order taken before the thread sleeps was taken from a queue it left empty, so its
+                // outcome notifies (unless a notification is still pending): no outcome waits for a later order.
+                let mustNotify = outcomes.withLock { outcomes in
                     outcomes.queue.append(outcome)
-                    if outcomes.notified { return .pending }
-                    if outcomes.promptly || outcomes.queue.count >= Self.reportBatch {
-                        outcomes.notified = true
-                        outcomes.promptly = false
-                        return .now
-                    }
-                    // The oldest outcome waiting sets the time; one the loop took no longer counts.
-                    return oldest ? .by(Int64(clamping: Clock.monotonicNanoseconds()) + reportDelay) : .pending
+                    guard !outcomes.notified, last || outcomes.queue.count >= Self.reportBatch else { return false }
+                    outcomes.notified = true
+                    return true
                 }
-                switch report {
-                case .now:
-                    reportBy = nil
-                    notify()
-                case .by(let due):
-                    reportBy = due
-                case .pending:
-                    break
-                }
+                if mustNotify { notify() }
             }
             if orders.withLock({ $0.stopping && $0.queue.isEmpty }) { return }
         }

@@ -9,16 +9,9 @@ extension RulesEngine {
     /// process group get SIGTERM (SIGKILL after a timeout) first, while the zombie still reserves the group's
     /// number.
     public func childrenExited() {
-        // Pids the spawner queued first, so that a run's `rule.started` comes before its end and its exit is claimed.
-        takeSpawnOutcomes()
         while let (pid, status) = Children.nextExited() {
-            // An exit no run claims may be a run whose pid is still on its way from the spawner: reaped later,
-            // when the spawner reports (at once: `reportsPending` asks it to), or now if its pid was queued since.
-            if runs[pid] == nil && !mayReapUnclaimed(pid) {
-                guard spawner.reportsPending() else { return }
-                takeSpawnOutcomes()
-                continue
-            }
+            // An exit no run claims may be a run whose pid is still on its way from the spawner: reaped later.
+            if runs[pid] == nil && !mayReapUnclaimed(pid) { return }
             if let run = runs[pid] {
                 // A run that timed out was already sent SIGTERM, group and all: what is left ignored it, and the
                 // kill grace would never come for it once the leader is gone.

@@ -11,8 +11,6 @@ extension RulesEngine {
     @discardableResult
     public func dispatch() -> Bool {
         let before = context.pipeline.nextSeq
-        // Pids the spawner queued since the turn began: their `rule.started` goes out with this turn's events.
-        takeSpawnOutcomes()
         catchUp()
         // A start costs the loop only its pipes, strings and bookkeeping (the spawner thread waits in vfork), but
         // a burst of them would still hold every subscriber's next event: a few per turn, then the loop looks at

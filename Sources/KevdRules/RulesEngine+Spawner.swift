@@ -83,19 +83,8 @@ extension RulesEngine {
             SpawnOrder(token: token, request: request, stdin: job.line, stdoutWrite: output.write, stderrWrite: errors.write))
     }
 
-    /// The spawner woke the loop for its outcomes (loop thread, through the inbox): see `takeSpawnOutcomes`.
+    /// The spawner reported (loop thread, through the inbox): runs get their pids, failed starts fail.
     func spawnsReported() {
-        takeSpawnOutcomes()
-        // An exit seen before its pid came: reap it now that the run is known.
-        if spawning.unclaimed != nil { childrenExited() }
-        // The `rule.started` events go out at this turn's end, and its `dispatch()` fills the slots failed starts
-        // freed.
-    }
-
-    /// Takes what the spawner reported so far (loop thread): runs get their pids (`rule.started`), failed starts
-    /// fail. Called before every reaping and at every turn's end, so the pids usually ride on turns the loop makes
-    /// anyway; the spawner wakes the loop only for outcomes nobody took within `RuleSpawner.reportDelay`.
-    func takeSpawnOutcomes() {
         for outcome in spawner.takeOutcomes() {
             spawning.reported = outcome.token
             guard let run = spawning.starting.removeValue(forKey: outcome.token) else { continue }
@@ -112,6 +101,10 @@ extension RulesEngine {
                 attemptFailed(run.rule, run.job, depth: run.depth, data, retryable: true)
             }
         }
+        // An exit seen before its pid came: reap it now that the run is known.
+        if spawning.unclaimed != nil { childrenExited() }
+        // The `rule.started` events go out at this turn's end, and its `dispatch()` fills the slots failed starts
+        // freed.
     }
 
     private func started(_ run: RuleRun, pid: Int32) {
@@ -132,7 +125,7 @@ extension RulesEngine {
     /// Whether an exited child that no run claims may be reaped now: yes when no start is in flight, or once
     /// every start in flight when it was first seen has reported (then it is not a run's); otherwise it waits,
     /// and so does the reaping of every child after it (`waitid` keeps returning it first), until the spawner
-    /// reports (`childrenExited` asks it to report its next outcome at once).
+    /// reports: at most the rest of its batch of starts (`RuleSpawner.reportBatch`).
     func mayReapUnclaimed(_ pid: Int32) -> Bool {
         if spawning.reported >= spawning.submitted { return true }
         if let unclaimed = spawning.unclaimed, unclaimed.pid == pid {

@@ -112,9 +112,8 @@ struct RulesLoopTests {
         var started: [String: Int] = [:]
         var ended: [String: Int] = [:]
         var outOfOrder: [String] = []
-        // The pid each run was reported started with; its end must name the same one. Most pids reach the loop
-        // with the turn that reaps another run (the spawner wakes the loop only for pids left untaken), and /bin/true
-        // often exits before its own pid is taken: `rule.started` must still come first, in the journal's order.
+        // The pid each run was reported started with; its end must name the same one. /bin/true often exits
+        // before its pid reaches the loop: `rule.started` must still come first, in the journal's order.
         var startedPID: [String: Int] = [:]
         var pidMismatches: [String] = []
         for event in events {
@@ -154,9 +153,9 @@ struct RulesLoopTests {
     func startedWhileItRuns() throws {
         let dir = try TemporaryDirectory()
         let marker = "3022.\(getpid())"
-        // One run and nothing else happening: no reaping turn takes its pid, and with `sync = "none"` no durable
-        // report from the journal's flusher makes a turn either. The spawner's late wakeup (`reportDelay`, 1 ms;
-        // its own test is RuleSpawnerTests) or the rules' next timer turn must bring it, not the run's exit.
+        // One run and nothing else happening (with `sync = "none"`, not even the journal flusher's durable
+        // reports make loop turns): the spawner's report must bring the pid to the loop, not the run's exit. Kept
+        // as the guard for any change that folds the spawner's reports into other turns (NOTES-FOR-README.md).
         try writeRuleFile(dir, "10-long.toml", """
             [[rule]]
             name = "long"

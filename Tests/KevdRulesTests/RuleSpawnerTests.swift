@@ -3,7 +3,6 @@ import Glibc
 import KevdEvent
 import KevdKernel
 import KevdSpec
-import Synchronization
 import Testing
 
 @testable import KevdRules
@@ -77,60 +76,6 @@ struct RuleSpawnerTests {
         var status: Int32 = 0
         #expect(waitpid(pid, &status, 0) == pid)
         #expect(status == 0)
-    }
-
-    @Test("outcomes wait for the loop to take them; the spawner wakes it only when they wait too long or when it asked for the next one")
-    func reportsLateOrPromptly() throws {
-        let notifications = Mutex(0)
-        let reported = DispatchSemaphore(value: 0)
-        // A delay no test waits out: a notification within the test's time can only be a prompt one.
-        let spawner = try RuleSpawner(reportDelay: 600_000_000_000, notify: {
-            notifications.withLock { $0 += 1 }
-            reported.signal()
-        })
-        defer { spawner.stop() }
-        var pipes: [(read: OwnedFD, write: OwnedFD)] = []
-        func submit(_ token: UInt64) throws {
-            let output = try Pipes.make()
-            let errors = try Pipes.make()
-            pipes += [output, errors]
-            spawner.submit(SpawnOrder(
-                token: token, request: SpawnRequest(path: "/bin/true", arguments: ["true"], environment: []), stdin: [],
-                stdoutWrite: output.write, stderrWrite: errors.write))
-        }
-        var pids: [Int32] = []
-        defer { for pid in pids { _ = waitpid(pid, nil, 0) } }
-        func take() -> [UInt64] {
-            spawner.takeOutcomes().map { outcome in
-                if case .started(let pid) = outcome.result { pids.append(pid) }
-                return outcome.token
-            }
-        }
-        // 1. Not asked for: the outcome is queued for the loop's next turn, and no wakeup comes.
-        try submit(1)
-        var taken: [UInt64] = []
-        let deadline = Date().addingTimeInterval(10)
-        while taken.isEmpty && Date() < deadline {
-            usleep(2_000)
-            taken += take()
-        }
-        #expect(taken == [1])
-        #expect(reported.wait(timeout: .now() + 0.3) == .timedOut, "the spawner woke the loop for an outcome it was about to take")
-        // 2. Asked for while none is queued: the next outcome wakes the loop at once.
-        #expect(spawner.reportsPending() == false)
-        try submit(2)
-        #expect(reported.wait(timeout: .now() + 10) == .success, "no prompt wakeup for an outcome the loop asked for")
-        #expect(take() == [2])
-        // 3. Asked for while one is queued: the answer is "take it" (asked before, the next one notifies).
-        try submit(3)
-        var pending = false
-        while !pending && Date() < deadline {
-            usleep(2_000)
-            pending = spawner.reportsPending()
-        }
-        #expect(pending)
-        #expect(take() == [3])
-        #expect(notifications.withLock { $0 } >= 1)
     }
 
     @Test("a start that fails is reported as failed, in submission order, with the failed step")
