@@ -112,16 +112,25 @@ struct RulesLoopTests {
         var started: [String: Int] = [:]
         var ended: [String: Int] = [:]
         var outOfOrder: [String] = []
+        // The pid each run was reported started with; its end must name the same one. /bin/true often exits
+        // before its pid reaches the loop: `rule.started` must still come first, in the journal's order.
+        var startedPID: [String: Int] = [:]
+        var pidMismatches: [String] = []
         for event in events {
             guard let cause = event.string("cause") else { continue }
+            let pid = (event.data["pid"] as? NSNumber)?.intValue ?? 0
             switch event.type {
-            case "rule.started": started[cause, default: 0] += 1
+            case "rule.started":
+                started[cause, default: 0] += 1
+                startedPID[cause] = pid
             case "rule.succeeded", "rule.failed":
                 ended[cause, default: 0] += 1
                 if started[cause] == nil { outOfOrder.append(cause) }
+                if pid <= 0 || startedPID[cause] != pid { pidMismatches.append("\(cause): \(startedPID[cause] ?? 0) vs \(pid)") }
             default: break
             }
         }
+        #expect(pidMismatches.isEmpty, "runs whose end names another pid than their start: \(pidMismatches.prefix(5))")
         #expect(succeeded.count == count)
         #expect(started.count == count && started.values.allSatisfy { $0 == 1 }, "runs started: \(started.count)")
         #expect(ended.count == count && ended.values.allSatisfy { $0 == 1 }, "runs ended: \(ended.count)")
@@ -138,6 +147,38 @@ struct RulesLoopTests {
             .joined().trimmingCharacters(in: .whitespaces)
         #expect(children.isEmpty, "kevd's children left: \(children)")
         #expect(daemon.stop() == 0)
+    }
+
+    @Test("a run that keeps running is reported started while it runs, with its pid, though no other run's end brings the pid to the loop")
+    func startedWhileItRuns() throws {
+        let dir = try TemporaryDirectory()
+        let marker = "3022.\(getpid())"
+        // One run and nothing else happening (with `sync = "none"`, not even the journal flusher's durable
+        // reports make loop turns): the spawner's report must bring the pid to the loop, not the run's exit. Kept
+        // as the guard for any change that folds the spawner's reports into other turns (NOTES-FOR-README.md).
+        try writeRuleFile(dir, "10-long.toml", """
+            [[rule]]
+            name = "long"
+            match = ["source=emit", "type=long"]
+            run = ["/bin/sleep", "\(marker)"]
+            """)
+        let daemon = try DaemonProcess(config: Self.config + "\n[journal]\nsync = \"none\"\n", in: dir)
+        let socket = dir.file("state/kevd.sock")
+        let emitted = Date()
+        try pipelinedEmits(try RawClient(socket), count: 1) { _ in #"{"op":"emit","type":"long","key":"k"}"# }
+        let started = try daemon.waitFor("rule.started", timeout: 20) { $0.isRule("started", "long") }
+        let elapsed = Date().timeIntervalSince(emitted)
+        let pid = try #require((started.data["pid"] as? NSNumber)?.int32Value)
+        // The pid is the script's, and the script is still running: `rule.started` did not wait for its end.
+        let commandLine = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+        #expect(commandLine.contains(marker), "pid \(pid) is not the running script: \(commandLine)")
+        #expect(!daemon.received.contains { $0.isRule("succeeded", "long") || $0.isRule("failed", "long") })
+        // Generous for a loaded machine; the point is that it came long before the script's 3,022 s.
+        #expect(elapsed < 10, "rule.started came \(elapsed) s after the emit")
+        let status = try RawClient(socket).request(#"{"op":"status"}"#)
+        #expect(activeRule(status, "long")?["running"] as? Int == 1)
+        #expect(daemon.stop() == 0)
+        #expect(try waitUntilNone(marker), "the script outlived kevd")
     }
 
     @Test("timeouts that come due before the spawner has reported the pid: each run is still ended and reported timed out")
