@@ -62,6 +62,10 @@ public final class Daemon {
     var timerCatchUp: TimerCatchUpFold?
     /// `[udev] catchup = true`: the start-up fold of the journal and /sys into the devices that changed.
     var deviceCatchUp: DeviceCatchUpFold?
+    /// `[[watch]] catchup = true`: the tree diffs and snapshots (Daemon+FileCatchUp.swift).
+    var fileCatchUp: FileCatchUpRunner?
+    var fileCatchUpTimer: TimerFD?
+    var fileCatchUpOverflowsPending = 0
     var udev: UdevSource?
     /// `[input]`: evdev devices and logind inhibitor locks; `[acpi]`: the acpi_event netlink family.
     var input: InputSource?
@@ -148,6 +152,7 @@ public final class Daemon {
         try apply(config, rules: loaded)
         try startTimerCatchUp()
         try startDeviceCatchUp()
+        try startFileCatchUp()
         try startHousekeeping()
         reportRecovery()
         // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
@@ -156,6 +161,7 @@ public final class Daemon {
         try loop.run()
         timerCatchUp?.stop()
         deviceCatchUp?.stop()
+        fileCatchUp?.stop()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
         // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.

@@ -55,6 +55,8 @@ public final class FanotifySource {
     var cookie: UInt32 = 0
     var readBuffer: UnsafeMutableRawBufferPointer
     public internal(set) var overflowCount = 0
+    /// Called on the loop after an overflow was reported (file catch-up's diff).
+    public var onOverflow: (() -> Void)?
     /// /proc/self/mountinfo, polled for mount changes (FanotifySource+Mounts.swift).
     var mountInfo: OwnedFD?
 
