@@ -1,3 +1,4 @@
+import Glibc
 import KevdEvent
 import KevdKernel
 import KevdSources
@@ -10,7 +11,13 @@ import KevdSpec
 extension Daemon {
     /// How often the refresh timer looks whether a refresh is due, and the least time between two refreshes (also
     /// at least 20 times the last scan's duration, so a large tree is not rescanned for ever).
-    static let fileCatchUpTickNanoseconds: Int64 = 30_000_000_000
+    /// `KEVD_FILE_CATCHUP_TICK_MS` shortens it for tests (a refresh in a test must not take 30 s).
+    static let fileCatchUpTickNanoseconds: Int64 = {
+        if let text = getenv("KEVD_FILE_CATCHUP_TICK_MS"), let ms = Int64(String(cString: text)), ms > 0 {
+            return ms * 1_000_000
+        }
+        return 30_000_000_000
+    }()
 
     var fileCatchUpSpecs: [WatchSpec] {
         ((inotify?.watchedSpecs ?? []) + (fanotify?.watchedSpecs ?? [])).filter(\.catchup)
@@ -21,7 +28,11 @@ extension Daemon {
         // Weak and unchecked: the closures run on the loop thread (through the inbox), where the daemon lives.
         nonisolated(unsafe) weak let daemon = self
         fileCatchUp = FileCatchUpRunner(
-            directory: config.daemon.stateDir + "/catchup", journalDirectory: journal.directory, inbox: loop.inbox
+            directory: config.daemon.stateDir + "/catchup", journalDirectory: journal.directory, inbox: loop.inbox,
+            everythingJournaled: {
+                guard let daemon else { return false }
+                return (daemon.inotify?.everythingPublished ?? true) && (daemon.fanotify?.everythingPublished ?? true)
+            }
         ) { batch in daemon?.publishCatchUp(batch) }
         let begin: () -> Void = {
             guard let daemon else { return }
@@ -69,6 +80,7 @@ extension Daemon {
         // An overflow during an overflow's diff: one more diff after it is enough.
         if reason == "overflow" && runner.queued.contains(where: { $0.reason == reason && $0.specs == specs }) { return }
         let job = FileCatchUpRunner.Job(specs: specs, report: report, seq: pipeline.nextSeq, reason: reason)
+        if runner.running == nil { runner.inotifyCountAtJobStart = stats.counter.counts.first ?? 0 }
         nonisolated(unsafe) weak let daemon = self
         do {
             try runner.run(job) { job, outcome in daemon?.fileCatchUpEnded(job, outcome) }
@@ -92,11 +104,14 @@ extension Daemon {
         switch job.reason {
         case "start": runner.startUpDone = true
         case "overflow": runner.overflowDiffs += 1
-        default: runner.refreshes += 1
+        default:
+            if outcome.abandoned { runner.refreshesAbandoned += 1 } else { runner.refreshes += 1 }
         }
         runner.lastJobSeconds = outcome.seconds
         runner.lastJobEnded = Clock.monotonicNanoseconds()
-        runner.inotifyCountAtLastJob = stats.counter.counts.first ?? 0
+        // An abandoned refresh is tried again at the next tick.
+        // The count when the job began: events during its scan may be missing from its snapshot.
+        if !outcome.abandoned { runner.inotifyCountAtLastJob = runner.inotifyCountAtJobStart }
         for error in outcome.errors {
             reportError("file catch-up: some changes may be reported again, none is lost", error: error, component: "inotify")
         }
@@ -133,7 +148,7 @@ extension Daemon {
         return .object([
             ("done", .bool(runner.startUpDone)), ("running", .string(runner.running?.reason ?? "")),
             ("published", .int(Int64(runner.published))), ("overflow_diffs", .int(Int64(runner.overflowDiffs))),
-            ("refreshes", .int(Int64(runner.refreshes))),
+            ("refreshes", .int(Int64(runner.refreshes))), ("refreshes_abandoned", .int(Int64(runner.refreshesAbandoned))),
             ("longest_batch_seconds", .double(Double(runner.longestBatchNanoseconds) / 1e9)),
             ("last_seconds", .double(runner.lastJobSeconds)),
         ])

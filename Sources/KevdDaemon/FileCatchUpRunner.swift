@@ -5,6 +5,7 @@ import KevdReactor
 import KevdSources
 import KevdSpec
 import Logging
+import Synchronization
 
 /// Runs file catch-up jobs (FileCatchUp) on a helper thread, `kevd-filecatch`, one job at a time: read the
 /// snapshots, fold the journal, scan the trees, hand the differences to the loop in batches of `batchSize`
@@ -25,6 +26,8 @@ final class FileCatchUpRunner {
         var published = 0
         var errors: [String] = []
         var seconds: Double = 0
+        /// A refresh that wrote nothing (events were still queued after its scan, or an overflow came).
+        var abandoned = false
     }
 
     static let batchSize = 256
@@ -49,6 +52,9 @@ final class FileCatchUpRunner {
     private let abandonRefresh = JournalFold.StopFlag()
     /// Publishes one batch on the loop.
     let publish: @Sendable ([EventDraft]) -> Void
+    /// On the loop, after a refresh's scan: whether every change the kernels queued so far is journaled (so the
+    /// scan took in nothing a SIGKILL could still take from the journal). If not, the refresh writes nothing.
+    let everythingJournaled: @Sendable () -> Bool
 
     var running: Job?
     /// Jobs asked for while one ran (an overflow during the start-up catch-up): run next, in order.
@@ -59,13 +65,19 @@ final class FileCatchUpRunner {
     var published = 0
     var overflowDiffs = 0
     var refreshes = 0
+    var refreshesAbandoned = 0
     var longestBatchNanoseconds: UInt64 = 0
     var lastJobSeconds: Double = 0
     var lastJobEnded: UInt64 = 0
     /// The `inotify` events counted (by the stats counter) when the last job ended: a refresh is due when more came.
     var inotifyCountAtLastJob: UInt64 = 0
+    var inotifyCountAtJobStart: UInt64 = 0
 
-    init(directory: String, journalDirectory: String, inbox: LoopInbox, publish: @escaping @Sendable ([EventDraft]) -> Void) {
+    init(
+        directory: String, journalDirectory: String, inbox: LoopInbox,
+        everythingJournaled: @escaping @Sendable () -> Bool, publish: @escaping @Sendable ([EventDraft]) -> Void
+    ) {
+        self.everythingJournaled = everythingJournaled
         self.directory = directory
         self.journalDirectory = journalDirectory
         self.inbox = inbox
@@ -85,6 +97,8 @@ final class FileCatchUpRunner {
         let journalDirectory = journalDirectory
         let inbox = inbox
         let publish = publish
+        let everythingJournaled = everythingJournaled
+        let confirmed = Confirmation()
         thread = try WorkerThread(name: "kevd-filecatch") { [stopping, gate, abandonRefresh] in
             let outcome = Self.work(
                 job, directory: directory, journalDirectory: journalDirectory, stopping: stopping,
@@ -96,10 +110,21 @@ final class FileCatchUpRunner {
                 }
                 gate.wait()
                 return !stopping.raised.load(ordering: .relaxed)
+            } confirm: {
+                inbox.post {
+                    confirmed.value.store(everythingJournaled(), ordering: .relaxed)
+                    gate.signal()
+                }
+                gate.wait()
+                return !stopping.raised.load(ordering: .relaxed) && confirmed.value.load(ordering: .relaxed)
             }
             guard !stopping.raised.load(ordering: .relaxed) else { return }
             inbox.post { done(job, outcome) }
         }
+    }
+
+    final class Confirmation: Sendable {
+        let value = Atomic<Bool>(false)
     }
 
     /// On the loop, at an overflow: a refresh running now keeps the snapshots it has (see `abandonRefresh`).
@@ -125,7 +150,7 @@ final class FileCatchUpRunner {
     /// (false: stop).
     static func work(
         _ job: Job, directory: String, journalDirectory: String, stopping: JournalFold.StopFlag,
-        abandon: JournalFold.StopFlag, send: ([EventDraft]) -> Bool
+        abandon: JournalFold.StopFlag, send: ([EventDraft]) -> Bool, confirm: () -> Bool
     ) -> Outcome {
         let started = Clock.monotonicNanoseconds()
         var outcome = Outcome()
@@ -159,9 +184,21 @@ final class FileCatchUpRunner {
                 outcome.errors.append("cannot read the journal's file events: \(error)")
             }
         }
+        // A refresh scans every root first, then asks the loop whether all changes queued meanwhile are journaled.
+        var scanned: [[FileCatchUp.Entry]] = []
+        if !job.report {
+            for spec in job.specs {
+                if stopping.raised.load(ordering: .relaxed) { return outcome }
+                scanned.append(FileCatchUp.scan(spec, exclusion: WatchExclusion(spec), stopping: stopping))
+            }
+            guard confirm() else {
+                outcome.abandoned = true
+                return outcome
+            }
+        }
         for (i, spec) in job.specs.enumerated() {
             if stopping.raised.load(ordering: .relaxed) { return outcome }
-            let entries = FileCatchUp.scan(spec, exclusion: WatchExclusion(spec), stopping: stopping)
+            let entries = job.report ? FileCatchUp.scan(spec, exclusion: WatchExclusion(spec), stopping: stopping) : scanned[i]
             if stopping.raised.load(ordering: .relaxed) { return outcome }
             if job.report, let before = old[i] {
                 let changes = FileCatchUp.diff(old: before.entries, new: entries, goneLive: gone[i])
@@ -175,7 +212,10 @@ final class FileCatchUpRunner {
                 }
             }
             old[i] = nil  // the old snapshot's memory goes before the new one is written
-            if !job.report && abandon.raised.load(ordering: .relaxed) { return outcome }
+            if !job.report && abandon.raised.load(ordering: .relaxed) {
+                outcome.abandoned = true
+                return outcome
+            }
             do {
                 try FileCatchUp.write(
                     FileCatchUp.Snapshot(root: spec.path, seq: job.seq, entries: entries),
