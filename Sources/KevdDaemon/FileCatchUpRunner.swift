@@ -172,7 +172,9 @@ final class FileCatchUpRunner {
         var gone = [Set<String>](repeating: [], count: job.specs.count)
         if job.report, let since = old.compactMap({ $0?.seq }).min(), since < job.seq {
             do {
-                try JournalFold.forEachEvent(of: .inotify, in: journalDirectory, before: job.seq, stopping: stopping) { event in
+                try JournalFold.forEachEvent(
+                    of: .inotify, in: journalDirectory, from: since, before: job.seq, stopping: stopping
+                ) { event in
                     guard event.seq >= since else { return }
                     for (i, spec) in job.specs.enumerated() {
                         guard let snapshot = old[i], event.seq >= snapshot.seq else { continue }

@@ -16,10 +16,12 @@ enum JournalFold {
     /// live events are not history), in journal order, until `stopping` is raised. Most records are another
     /// source's: a byte search first, a decode only for the few that can be this one's.
     static func forEachEvent(
-        of source: EventSource, in journalDirectory: String, before beforeSeq: UInt64, stopping: StopFlag,
-        _ body: (Event) -> Void
+        of source: EventSource, in journalDirectory: String, from fromSeq: UInt64 = 0, before beforeSeq: UInt64,
+        stopping: StopFlag, _ body: (Event) -> Void
     ) throws {
         let reader = try JournalReader(directory: journalDirectory)
+        // File catch-up reads only the events after its snapshots (the seek skips whole segments).
+        if fromSeq > 0 { try reader.seek(.seq(fromSeq)) }
         let needle = Array("\"source\":\"\(source.name)\"".utf8)
         while let record = try reader.next() {
             if record.seq >= beforeSeq || stopping.raised.load(ordering: .relaxed) { break }
