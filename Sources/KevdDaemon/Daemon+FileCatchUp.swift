@@ -111,7 +111,11 @@ extension Daemon {
         runner.lastJobEnded = Clock.monotonicNanoseconds()
         // An abandoned refresh is tried again at the next tick.
         // The count when the job began: events during its scan may be missing from its snapshot.
-        if !outcome.abandoned { runner.inotifyCountAtLastJob = runner.inotifyCountAtJobStart }
+        if !outcome.abandoned {
+            runner.inotifyCountAtLastJob = runner.inotifyCountAtJobStart
+            // Also when a write failed (reported above): retried with the next refresh, not at every tick.
+            runner.snapshotted.formUnion(job.specs.map(\.path))
+        }
         for error in outcome.errors {
             reportError("file catch-up: some changes may be reported again, none is lost", error: error, component: "inotify")
         }
@@ -127,8 +131,8 @@ extension Daemon {
     }
 
     /// Every tick: a refresh of the snapshots when file events were journaled since the last job (so a restart
-    /// after a SIGKILL reports again only what changed since the refresh), not more often than the tick and 20
-    /// times the last job's duration.
+    /// after a SIGKILL reports again only what changed since the refresh), or when a root has none yet (added by
+    /// a reload), not more often than the tick and 20 times the last job's duration.
     func fileCatchUpTick() {
         guard let runner = fileCatchUp, runner.startUpDone, runner.running == nil, runner.queued.isEmpty,
             fileCatchUpOverflowsPending == 0
@@ -136,8 +140,11 @@ extension Daemon {
         hookFileOverflows()
         let count = stats.counter.counts.first ?? 0
         let since = Clock.monotonicNanoseconds() &- runner.lastJobEnded
-        guard count != runner.inotifyCountAtLastJob, Double(since) / 1e9 >= 20 * runner.lastJobSeconds else { return }
-        runFileCatchUp(fileCatchUpSpecs, report: false, reason: "refresh")
+        let specs = fileCatchUpSpecs
+        let unrecorded = specs.contains { !runner.snapshotted.contains($0.path) }
+        guard count != runner.inotifyCountAtLastJob || unrecorded, Double(since) / 1e9 >= 20 * runner.lastJobSeconds
+        else { return }
+        runFileCatchUp(specs, report: false, reason: "refresh")
     }
 
     /// `sources.file_catchup` in `status`: null when no root has catch-up; else whether the start-up catch-up is

@@ -72,6 +72,8 @@ final class FileCatchUpRunner {
     /// The `inotify` events counted (by the stats counter) when the last job ended: a refresh is due when more came.
     var inotifyCountAtLastJob: UInt64 = 0
     var inotifyCountAtJobStart: UInt64 = 0
+    /// The roots a finished job wrote a snapshot for: a root added by a reload gets its first at the next tick.
+    var snapshotted: Set<String> = []
 
     init(
         directory: String, journalDirectory: String, inbox: LoopInbox,
@@ -227,6 +229,9 @@ final class FileCatchUpRunner {
             }
         }
         outcome.seconds = Double(Clock.monotonicNanoseconds() &- started) / 1e9
+        // The diff's tables are transient (about 300 bytes an entry at their peak): back to the kernel, here on
+        // the helper thread rather than on the loop.
+        Heap.trim()
         return outcome
     }
 }
