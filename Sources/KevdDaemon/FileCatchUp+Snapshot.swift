@@ -55,7 +55,8 @@ extension FileCatchUp {
             buffer.append(contentsOf: snapshot.root.utf8)
             put(UInt64(snapshot.entries.count))
             for entry in snapshot.entries {
-                let name = entry.path.utf8
+                // The path's own bytes (a name that is not UTF-8 kept as it is on disk).
+                let name = entry.raw ?? Array(entry.path.utf8)
                 put(UInt16(truncatingIfNeeded: name.count))
                 put(entry.state.inode)
                 put(entry.state.size)
@@ -126,7 +127,10 @@ extension FileCatchUp {
                 inode: try take(UInt64.self), size: try take(Int64.self), mtime: try take(Int64.self),
                 ctime: try take(Int64.self), mode: try take(UInt32.self), uid: try take(UInt32.self),
                 gid: try take(UInt32.self))
-            entries.append(Entry(path: try text(length), state: state))
+            guard offset + length <= bytes.count else { throw damaged }
+            let path = ByteText(bytes[offset..<offset + length])
+            entries.append(Entry(path: path.string, state: state, raw: path.isLossless ? nil : Array(bytes[offset..<offset + length])))
+            offset += length
         }
         return Snapshot(root: root, seq: seq, entries: entries)
     }

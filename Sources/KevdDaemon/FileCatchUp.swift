@@ -61,10 +61,12 @@ enum FileCatchUp {
         }
     }
 
-    /// One entry: its path relative to the root ("" is the root itself, for a root that is a file).
+    /// One entry: its path relative to the root ("" is the root itself, for a root that is a file). `raw`: the
+    /// path's bytes when they are not valid UTF-8 (`path` then has U+FFFD in their place), for `path_base64`.
     struct Entry: Sendable {
         var path: String
         var state: State
+        var raw: [UInt8]? = nil
     }
 
     struct Snapshot: Sendable {
@@ -83,6 +85,8 @@ enum FileCatchUp {
         var kind: Kind
         var path: String
         var isDirectory: Bool
+        /// The path's bytes when they are not valid UTF-8.
+        var raw: [UInt8]? = nil
     }
 
     // MARK: Scan
@@ -94,27 +98,51 @@ enum FileCatchUp {
         guard lstat(spec.path, &st) == 0 else { return [] }
         guard st.st_mode & S_IFMT == S_IFDIR else { return [Entry(path: "", state: State(st))] }
         var entries: [Entry] = []
-        var pending: [String] = [""]
-        while let relative = pending.popLast() {
+        /// Directories still to list: the relative path, and its bytes when they are not valid UTF-8.
+        var pending: [(String, [UInt8]?)] = [("", nil)]
+        while let (relative, relativeRaw) = pending.popLast() {
             if stopping.raised.load(ordering: .relaxed) { break }
-            let directory = join(spec.path, relative)
-            guard let handle = opendir(directory) else { continue }
-            let fd = dirfd(handle)
-            var found: [String] = []
-            while let dirent = readdir(handle) {
-                let name = withUnsafeBytes(of: dirent.pointee.d_name) { raw -> String in
-                    let bytes = raw.bindMemory(to: UInt8.self)
-                    let length = strnlen(raw.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
-                    return String(decoding: UnsafeBufferPointer(rebasing: bytes[0..<length]), as: UTF8.self)
+            // A directory whose path is not UTF-8 is opened by its bytes.
+            let opened: OpaquePointer?
+            if let relativeRaw {
+                let bytes = Array(spec.path.utf8) + (spec.path == "/" ? [] : [UInt8(ascii: "/")]) + relativeRaw + [0]
+                opened = bytes.withUnsafeBufferPointer { buffer in
+                    buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) { opendir($0) }
                 }
+            } else {
+                opened = opendir(join(spec.path, relative))
+            }
+            guard let handle = opened else { continue }
+            let fd = dirfd(handle)
+            var found: [(String, [UInt8]?)] = []
+            while let dirent = readdir(handle) {
+                var entry = stat()
+                // The name's own bytes go to fstatat: its text may have U+FFFD for bytes that are not UTF-8.
+                let (text, nameBytes, statted) = withUnsafeBytes(of: dirent.pointee.d_name) {
+                    raw -> (ByteText, [UInt8], Bool) in
+                    let bytes = raw.bindMemory(to: UInt8.self)
+                    let cName = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+                    let length = strnlen(cName, bytes.count)
+                    let name = UnsafeBufferPointer(rebasing: bytes[0..<length])
+                    let text = ByteText(name)
+                    let dots = length <= 2 && name.allSatisfy { $0 == UInt8(ascii: ".") }
+                    let statted = !dots && fstatat(fd, cName, &entry, AT_SYMLINK_NOFOLLOW) == 0
+                    return (text, text.isLossless ? [] : Array(name), statted)
+                }
+                let name = text.string
                 if name == "." || name == ".." { continue }
                 let path = relative.isEmpty ? name : relative + "/" + name
+                var raw: [UInt8]? = nil
+                if relativeRaw != nil || !text.isLossless {
+                    raw = relativeRaw ?? Array(relative.utf8)
+                    if !raw!.isEmpty { raw!.append(UInt8(ascii: "/")) }
+                    raw!.append(contentsOf: text.isLossless ? Array(name.utf8) : nameBytes)
+                }
                 if exclusion.excludes(path: join(spec.path, path), name: name) { continue }
-                var entry = stat()
-                guard fstatat(fd, name, &entry, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                guard statted else { continue }  // gone since the listing
                 let state = State(entry)
-                entries.append(Entry(path: path, state: state))
-                if state.isDirectory && spec.recursive { found.append(path) }
+                entries.append(Entry(path: path, state: state, raw: raw))
+                if state.isDirectory && spec.recursive { found.append((path, raw)) }
             }
             closedir(handle)
             // Reversed onto the stack, so directories are listed in the order they were found.
@@ -136,7 +164,11 @@ enum FileCatchUp {
     static func diff(old: [Entry], new: [Entry], goneLive: Set<String> = []) -> [Change] {
         var known: [String: State] = [:]
         known.reserveCapacity(old.count)
-        for entry in old { known[entry.path] = entry.state }
+        var knownRaw: [String: [UInt8]] = [:]
+        for entry in old {
+            known[entry.path] = entry.state
+            if let raw = entry.raw { knownRaw[entry.path] = raw }
+        }
         var changes: [Change] = []
         var created: [Entry] = []
         var ordered: [(Int, Change?)] = []  // index into `new` order: a change, or nil for a candidate create
@@ -147,13 +179,13 @@ enum FileCatchUp {
                 continue
             }
             if before.isDirectory != entry.state.isDirectory {
-                changes.append(Change(kind: .delete, path: entry.path, isDirectory: before.isDirectory))
+                changes.append(Change(kind: .delete, path: entry.path, isDirectory: before.isDirectory, raw: entry.raw))
                 created.append(entry)
                 ordered.append((created.count - 1, nil))
             } else if before.inode != entry.state.inode || entry.state.contentDiffers(before) {
-                ordered.append((-1, Change(kind: .modify, path: entry.path, isDirectory: entry.state.isDirectory)))
+                ordered.append((-1, Change(kind: .modify, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw)))
             } else if entry.state.metadataDiffers(before) {
-                ordered.append((-1, Change(kind: .attrib, path: entry.path, isDirectory: entry.state.isDirectory)))
+                ordered.append((-1, Change(kind: .attrib, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw)))
             }
         }
         // What is left of `known` is gone from its path: deleted, or moved to a new one. A move keeps the inode,
@@ -176,19 +208,20 @@ enum FileCatchUp {
             if impliedFrom == from {
                 // Moved with its directory: only a change of its own is reported.
                 if entry.state.contentDiffers(before) {
-                    pairs[index] = Change(kind: .modify, path: entry.path, isDirectory: entry.state.isDirectory)
+                    pairs[index] = Change(kind: .modify, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw)
                 } else if entry.state.mode != before.mode || entry.state.uid != before.uid || entry.state.gid != before.gid {
-                    pairs[index] = Change(kind: .attrib, path: entry.path, isDirectory: entry.state.isDirectory)
+                    pairs[index] = Change(kind: .attrib, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw)
                 } else {
                     pairs[index] = Change(kind: .attrib, path: "", isDirectory: false)  // nothing (filtered below)
                 }
             } else {
-                pairs[index] = Change(kind: .moved(from: from), path: entry.path, isDirectory: entry.state.isDirectory)
+                pairs[index] = Change(
+                    kind: .moved(from: from), path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw)
             }
         }
         // Deletes: longest path first within a subtree (reverse lexical order puts "a/b" before "a").
         for path in known.keys.sorted(by: >) where !goneLive.contains(path) {
-            changes.append(Change(kind: .delete, path: path, isDirectory: known[path]!.isDirectory))
+            changes.append(Change(kind: .delete, path: path, isDirectory: known[path]!.isDirectory, raw: knownRaw[path]))
         }
         for (index, change) in ordered {
             if let change {
@@ -196,7 +229,8 @@ enum FileCatchUp {
             } else if let pair = pairs[index] {
                 if !pair.path.isEmpty || pair.kind != .attrib { changes.append(pair) }
             } else {
-                changes.append(Change(kind: .create, path: created[index].path, isDirectory: created[index].state.isDirectory))
+                let entry = created[index]
+                changes.append(Change(kind: .create, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw))
             }
         }
         return changes
@@ -219,16 +253,24 @@ enum FileCatchUp {
     static func drafts(_ changes: [Change], spec: WatchSpec) -> [EventDraft] {
         var drafts: [EventDraft] = []
         drafts.reserveCapacity(changes.count)
-        func add(_ type: FileEventType, _ relative: String, isDirectory: Bool, from: String? = nil) {
+        func add(_ type: FileEventType, _ relative: String, isDirectory: Bool, raw: [UInt8]?, from: String? = nil) {
             guard spec.events.contains(type) else { return }
             let path = join(spec.path, relative)
-            var data = EventData(capacity: 8)
+            var data = EventData(capacity: 10)
             if let from {
                 data.append("from", join(spec.path, from))
                 data.append("to", path)
             }
             data.append("path", path)
+            // As live events: a name that is not UTF-8 also comes as base64 of its bytes, and so does its path.
+            if let raw {
+                data.append("path_base64", Base64.encode(Array(spec.path.utf8) + (spec.path == "/" ? [] : [UInt8(ascii: "/")]) + raw))
+            }
             data.append("name", relative.isEmpty ? lastComponent(spec.path) : lastComponent(relative))
+            if let raw {
+                let name = raw.lastIndex(of: UInt8(ascii: "/")).map { Array(raw[($0 + 1)...]) } ?? raw
+                if !ByteText(name).isLossless { data.append("name_base64", Base64.encode(name)) }
+            }
             data.append("watch", spec.path)
             data.append("dir", isDirectory)
             data.append("catchup", true)
@@ -236,16 +278,16 @@ enum FileCatchUp {
         }
         for change in changes {
             switch change.kind {
-            case .create: add(.create, change.path, isDirectory: change.isDirectory)
-            case .modify: add(.modify, change.path, isDirectory: change.isDirectory)
-            case .attrib: add(.attrib, change.path, isDirectory: change.isDirectory)
-            case .delete: add(.delete, change.path, isDirectory: change.isDirectory)
+            case .create: add(.create, change.path, isDirectory: change.isDirectory, raw: change.raw)
+            case .modify: add(.modify, change.path, isDirectory: change.isDirectory, raw: change.raw)
+            case .attrib: add(.attrib, change.path, isDirectory: change.isDirectory, raw: change.raw)
+            case .delete: add(.delete, change.path, isDirectory: change.isDirectory, raw: change.raw)
             case .moved(let from):
                 if spec.events.contains(.moved) {
-                    add(.moved, change.path, isDirectory: change.isDirectory, from: from)
+                    add(.moved, change.path, isDirectory: change.isDirectory, raw: change.raw, from: from)
                 } else {
-                    add(.delete, from, isDirectory: change.isDirectory)
-                    add(.create, change.path, isDirectory: change.isDirectory)
+                    add(.delete, from, isDirectory: change.isDirectory, raw: nil)
+                    add(.create, change.path, isDirectory: change.isDirectory, raw: change.raw)
                 }
             }
         }

@@ -245,4 +245,65 @@ struct FileCatchUpTests {
         #expect(Self.describe(events) == ["create \(w)/kept"])
         #expect(second.stop() == 0)
     }
+
+    @Test("names with newlines and invalid UTF-8 made and then deleted while kevd was down arrive intact", arguments: FileBackend.allCases)
+    func hostileNames(backend: FileBackend) throws {
+        try backend.requireRunnable()
+        let dir = try TemporaryDirectory()
+        let (root, cleanup) = try backend.isolatedRoot(dir)
+        defer { cleanup() }
+        let w = dir.file(root)
+        let first = try backend.start(dir, root: root)
+        #expect(try Self.startUpPublished(dir) == 0)
+        #expect(first.stop() == 0)
+
+        let name = "a b\n\"q\"$(touch pwned)\\"
+        try writeFile(w + "/" + name)
+        let raw = Array((w + "/").utf8) + [0x66, 0xFF, 0xFE, 0x67]
+        let fd = (raw + [0]).withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: raw.count + 1) { open($0, O_CREAT | O_WRONLY, 0o644) }
+        }
+        #expect(fd >= 0)
+        close(fd)
+        // A directory whose name is not UTF-8, with a file inside: listed by its bytes.
+        let rawDirectory = Array((w + "/").utf8) + [0x64, 0xFF] + [0]
+        #expect(rawDirectory.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: rawDirectory.count) { mkdir($0, 0o755) }
+        } == 0)
+        let rawInner = Array(rawDirectory.dropLast()) + Array("/inner".utf8) + [0]
+        let innerFD = rawInner.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: rawInner.count) { open($0, O_CREAT | O_WRONLY, 0o644) }
+        }
+        #expect(innerFD >= 0)
+        close(innerFD)
+        let second = try backend.start(dir, root: root)
+        #expect(try Self.startUpPublished(dir) == 4)
+        let inner = try second.waitFor("the create inside the directory named in bytes") {
+            $0.isEvent("inotify", "create") && $0.data["catchup"] as? Bool == true && $0.data["name"] as? String == "inner"
+        }
+        #expect(Data(base64Encoded: inner.data["path_base64"] as? String ?? "") == Data(rawInner.dropLast()))
+        #expect(inner.data["name_base64"] == nil)
+        let created = try second.waitForCount("the catch-up creates", count: 4) {
+            $0.isEvent("inotify", "create") && $0.data["catchup"] as? Bool == true
+        }
+        #expect(created.contains { $0.key == w + "/" + name && $0.data["name"] as? String == name })
+        let invalid = try #require(created.first { $0.data["name_base64"] as? String == Data([0x66, 0xFF, 0xFE, 0x67]).base64EncodedString() })
+        #expect(Data(base64Encoded: invalid.data["name_base64"] as? String ?? "") == Data([0x66, 0xFF, 0xFE, 0x67]))
+        #expect(Data(base64Encoded: invalid.data["path_base64"] as? String ?? "") == Data(raw))
+        #expect(second.stop() == 0)
+
+        // Deleted while down: the snapshot kept the exact bytes, and the delete carries them.
+        let rawPath = raw + [0]
+        #expect(rawPath.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: rawPath.count) { unlink($0) }
+        } == 0)
+        let third = try backend.start(dir, root: root)
+        #expect(try Self.startUpPublished(dir) == 1)
+        let deleted = try third.waitForCount("the catch-up delete", count: 1) {
+            $0.isEvent("inotify", "delete") && $0.data["catchup"] as? Bool == true
+        }
+        #expect(Data(base64Encoded: deleted.first?.data["path_base64"] as? String ?? "") == Data(raw))
+        #expect(!FileManager.default.fileExists(atPath: w + "/pwned"))
+        #expect(third.stop() == 0)
+    }
 }
