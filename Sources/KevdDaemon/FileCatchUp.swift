@@ -115,7 +115,11 @@ enum FileCatchUp {
             guard let handle = opened else { continue }
             let fd = dirfd(handle)
             var found: [(String, [UInt8]?)] = []
+            var listed = 0
             while let dirent = readdir(handle) {
+                // A huge directory does not hold a shutdown for the whole of its listing.
+                listed += 1
+                if listed % 4096 == 0 && stopping.raised.load(ordering: .relaxed) { break }
                 var entry = stat()
                 // The name's own bytes go to fstatat: its text may have U+FFFD for bytes that are not UTF-8.
                 let (text, nameBytes, statted) = withUnsafeBytes(of: dirent.pointee.d_name) {
