@@ -31,7 +31,10 @@ extension Daemon {
             directory: config.daemon.stateDir + "/catchup", journalDirectory: journal.directory, inbox: loop.inbox,
             everythingJournaled: {
                 guard let daemon else { return false }
+                // Published is not yet journaled while the journal cannot write (a full disk): those events wait
+                // in memory, where a SIGKILL takes them.
                 return (daemon.inotify?.everythingPublished ?? true) && (daemon.fanotify?.everythingPublished ?? true)
+                    && daemon.journal.pendingBytes == 0 && daemon.journal.lastError == nil
             }
         ) { batch in daemon?.publishCatchUp(batch) }
         let begin: () -> Void = {
