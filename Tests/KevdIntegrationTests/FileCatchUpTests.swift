@@ -306,4 +306,34 @@ struct FileCatchUpTests {
         #expect(!FileManager.default.fileExists(atPath: w + "/pwned"))
         #expect(third.stop() == 0)
     }
+
+    @Test("a root added by a reload is recorded at the next tick, so what changes in it while kevd is down is caught up",
+        arguments: FileBackend.allCases)
+    func rootAddedByReload(backend: FileBackend) throws {
+        try backend.requireRunnable()
+        let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
+        try makeDirectory(dir.file("w"))
+        try makeDirectory(dir.file("x"))
+        try writeFile(dir.file("x/was"), "was")
+        let daemon = try DaemonProcess(
+            config: backend.config("w"), in: dir, environment: ["KEVD_FILE_CATCHUP_TICK_MS": "200"])
+        #expect(try Self.startUpPublished(dir) == 0)
+        let twoRoots = backend.config("w") + "\n[[watch]]\npath = \"x\"\nrecursive = true\nbackend = \"\(backend.rawValue)\"\n"
+        try twoRoots.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try daemon.waitFor("reloaded") { $0.isEvent("kevd", "reloaded", key: "config") }
+        _ = try Self.catchUpStatus(dir, "the new root's first snapshot") { ($0["refreshes"] as? Int ?? 0) >= 1 }
+        daemon.signal(SIGKILL)
+        daemon.process.waitUntilExit()
+        try writeFile(dir.file("x/was"), "written while kevd was down")
+        let second = try DaemonProcess(config: twoRoots, in: dir)
+        #expect(try Self.startUpPublished(dir) == 1)
+        let events = try second.waitForCount("the catch-up event", count: 1) {
+            $0.source == "inotify" && $0.data["catchup"] as? Bool == true
+        }
+        #expect(Self.describe(events) == ["modify \(dir.file("x/was"))"])
+        #expect(second.stop() == 0)
+    }
 }
