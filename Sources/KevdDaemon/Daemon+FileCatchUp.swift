@@ -24,7 +24,8 @@ extension Daemon {
     }
 
     func startFileCatchUp() throws {
-        guard config.watches.contains(where: \.catchup) else { return }
+        // The sources' roots: the config's and the rule files' `[[watch]]` tables (applied before this runs).
+        guard !fileCatchUpSpecs.isEmpty else { return }
         // Weak and unchecked: the closures run on the loop thread (through the inbox), where the daemon lives.
         nonisolated(unsafe) weak let daemon = self
         fileCatchUp = FileCatchUpRunner(
