@@ -137,7 +137,7 @@ struct TableReader {
     }
 
     func watch(_ t: TOMLTable, index: Int) throws -> WatchSpec {
-        try rejectUnknownKeys(t, allowed: ["path", "recursive", "events", "exclude", "backend"], name: "watch", index: index)
+        try rejectUnknownKeys(t, allowed: ["path", "recursive", "events", "exclude", "backend", "catchup"], name: "watch", index: index)
         guard let p = try string(t, "path", table: "watch", index: index) else {
             throw problem("[[watch]] needs a 'path'", table: "watch", index: index)
         }
@@ -168,7 +168,8 @@ struct TableReader {
         return WatchSpec(
             path: try path(p, key: "path", table: "watch", index: index),
             recursive: try bool(t, "recursive", table: "watch", index: index) ?? false,
-            events: events, exclude: exclude, backend: backend)
+            events: events, exclude: exclude, backend: backend,
+            catchup: try bool(t, "catchup", table: "watch", index: index) ?? true)
     }
 
     func timer(_ t: TOMLTable, index: Int) throws -> TimerSpec {

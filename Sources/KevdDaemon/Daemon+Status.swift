@@ -40,6 +40,7 @@ extension Daemon {
                     ("timers", .array((timers?.names ?? []).map { .string($0) })),
                     ("timer_catchup", timerCatchUpStatus()),
                     ("udev_catchup", deviceCatchUpStatus()),
+                    ("file_catchup", fileCatchUpStatus()),
                     ("udev", udev.map { .object([("monitor", .string($0.sourceName)), ("overflows", .int(Int64($0.overflowCount)))]) } ?? .null),
                     // The evdev nodes read now (only those with a configured key or switch), and ACPI's overflows.
                     ("input", input.map { .object([("devices", .array($0.openDevices.map { .string($0) }))]) } ?? .null),

@@ -64,6 +64,10 @@ public final class Daemon {
     var deviceCatchUp: DeviceCatchUpFold?
     /// Keeps the catch-ups' checkpoints (with `[udev] catchup` or a persistent timer).
     var checkpointer: CatchUpCheckpointer?
+    /// `[[watch]] catchup = true`: the tree diffs and snapshots (Daemon+FileCatchUp.swift).
+    var fileCatchUp: FileCatchUpRunner?
+    var fileCatchUpTimer: TimerFD?
+    var fileCatchUpOverflowsPending = 0
     var udev: UdevSource?
     /// `[input]`: evdev devices and logind inhibitor locks; `[acpi]`: the acpi_event netlink family.
     var input: InputSource?
@@ -152,6 +156,7 @@ public final class Daemon {
         try startTimerCatchUp()
         try startDeviceCatchUp()
         untrackIdleCheckpoints()
+        try startFileCatchUp()
         try startHousekeeping()
         reportRecovery()
         // At start-up there is no running set to keep: the valid rules run, and each problem is reported.
@@ -161,6 +166,7 @@ public final class Daemon {
         timerCatchUp?.stop()
         deviceCatchUp?.stop()
         checkpointer?.stop()
+        fileCatchUp?.stop()
         server?.close()
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
         // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.

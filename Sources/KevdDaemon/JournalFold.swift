@@ -28,13 +28,15 @@ enum JournalFold {
     ///
     /// With `stateDirectory`, it starts from the source's stored checkpoint where the journal agrees with it
     /// (`CatchUpCheckpoint`): the checkpoint's events first, then only the records after its seq.
+    @discardableResult
     static func forEachEvent(
-        of source: EventSource, in journalDirectory: String, before beforeSeq: UInt64, stopping: StopFlag,
-        checkpointsIn stateDirectory: String? = nil, _ body: (Event) -> Void
+        of source: EventSource, in journalDirectory: String, from fromSeq: UInt64 = 0, before beforeSeq: UInt64,
+        stopping: StopFlag, checkpointsIn stateDirectory: String? = nil, _ body: (Event) -> Void
     ) throws -> Outcome {
         let reader = try JournalReader(directory: journalDirectory)
         var outcome = Outcome(history: CompactedHistory(source: source))
-        var from: UInt64 = 0
+        // File catch-up reads only the events after its snapshots (the seek skips whole segments).
+        var from = fromSeq
         if let stateDirectory {
             let stored = CatchUpCheckpoint.load(stateDirectory: stateDirectory, source: source)
             outcome.problems = stored.problems

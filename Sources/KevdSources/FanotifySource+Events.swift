@@ -208,6 +208,7 @@ extension FanotifySource {
         overflowCount += 1
         for root in roots { pipeline.publish(root.overflowDraft(overflows: overflowCount)) }
         logger.warning("fanotify queue overflowed", metadata: ["fanotify.marks": "\(markedDevices.count)"])
+        onOverflow?()
         directories.removeAll(keepingCapacity: true)
     }
 }

@@ -88,6 +88,8 @@ public final class FanotifySource {
     var synthesized: Set<String> = []
     var reportedWhileListing: Set<String> = []
     var listingSettling = false
+    /// Called on the loop after an overflow was reported (file catch-up's diff).
+    public var onOverflow: (() -> Void)?
     /// /proc/self/mountinfo, polled for mount changes (FanotifySource+Mounts.swift).
     var mountInfo: OwnedFD?
 

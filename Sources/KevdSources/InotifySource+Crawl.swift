@@ -151,6 +151,7 @@ extension InotifySource {
         for root in roots { pipeline.publish(root.overflowDraft(overflows: overflowCount)) }
         logger.warning("inotify queue overflowed; rescanning", metadata: ["inotify.watches": "\(table.count)"])
         rescan()
+        onOverflow?()
     }
 
     /// Re-adds every watch from the file system as it is now; watches the rescan does not confirm are dropped when

@@ -90,6 +90,8 @@ public final class InotifySource {
     /// Set while a watch limit error is outstanding, so a storm of failing adds reports once.
     var watchLimitReported = false
     public internal(set) var overflowCount = 0
+    /// Called on the loop after an overflow was reported and its rescan started (file catch-up's diff).
+    public var onOverflow: (() -> Void)?
 
     public init(loop: EventLoop, pipeline: EventPipeline, logger: Logger) throws {
         self.loop = loop

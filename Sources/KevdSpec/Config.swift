@@ -110,15 +110,20 @@ public struct WatchSpec: Sendable, Equatable {
     public var exclude: [String]
     /// Which kernel interface watches it (`backend`; see WatchBackend).
     public var backend: WatchBackend
+    /// `catchup` (default true): at start, and after a queue overflow, what changed in the tree while kevd was
+    /// not reading is journaled as `inotify` events with `data.catchup = true` (see FileCatchUp).
+    public var catchup: Bool
 
     public init(
-        path: String, recursive: Bool, events: Set<FileEventType>, exclude: [String], backend: WatchBackend = .auto
+        path: String, recursive: Bool, events: Set<FileEventType>, exclude: [String], backend: WatchBackend = .auto,
+        catchup: Bool = true
     ) {
         self.path = path
         self.recursive = recursive
         self.events = events
         self.exclude = exclude
         self.backend = backend
+        self.catchup = catchup
     }
 }
 

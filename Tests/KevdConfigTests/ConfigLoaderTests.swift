@@ -57,6 +57,8 @@ struct ConfigLoaderTests: ConfigText {
         #expect(config.udev.receiveBuffer == 4 * 1024 * 1024)
         #expect(config.udev.catchup)
         #expect(try !parse("[udev]\ncatchup = false\n").udev.catchup)
+        #expect(watch.catchup)
+        #expect(try parse("[[watch]]\npath = \"/a\"\ncatchup = false\n").watches.first?.catchup == false)
     }
 
     @Test("unknown keys, bad types and bad values name file, line and column")
@@ -73,6 +75,9 @@ struct ConfigLoaderTests: ConfigText {
         let persistentEvery = error("[[timer]]\nname = \"t\"\nevery = \"1s\"\npersistent = true\n")
         #expect(persistentEvery?.line == 4 && persistentEvery?.message.contains("cron timers only") == true)
         #expect(error("[[timer]]\nname = \"t\"\ncron = \"* * * * *\"\npersistent = \"yes\"\n")?.line == 4)
+        // `[[watch]] catchup` is true or false, refused where it is written otherwise.
+        let catchup = error("[[watch]]\npath = \"/a\"\ncatchup = \"yes\"\n")
+        #expect(catchup?.line == 3 && catchup?.column == 1 && catchup?.message == "'catchup' must be true or false")
         #expect(error("[udev]\nsource = \"systemd\"\n")?.line == 2)
         #expect(error("[udev]\nreceive_buffer = \"lots\"\n")?.line == 2)
         #expect(error("[daemon]\nlog_level = \"loud\"\n")?.line == 2)
