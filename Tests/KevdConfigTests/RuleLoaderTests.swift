@@ -368,7 +368,7 @@ struct RuleLoaderTests {
             "F:6:1: unknown key 'rules' at the top level; expected one of: rule, watch, timer"
         ])
         #expect(errors("[[watch]]\npath = \"/srv\"\nrecursve = true\n") == [
-            "F:3:1: unknown key 'recursve' in [watch]; expected one of: path, recursive, events, exclude, backend"
+            "F:3:1: unknown key 'recursve' in [watch]; expected one of: path, recursive, events, exclude, backend, catchup"
         ])
         #expect(errors("[rule]\nname = \"r\"\n") == ["F:1:1: 'rule' must be an array of tables: [[rule]]"])
     }

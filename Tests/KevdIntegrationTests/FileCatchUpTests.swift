@@ -145,7 +145,8 @@ struct FileCatchUpTests {
         let w = dir.file(root)
         try writeFile(w + "/written", "was")
         try writeFile(w + "/deleted", "was")
-        let daemon = try backend.start(dir, root: root)
+        // fanotify's queue is unlimited as root: keep the kernel's bounded one, as FileBackendTests.overflow does.
+        let daemon = try backend.start(dir, root: root, environment: ["KEVD_TEST_FANOTIFY_BOUNDED_QUEUE": "1"])
         #expect(try Self.startUpPublished(dir) == 0)
         daemon.signal(SIGSTOP)
         // More than the kernel queues while kevd cannot read (see FileBackendTests.overflow); the last changes are
