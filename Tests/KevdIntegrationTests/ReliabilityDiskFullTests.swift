@@ -166,6 +166,18 @@ struct ReliabilityDiskFullTests {
             unlink(path)
         }
         let during = ProcessFigures.rssKiB(daemon.pid)
+        // On fanotify (as root, `auto`) the kernel queue is unlimited and kevd bounds it itself, at 1 MiB while it
+        // reads nothing, checked every second: wait for that check to shed the queue before space returns, or a
+        // quick machine frees the disk first and loses nothing. (On inotify the kernel drops at 16,384 records, and
+        // kevd reads the overflow once it reads again.)
+        let backend = (try client.request(#"{"op":"status"}"#)["sources"] as? [String: Any])
+            .flatMap { $0["fanotify"] as? [String: Any] }?["backend"] as? String
+        if backend == "fanotify" {
+            try waitUntil("the fanotify queue shed while the disk is full", timeout: 20) { () -> Bool? in
+                let sources = try client.request(#"{"op":"status"}"#)["sources"] as? [String: Any]
+                return ((sources?["fanotify"] as? [String: Any])?["overflows"] as? Int ?? 0) > 0 ? true : nil
+            }
+        }
 
         // Space returns: kevd resumes by itself, no signal, no client needed. The emitter stops first (its last
         // emit may be one that waits for the disk), so nothing but kevd's own retry wakes its loop.
