@@ -61,7 +61,7 @@ extension FanotifySource {
     func moveTimerFired() {
         moveTimerArmed = false
         drain()
-        if !behind { flushPendingMove() } else { armMoveTimerIfHolding() }
+        if !pacer.behind { flushPendingMove() } else { armMoveTimerIfHolding() }
     }
 
     func flushPendingMove() {

@@ -63,15 +63,9 @@ public final class FanotifySource {
     var cookie: UInt32 = 0
     var readBuffer: UnsafeMutableRawBufferPointer
     public internal(set) var overflowCount = 0
-    /// Read pacing while the file systems are busy, as the inotify source's (FanotifySource+Reading.swift).
-    let paceTimer: TimerFD
-    var paused = false
-    var lastRead: UInt64 = 0
-    var windowBytes = 0
-    var windowStart: UInt64 = 0
-    var busy = false
-    /// The last read filled the buffer: more is queued, read it at the next turn without pacing.
-    var behind = false
+    /// Read pacing while the file systems are busy, as the inotify source's; `behind` when the last read filled
+    /// the buffer (more is queued: read it at the next turn without pacing).
+    let pacer: ReadPacer
     /// The unlimited queue's bound (FanotifySource+QueueBound.swift).
     let queueByteLimit: Int
     let boundTimer: TimerFD
@@ -105,15 +99,14 @@ public final class FanotifySource {
         fanotify = try Fanotify(
             unlimitedQueue: !Self.testSwitch("KEVD_TEST_FANOTIFY_BOUNDED_QUEUE"),
             reportTarget: !Self.testSwitch("KEVD_TEST_FANOTIFY_BEFORE_5_17"))
-        paceTimer = try TimerFD(clock: .monotonic)
+        pacer = try ReadPacer()
         moveTimer = try TimerFD(clock: .monotonic)
         boundTimer = try TimerFD(clock: .monotonic)
         queueByteLimit = Self.testValue("KEVD_TEST_FANOTIFY_QUEUE_BYTES") ?? Self.defaultQueueByteLimit
         listingWakeup = try EventFD()
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
         try watchFanotifyFD()
-        try loop.register(fd: paceTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
-            _ = try? self.paceTimer.read()
+        try loop.register(fd: pacer.timer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             self.resume()
         }
         try loop.register(fd: moveTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
@@ -131,7 +124,7 @@ public final class FanotifySource {
 
     deinit {
         loop.unregister(fd: fanotify.fd.rawValue)
-        loop.unregister(fd: paceTimer.fd.rawValue)
+        loop.unregister(fd: pacer.timer.fd.rawValue)
         loop.unregister(fd: moveTimer.fd.rawValue)
         loop.unregister(fd: boundTimer.fd.rawValue)
         loop.unregister(fd: listingWakeup.fd.rawValue)

@@ -1,6 +1,6 @@
 import KevdKernel
 
-/// Read pacing: when the inotify fd is read, how much per turn, and when a busy tree is read less often.
+/// Reading the inotify fd: when (`ReadPacer`: a busy tree is read less often) and how much per turn.
 extension InotifySource {
 
     /// Reads per wakeup at most. Only short reads (the queue was emptied) are repeated, to confirm it empty when
@@ -9,55 +9,21 @@ extension InotifySource {
     /// `struct inotify_event` with the longest name (NAME_MAX 255, NUL, padding).
     static let largestRecord = 16 + 256 + 16
 
-    /// At most one read per this many nanoseconds while the tree is busy: see `readable`. 4 ms rather than 1:
-    /// a quarter of the turns (each a timer, two `epoll_ctl`s, the journal's and stdout's writes) for ~7 % less
-    /// CPU per event in the 1M-file benchmark; 4 ms at 250,000 events/s is ~1,000 records, half a read.
-    static let readIntervalNanoseconds: UInt64 = 4_000_000
-    /// Busy: more than this many bytes of records in a 10 ms window (16 KiB: about 50,000 events/s with short
-    /// names). Below it, every event is read at once.
-    static let busyWindowNanoseconds: UInt64 = 10_000_000
-    static let busyWindowBytes = 16 * 1024
-
     func watchInotifyFD() throws {
         try loop.register(fd: inotify.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             self.readable()
         }
     }
 
-    /// The inotify fd has events. A tree that is busy for a while (a build, an rsync, a generator) wakes the loop
-    /// for every few events, and each wakeup costs more than the events it brings: a context switch,
-    /// `epoll_wait`, the read, and the journal's and stdout's `write`s at the end of the turn. So while the tree
-    /// is busy, a wakeup that comes less than `readIntervalNanoseconds` after the previous read takes the fd
-    /// out of the wait set until that time is up, and the next read takes everything queued meanwhile (at
-    /// 250,000 events/s, ~1,000 records: far from the kernel's 16,384). Out of the set, not masked: a masked fd's
-    /// new events still wake `epoll_wait` for nothing. In the inotify benchmark this took kevd's CPU per event
-    /// from 3.5 to about 2.5 µs. Interactive rates (a few thousand events a second) are never held back, and
-    /// neither is a backlog (`behind`): it is read turn after turn until the queue is empty.
+    /// The inotify fd has events: read them now, unless the tree is busy and the last read was too recent
+    /// (`ReadPacer`).
     func readable() {
-        let now = Clock.monotonicNanoseconds()
-        if now &- windowStart >= Self.busyWindowNanoseconds {
-            busy = windowBytes >= Self.busyWindowBytes
-            windowBytes = 0
-            windowStart = now
-        }
-        let due = lastRead &+ Self.readIntervalNanoseconds
-        if busy, !behind, now < due, !paused, (try? paceTimer.arm(delay: Int64(due - now), interval: 0)) != nil {
-            loop.unregister(fd: inotify.fd.rawValue)
-            paused = true
-            return
-        }
-        lastRead = now
-        drain()
+        if pacer.readNow(fd: inotify.fd.rawValue, loop: loop) { drain() }
     }
 
     /// The pace timer: back in the wait set, and read what came meanwhile.
     func resume() {
-        if paused {
-            // Should re-registering fail (epoll out of memory), the timer tries again: the source is never lost.
-            paused = (try? watchInotifyFD()) == nil
-            if paused { _ = try? paceTimer.arm(delay: Int64(Self.readIntervalNanoseconds), interval: 0) }
-        }
-        lastRead = Clock.monotonicNanoseconds()
+        pacer.resume { try watchInotifyFD() }
         drain()
     }
 
@@ -85,7 +51,7 @@ extension InotifySource {
                 emptied = true
                 break
             }
-            windowBytes += count
+            pacer.counted(count)
             var decoder = InotifyRecordDecoder(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
             while let record = decoder.next() { handle(record) }
             // The kernel returns every queued event that fits: a read with room to spare emptied the queue, and
@@ -103,7 +69,7 @@ extension InotifySource {
         // seen empty now rather than at the next event. If records are left, the level-triggered fd brings
         // the loop back for them next turn.
         if !emptied { emptied = inotify.hasQueuedRecords == false }
-        behind = full && !emptied
+        pacer.behind = full && !emptied
         guard emptied else {
             if !movePairer.isEmpty && !moveTimerArmed { armMoveTimer() }
             return false

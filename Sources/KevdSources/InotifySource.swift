@@ -66,16 +66,8 @@ public final class InotifySource {
     var movePairer = MovePairer()
     let moveTimer: TimerFD
     var moveTimerArmed = false
-    /// Paces reads under sustained load (see `readable`).
-    let paceTimer: TimerFD
-    var paused = false
-    var lastRead: UInt64 = 0
-    /// Bytes of records read since `windowStart`: the load that turns pacing on (`busy`).
-    var windowBytes = 0
-    var windowStart: UInt64 = 0
-    var busy = false
-    /// The last drain stopped at a full read: the queue holds more, so the next read is not paced.
-    var behind = false
+    /// Paces reads under sustained load; `behind` when the last drain stopped at a full read.
+    let pacer: ReadPacer
     /// Paths a listing reported as synthetic creates since the queue was last empty: their real IN_CREATE, if
     /// any, is a duplicate.
     var synthesized: Set<String> = []
@@ -99,14 +91,13 @@ public final class InotifySource {
         self.logger = logger
         inotify = try Inotify()
         moveTimer = try TimerFD(clock: .monotonic)
-        paceTimer = try TimerFD(clock: .monotonic)
+        pacer = try ReadPacer()
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 8)
         crawlWakeup = try EventFD()
         try watchInotifyFD()
         try registerCrawl()
         prefetcher = startPrefetcher()
-        try loop.register(fd: paceTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
-            _ = try? self.paceTimer.read()
+        try loop.register(fd: pacer.timer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
             self.resume()
         }
         try loop.register(fd: moveTimer.fd.rawValue, events: .readable, priority: .kernelInput) { [unowned self] _ in
@@ -121,7 +112,7 @@ public final class InotifySource {
     deinit {
         loop.unregister(fd: inotify.fd.rawValue)
         loop.unregister(fd: moveTimer.fd.rawValue)
-        loop.unregister(fd: paceTimer.fd.rawValue)
+        loop.unregister(fd: pacer.timer.fd.rawValue)
         loop.unregister(fd: crawlWakeup.fd.rawValue)
         prefetcher?.stop()
         readBuffer.deallocate()
