@@ -165,7 +165,11 @@ enum FileCatchUp {
     /// What turns `old` into `new`: deletes first (what a directory held before the directory), then, in scan
     /// order, moves, creates (a directory before what it holds), modifies and attribute changes. `goneLive`:
     /// paths the live stream already reported gone since the snapshot (not reported again while still gone).
-    static func diff(old: [Entry], new: [Entry], goneLive: Set<String> = []) -> [Change] {
+    /// `createdLive`: directories the live stream (or an overflow's rescan, as synthetic creates) already reported
+    /// made since the snapshot: a directory's create says all there is of it (what it holds are entries of their
+    /// own), so a directory still there is not reported again. A file's is, since what was written to it after
+    /// its create may be among the events lost.
+    static func diff(old: [Entry], new: [Entry], goneLive: Set<String> = [], createdLive: Set<String> = []) -> [Change] {
         var known: [String: State] = [:]
         known.reserveCapacity(old.count)
         var knownRaw: [String: [UInt8]] = [:]
@@ -234,6 +238,7 @@ enum FileCatchUp {
                 if !pair.path.isEmpty || pair.kind != .attrib { changes.append(pair) }
             } else {
                 let entry = created[index]
+                if entry.state.isDirectory && createdLive.contains(entry.path) { continue }
                 changes.append(Change(kind: .create, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw))
             }
         }
@@ -299,20 +304,32 @@ enum FileCatchUp {
     }
 
     /// Folds one journaled `inotify` event of `root` into the paths (relative) the live stream last reported
-    /// gone: `delete`, `moved_from`, a `moved`'s `from` say gone; anything else about a path says present.
-    static func fold(_ event: Event, root: String, into gone: inout Set<String>) {
+    /// gone: `delete`, `moved_from`, a `moved`'s `from` say gone; anything else about a path says present. And
+    /// into the directories it last reported made (`create`, `moved_to`, a `moved`'s `to`, with `dir`).
+    static func fold(_ event: Event, root: String, into gone: inout Set<String>, createdDirectories: inout Set<String>) {
         func relative(_ path: String) -> String? {
             if path == root { return "" }
             let prefix = root == "/" ? "/" : root + "/"
             return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : nil
         }
         guard let path = relative(event.key) else { return }
+        let isDirectory: Bool
+        if case .bool(true)? = event.data["dir"] { isDirectory = true } else { isDirectory = false }
         switch event.type {
-        case "delete", "moved_from", "delete_self": gone.insert(path)
+        case "delete", "moved_from", "delete_self":
+            gone.insert(path)
+            createdDirectories.remove(path)
         case "overflow", "unmount": break
         case "moved":
-            if case .string(let from)? = event.data["from"], let old = relative(from) { gone.insert(old) }
+            if case .string(let from)? = event.data["from"], let old = relative(from) {
+                gone.insert(old)
+                createdDirectories.remove(old)
+            }
             gone.remove(path)
+            if isDirectory { createdDirectories.insert(path) }
+        case "create", "moved_to":
+            gone.remove(path)
+            if isDirectory { createdDirectories.insert(path) }
         default: gone.remove(path)
         }
     }

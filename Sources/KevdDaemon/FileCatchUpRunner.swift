@@ -172,6 +172,7 @@ final class FileCatchUpRunner {
         }
         // What the live stream reported gone since each snapshot.
         var gone = [Set<String>](repeating: [], count: job.specs.count)
+        var createdDirectories = [Set<String>](repeating: [], count: job.specs.count)
         if job.report, let since = old.compactMap({ $0?.seq }).min(), since < job.seq {
             do {
                 try JournalFold.forEachEvent(
@@ -180,7 +181,7 @@ final class FileCatchUpRunner {
                     guard event.seq >= since else { return }
                     for (i, spec) in job.specs.enumerated() {
                         guard let snapshot = old[i], event.seq >= snapshot.seq else { continue }
-                        FileCatchUp.fold(event, root: spec.path, into: &gone[i])
+                        FileCatchUp.fold(event, root: spec.path, into: &gone[i], createdDirectories: &createdDirectories[i])
                     }
                 }
             } catch {
@@ -205,7 +206,8 @@ final class FileCatchUpRunner {
             let entries = job.report ? FileCatchUp.scan(spec, exclusion: WatchExclusion(spec), stopping: stopping) : scanned[i]
             if stopping.raised.load(ordering: .relaxed) { return outcome }
             if job.report, let before = old[i] {
-                let changes = FileCatchUp.diff(old: before.entries, new: entries, goneLive: gone[i])
+                let changes = FileCatchUp.diff(
+                    old: before.entries, new: entries, goneLive: gone[i], createdLive: createdDirectories[i])
                 let drafts = FileCatchUp.drafts(changes, spec: spec)
                 var start = 0
                 while start < drafts.count {

@@ -1,4 +1,5 @@
 import Glibc
+import KevdEvent
 import KevdTestSupport
 import Testing
 
@@ -61,6 +62,30 @@ struct FileCatchUpDiffTests {
         let old = [Self.directory("d", inode: 1), Self.file("d/f", inode: 2), Self.file("e", inode: 3)]
         #expect(Self.describe(FileCatchUp.diff(old: old, new: [])) == ["delete e", "delete d/f", "delete d"])
         #expect(Self.describe(FileCatchUp.diff(old: old, new: [], goneLive: ["e"])) == ["delete d/f", "delete d"])
+    }
+
+    @Test("a directory the live stream or a rescan already reported made is not created again; a file is (its writes may be lost)")
+    func createdLive() throws {
+        let new = [Self.directory("n", inode: 1), Self.file("n/f", inode: 2), Self.directory("m", inode: 3)]
+        #expect(Self.describe(FileCatchUp.diff(old: [], new: new, createdLive: ["n", "n/f"])) == ["create n/f", "create m"])
+        // The fold: a synthetic create of a directory, then a later delete and a moved-in directory.
+        var gone: Set<String> = []
+        var created: Set<String> = []
+        func fold(_ type: String, _ key: String, dir: Bool, extra: [(String, EventValue)] = []) {
+            var data = EventData()
+            data.append("dir", .bool(dir))
+            for (name, value) in extra { data.append(name, value) }
+            let event = Event(seq: 1, id: EventID(high: 0, low: 0), time: WallTime(nanoseconds: 0), mono: 0, source: .inotify,
+                              type: type, key: "/srv/in/" + key, data: data)
+            FileCatchUp.fold(event, root: "/srv/in", into: &gone, createdDirectories: &created)
+        }
+        fold("create", "n", dir: true, extra: [("synthetic", .bool(true))])
+        fold("create", "n/f", dir: false)
+        fold("create", "gone", dir: true)
+        fold("delete", "gone", dir: true)
+        fold("moved", "to", dir: true, extra: [("from", .string("/srv/in/n"))])
+        #expect(created == ["to"])
+        #expect(gone == ["gone", "n"])
     }
 
     @Test("the snapshot file: written and read back the same; damage is an error, another root's is none")
