@@ -165,3 +165,28 @@ extension Daemon {
         ])
     }
 }
+
+extension Daemon {
+    /// At a clean stop, after the journal's last sync: one more refresh, on this thread (the loop has ended), so
+    /// that the next start reports what changes while kevd is down, not again what it reported live since the
+    /// last snapshot (a restart within the refresh interval of live changes would otherwise repeat them as
+    /// catch-up events). Only when no diff was cut short or is still owed (the old snapshot is what would report
+    /// its differences), and, as every refresh, only if the kernel queues are empty after the scan: every change
+    /// the scan took in was journaled.
+    func writeFinalFileSnapshots() {
+        guard let runner = fileCatchUp, runner.startUpDone, runner.running == nil, runner.queued.isEmpty,
+            fileCatchUpOverflowsPending == 0
+        else { return }
+        let specs = fileCatchUpSpecs.filter { runner.snapshotted.contains($0.path) }
+        guard !specs.isEmpty else { return }
+        let job = FileCatchUpRunner.Job(specs: specs, report: false, seq: journal.nextSeq, reason: "stop")
+        let outcome = FileCatchUpRunner.work(
+            job, directory: runner.directory, journalDirectory: journal.directory, stopping: JournalFold.StopFlag(),
+            abandon: JournalFold.StopFlag(), send: { _ in false }, confirm: runner.everythingJournaled)
+        if outcome.abandoned || !outcome.errors.isEmpty {
+            logger.info("file catch-up snapshots not refreshed at stop", metadata: [
+                "reason": "\(outcome.abandoned ? "events still queued" : outcome.errors.joined(separator: "; "))",
+            ])
+        }
+    }
+}

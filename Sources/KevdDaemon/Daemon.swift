@@ -171,6 +171,7 @@ public final class Daemon {
         // The only blocking sync kevd does: after the loop, so that a clean stop leaves nothing unsynced. When it
         // cannot, what is not synced is in doubt: a non-zero exit, and the next start's recovery judges the files.
         if !journal.close() && exitCode == 0 { exitCode = 1 }
+        if exitCode == 0 { writeFinalFileSnapshots() }
         // After the journal: a stored position never passes what is durable, and now everything is.
         rules?.stop()
         journaldMirror?.stop()
