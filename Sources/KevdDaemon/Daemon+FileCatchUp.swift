@@ -137,10 +137,17 @@ extension Daemon {
     /// Every tick: a refresh of the snapshots when file events were journaled since the last job (so a restart
     /// after a SIGKILL reports again only what changed since the refresh), or when a root has none yet (added by
     /// a reload), not more often than the tick and 20 times the last job's duration.
-    func fileCatchUpTick() {
+    /// The file catch-up's runner when a refresh may replace the snapshots: the start-up diff is done, no job runs
+    /// or waits, and no overflow's diff is owed (the old snapshots are what would report its differences).
+    var idleFileCatchUp: FileCatchUpRunner? {
         guard let runner = fileCatchUp, runner.startUpDone, runner.running == nil, runner.queued.isEmpty,
             fileCatchUpOverflowsPending == 0
-        else { return }
+        else { return nil }
+        return runner
+    }
+
+    func fileCatchUpTick() {
+        guard let runner = idleFileCatchUp else { return }
         hookFileOverflows()
         let count = stats.counter.counts.first ?? 0
         let since = Clock.monotonicNanoseconds() &- runner.lastJobEnded
@@ -170,13 +177,10 @@ extension Daemon {
     /// At a clean stop, after the journal's last sync: one more refresh, on this thread (the loop has ended), so
     /// that the next start reports what changes while kevd is down, not again what it reported live since the
     /// last snapshot (a restart within the refresh interval of live changes would otherwise repeat them as
-    /// catch-up events). Only when no diff was cut short or is still owed (the old snapshot is what would report
-    /// its differences), and, as every refresh, only if the kernel queues are empty after the scan: every change
-    /// the scan took in was journaled.
+    /// catch-up events). Only when no diff was cut short or is still owed (`idleFileCatchUp`), and, as every
+    /// refresh, only if the kernel queues are empty after the scan: every change the scan took in was journaled.
     func writeFinalFileSnapshots() {
-        guard let runner = fileCatchUp, runner.startUpDone, runner.running == nil, runner.queued.isEmpty,
-            fileCatchUpOverflowsPending == 0
-        else { return }
+        guard let runner = idleFileCatchUp else { return }
         let specs = fileCatchUpSpecs.filter { runner.snapshotted.contains($0.path) }
         guard !specs.isEmpty else { return }
         let job = FileCatchUpRunner.Job(specs: specs, report: false, seq: journal.nextSeq, reason: "stop")

@@ -1,4 +1,3 @@
-import Glibc
 import KevdSpec
 
 /// What file catch-up (KevdDaemon's FileCatchUp) shares with the live file backends: a root's `exclude` globs,
@@ -18,7 +17,8 @@ extension InotifySource {
 
     /// Every change the kernel queued so far is published: its queue is empty (FIONREAD) and no move half waits
     /// for its partner. A snapshot refresh scanned before this held takes in only changes already journaled.
-    public var everythingPublished: Bool { queuedBytes(inotify.fd.rawValue) == 0 && movePairer.isEmpty }
+    /// An unreadable count counts as queued.
+    public var everythingPublished: Bool { inotify.queuedBytes == 0 && movePairer.isEmpty }
 }
 
 extension FanotifySource {
@@ -27,12 +27,5 @@ extension FanotifySource {
 
     /// Every change the kernel queued so far is published (its queue is empty, FIONREAD; a read's records are
     /// published in the same turn).
-    public var everythingPublished: Bool { queuedBytes(fanotify.fd.rawValue) == 0 }
-}
-
-/// The bytes of events queued in an inotify or fanotify fd (both answer FIONREAD); unknown counts as queued.
-private func queuedBytes(_ fd: Int32) -> Int {
-    var bytes: Int32 = 0
-    guard ioctl(fd, UInt(FIONREAD), &bytes) == 0 else { return 1 }
-    return Int(bytes)
+    public var everythingPublished: Bool { fanotify.queuedBytes == 0 }
 }
