@@ -25,7 +25,8 @@ extension FanotifySource {
     /// The roots this backend watches (file catch-up diffs them after this backend's overflow).
     public var watchedSpecs: [WatchSpec] { roots.map(\.spec) }
 
-    /// Every change the kernel queued so far is published (its queue is empty, FIONREAD; a read's records are
-    /// published in the same turn).
-    public var everythingPublished: Bool { fanotify.queuedBytes == 0 }
+    /// Every change the kernel queued so far is published: its queue is empty (FIONREAD; a read's records are
+    /// published in the same turn), no move half waits for its partner (before 5.17) and no directory moved in
+    /// waits to be listed, as the inotify source's.
+    public var everythingPublished: Bool { fanotify.queuedBytes == 0 && pendingMoveFrom == nil && listing.isEmpty }
 }
