@@ -83,7 +83,8 @@ extension Daemon {
         guard !specs.isEmpty else { return }
         // An overflow during an overflow's diff: one more diff after it is enough.
         if reason == "overflow" && runner.queued.contains(where: { $0.reason == reason && $0.specs == specs }) { return }
-        let job = FileCatchUpRunner.Job(specs: specs, report: report, seq: pipeline.nextSeq, reason: reason)
+        var job = FileCatchUpRunner.Job(specs: specs, report: report, seq: pipeline.nextSeq, reason: reason)
+        if reason != "overflow" { job.keep = configuredSnapshots }
         if runner.running == nil { runner.inotifyCountAtJobStart = stats.counter.counts.first ?? 0 }
         nonisolated(unsafe) weak let daemon = self
         do {
@@ -92,6 +93,14 @@ extension Daemon {
             if reason == "start" { runner.startUpDone = true }
             reportError("cannot start the file catch-up", error: "\(error)", component: "inotify")
         }
+    }
+
+    /// The snapshot files of every root configured with catch-up (the config's and the rule files' `[[watch]]`,
+    /// whether or not its backend could watch it now: a root whose file system is not mounted yet keeps its
+    /// snapshot), or nil while a rule file has a problem: a broken file's roots may come back with its fix.
+    var configuredSnapshots: Set<String>? {
+        guard ruleProblems.isEmpty else { return nil }
+        return Set((config.watches + ruleSet.watches).filter(\.catchup).map { FileCatchUp.snapshotName(root: $0.path) })
     }
 
     /// On the loop: one batch of a job's differences.
@@ -127,7 +136,7 @@ extension Daemon {
             "files caught up",
             metadata: [
                 "catchup.reason": "\(job.reason)", "catchup.published": "\(outcome.published)",
-                "catchup.seconds": "\(outcome.seconds)",
+                "catchup.seconds": "\(outcome.seconds)", "catchup.pruned": "\(outcome.pruned)",
             ])
         if let next = runner.next() {
             runFileCatchUp(next.specs, report: next.report, reason: next.reason)

@@ -23,6 +23,38 @@ extension FileCatchUp {
         return directory + "/" + String(repeating: "0", count: 16 - hex.count) + hex + ".snap"
     }
 
+    /// The name of `root`'s snapshot file in its directory.
+    static func snapshotName(root: String) -> String {
+        let path = snapshotPath(directory: "", root: root)
+        return String(path.dropFirst())
+    }
+
+    /// Deletes the snapshots in `directory` that are not in `keep` (a root no longer watched, or watched without
+    /// catch-up, would otherwise keep its snapshot, 54 bytes a file, for ever), and every temporary file a
+    /// killed write left. On the catch-up's thread, between jobs' writes: a large file's unlink may take a while.
+    /// Returns how many snapshots it deleted; what it cannot delete is added to `errors`.
+    static func pruneSnapshots(in directory: String, keeping keep: Set<String>, errors: inout [String]) -> Int {
+        guard let dir = opendir(directory) else {
+            errors.append("cannot list \(directory): \(String(cString: strerror(errno)))")
+            return 0
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name.hasSuffix(".snap.tmp") || (name.hasSuffix(".snap") && !keep.contains(name)) { names.append(name) }
+        }
+        var pruned = 0
+        for name in names {
+            if unlink(directory + "/" + name) == 0 {
+                if name.hasSuffix(".snap") { pruned += 1 }
+            } else if errno != ENOENT {
+                errors.append("cannot delete \(directory)/\(name): \(String(cString: strerror(errno)))")
+            }
+        }
+        return pruned
+    }
+
     struct SnapshotError: Error, CustomStringConvertible {
         let description: String
     }

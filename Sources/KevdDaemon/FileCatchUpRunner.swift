@@ -19,6 +19,9 @@ final class FileCatchUpRunner {
         /// The journal's next seq when the job began: the new snapshots' seq, and the end of the journal fold.
         var seq: UInt64
         var reason: String
+        /// The snapshot files (names in `directory`) of every root configured with catch-up now: when set, the
+        /// job deletes every other snapshot there once it has written its own (see `FileCatchUp.pruneSnapshots`).
+        var keep: Set<String>? = nil
     }
 
     /// What a job's thread posts to the loop when it ends.
@@ -28,6 +31,8 @@ final class FileCatchUpRunner {
         var seconds: Double = 0
         /// A refresh that wrote nothing (events were still queued after its scan, or an overflow came).
         var abandoned = false
+        /// Snapshots of roots no longer configured, deleted.
+        var pruned = 0
     }
 
     static let batchSize = 256
@@ -229,6 +234,9 @@ final class FileCatchUpRunner {
             } catch {
                 outcome.errors.append("cannot write the snapshot of \(spec.path): \(error)")
             }
+        }
+        if let keep = job.keep, !stopping.raised.load(ordering: .relaxed) {
+            outcome.pruned = FileCatchUp.pruneSnapshots(in: directory, keeping: keep, errors: &outcome.errors)
         }
         outcome.seconds = Double(Clock.monotonicNanoseconds() &- started) / 1e9
         // The diff's tables are transient (about 300 bytes an entry at their peak): back to the kernel, here on

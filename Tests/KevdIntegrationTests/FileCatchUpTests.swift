@@ -338,4 +338,58 @@ struct FileCatchUpTests {
         #expect(Self.describe(events) == ["modify \(dir.file("x/was"))"])
         #expect(second.stop() == 0)
     }
+
+    /// The roots whose snapshots are in `dir`'s state directory (read from each file's header: the magic, the seq,
+    /// then the root's path), and any temporary file a killed write left.
+    static func snapshotFiles(_ dir: TemporaryDirectory) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.file("state/catchup"))) ?? []
+        return names.compactMap { name -> String? in
+            if name.hasSuffix(".tmp") { return "temporary" }
+            guard name.hasSuffix(".snap"), let data = FileManager.default.contents(atPath: dir.file("state/catchup/" + name)),
+                data.count >= 20
+            else { return nil }
+            let length = Int(data[16]) | Int(data[17]) << 8 | Int(data[18]) << 16 | Int(data[19]) << 24
+            guard data.count >= 20 + length else { return "damaged" }
+            return (String(decoding: data[20..<(20 + length)], as: UTF8.self) as NSString).lastPathComponent
+        }.sorted()
+    }
+
+    @Test("a root no longer watched with catch-up loses its snapshot at the next start, not while a rule file has a problem",
+        arguments: FileBackend.allCases)
+    func staleSnapshotsDeleted(backend: FileBackend) throws {
+        try backend.requireRunnable()
+        let dir = try TemporaryDirectory()
+        let unmount = try backend.quiet(dir)
+        defer { unmount() }
+        for name in ["w", "x", "rules"] { try makeDirectory(dir.file(name)) }
+        let rules = "\n[rules]\ndirectories = [\"rules\"]\n"
+        let x = "\n[[watch]]\npath = \"x\"\nrecursive = true\nbackend = \"\(backend.rawValue)\"\n"
+        let first = try DaemonProcess(config: backend.config("w") + x + rules, in: dir)
+        #expect(try Self.startUpPublished(dir) == 0)
+        #expect(first.stop() == 0)
+        #expect(Self.snapshotFiles(dir) == ["w", "x"])
+        // What a write killed before its rename leaves.
+        try writeFile(dir.file("state/catchup/0123456789abcdef.snap.tmp"), "half a snapshot")
+
+        // x is gone from the config, but a rule file has a problem, and a broken file's roots may come back with
+        // its fix: nothing is deleted.
+        try writeFile(dir.file("rules/broken.toml"), "[[rule]\n")
+        let second = try DaemonProcess(config: backend.config("w") + rules, in: dir)
+        #expect(try Self.startUpPublished(dir) == 0)
+        #expect(second.stop() == 0)
+        #expect(Self.snapshotFiles(dir) == ["temporary", "w", "x"])
+
+        // The rule file fixed: x's snapshot and the temporary file go, w's stays.
+        #expect(unlink(dir.file("rules/broken.toml")) == 0)
+        let third = try DaemonProcess(config: backend.config("w") + rules, in: dir)
+        #expect(try Self.startUpPublished(dir) == 0)
+        #expect(third.stop() == 0)
+        #expect(Self.snapshotFiles(dir) == ["w"])
+
+        // w still watched, but with `catchup = false`: its snapshot goes too, and x (catch-up again) gets one.
+        let fourth = try DaemonProcess(config: backend.config("w", extra: "catchup = false") + x + rules, in: dir)
+        #expect(try Self.startUpPublished(dir) == 0)
+        #expect(fourth.stop() == 0)
+        #expect(Self.snapshotFiles(dir) == ["x"])
+    }
 }
