@@ -107,4 +107,43 @@ struct TimerCatchUpTests {
         #expect(!third.received.contains { $0.isEvent("timer", "fired", key: "minutely") && $0.data["catchup"] as? Bool == true })
         #expect(third.stop() == 0)
     }
+
+    @Test(
+        "a checkpoint that cannot be saved (no room in its directory) is reported once, retried at each tick, and saved once there is room",
+        .enabled(if: Root.shouldRun, Root.reason), .timeLimit(.minutes(2)))
+    func checkpointNotSaved() throws {
+        try Root.check()
+        let dir = try TemporaryDirectory()
+        try makeDirectory(dir.file("state"))
+        try makeDirectory(dir.file("state/catchup"))
+        // `state/catchup` a tmpfs of one inode (its own root) in kevd's private mount namespace: no file can be
+        // made there (ENOSPC), the journal beside it is unaffected.
+        let config = Self.everyMinute.replacingOccurrences(
+            of: "socket = \"state/kevd.sock\"", with: "socket = \"state/kevd.sock\"\nstats_interval = \"200ms\"")
+            + "\n[journal]\nretention_interval = \"1s\"\n"
+        let daemon = try DaemonProcess(
+            config: config, in: dir, launcher: tmpfsLauncher(mountingOn: dir.file("state/catchup"), bytes: 65536, inodes: 1))
+        let error = try daemon.waitFor("the checkpoint's error", timeout: 30) {
+            $0.isEvent("kevd", "error", key: "catchup")
+        }
+        #expect((error.data["error"] as? String ?? "").contains("No space left on device"), "\(error)")
+        #expect(try Self.foldStatus(dir)?["checkpoint"] is NSNull)
+        // Retried at each 1 s tick meanwhile (stderr shows each attempt), reported once: 12 stats at 200 ms.
+        let errorSeq = error["seq"] as? Int ?? 0
+        _ = try daemon.waitForCount("12 stats intervals after the error", count: 12) {
+            $0.isEvent("kevd", "stats") && ($0["seq"] as? Int ?? 0) > errorSeq
+        }
+        #expect(try Self.foldStatus(dir)?["checkpoint"] is NSNull)
+        // Room again: the next tick saves it.
+        try run(["/usr/bin/nsenter", "--target", "\(daemon.pid)", "--mount", "/bin/mount", "-o", "remount,nr_inodes=16", dir.file("state/catchup")])
+        let saved = try waitUntil("the checkpoint to be saved", timeout: 30) { () -> UInt64? in
+            (try Self.foldStatus(dir)?["checkpoint"] as? NSNumber)?.uint64Value
+        }
+        #expect(saved > 0)
+        #expect(FileManager.default.fileExists(atPath: "/proc/\(daemon.pid)/root" + dir.file("state/catchup/timer")))
+        #expect(daemon.received.filter { $0.isEvent("kevd", "error", key: "catchup") }.count == 1)
+        #expect(daemon.stop() == 0)
+        let attempts = daemon.finalStderr().components(separatedBy: "catch-up checkpoint not saved").count - 1
+        #expect(attempts >= 2, "the save was retried at the ticks while it failed")
+    }
 }
