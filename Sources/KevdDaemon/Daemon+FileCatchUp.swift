@@ -132,6 +132,9 @@ extension Daemon {
         for error in outcome.errors {
             reportError("file catch-up: some changes may be reported again, none is lost", error: error, component: "inotify")
         }
+        for error in outcome.pruneErrors {
+            logger.warning("file catch-up: an old snapshot was not deleted", metadata: ["error": "\(error)"])
+        }
         logger.info(
             "files caught up",
             metadata: [

@@ -30,7 +30,7 @@ extension FileCatchUp {
     }
 
     /// Deletes the snapshots in `directory` that are not in `keep` (a root no longer watched, or watched without
-    /// catch-up, would otherwise keep its snapshot, 54 bytes a file, for ever), and every temporary file a
+    /// catch-up, would otherwise keep its snapshot, about 54 bytes an entry, for ever), and every temporary file a
     /// killed write left. On the catch-up's thread, between jobs' writes: a large file's unlink may take a while.
     /// Returns how many snapshots it deleted; what it cannot delete is added to `errors`.
     static func pruneSnapshots(in directory: String, keeping keep: Set<String>, errors: inout [String]) -> Int {

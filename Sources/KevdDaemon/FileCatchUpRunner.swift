@@ -33,6 +33,9 @@ final class FileCatchUpRunner {
         var abandoned = false
         /// Snapshots of roots no longer configured, deleted.
         var pruned = 0
+        /// What could not be deleted: logged, not reported as an error event (nothing is lost or reported twice
+        /// for it; the file is tried again at the next start or refresh).
+        var pruneErrors: [String] = []
     }
 
     static let batchSize = 256
@@ -236,7 +239,7 @@ final class FileCatchUpRunner {
             }
         }
         if let keep = job.keep, !stopping.raised.load(ordering: .relaxed) {
-            outcome.pruned = FileCatchUp.pruneSnapshots(in: directory, keeping: keep, errors: &outcome.errors)
+            outcome.pruned = FileCatchUp.pruneSnapshots(in: directory, keeping: keep, errors: &outcome.pruneErrors)
         }
         outcome.seconds = Double(Clock.monotonicNanoseconds() &- started) / 1e9
         // The diff's tables are transient (about 300 bytes an entry at their peak): back to the kernel, here on
