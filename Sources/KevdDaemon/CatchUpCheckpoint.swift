@@ -111,26 +111,10 @@ struct CatchUpCheckpoint: Sendable {
     /// The stored checkpoint and its previous copy, in that order, each only if it parses; and what was wrong
     /// with a file that exists but does not.
     static func load(stateDirectory: String, source: EventSource) -> (candidates: [CatchUpCheckpoint], problems: [String]) {
-        let path = path(stateDirectory: stateDirectory, source: source)
-        var candidates: [CatchUpCheckpoint] = []
-        var problems: [String] = []
-        for file in [path, PositionFile.backupPath(path)] {
-            let bytes: [UInt8]
-            do {
-                bytes = try FileContents.read(file)
-            } catch let error as SyscallError where error.errno.rawValue == ENOENT {
-                continue
-            } catch {
-                problems.append("\(file): cannot be read (\(error))")
-                continue
-            }
-            if let checkpoint = decode(bytes, source: source) {
-                candidates.append(checkpoint)
-            } else {
-                problems.append("\(file): damaged (\(bytes.count) bytes that do not parse)")
-            }
+        let loaded = PositionFile.loadEach(path(stateDirectory: stateDirectory, source: source)) {
+            decode($0, source: source)
         }
-        return (candidates, problems)
+        return (loaded.values, loaded.problems)
     }
 
     /// Saves it (helper threads only: it syncs). On failure `errno` says why.

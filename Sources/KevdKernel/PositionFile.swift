@@ -48,6 +48,22 @@ public enum PositionFile {
         }
     }
 
+    /// Every copy that parses, `path`'s first, then its backup's; and what was wrong with a copy that exists but
+    /// cannot be read or parsed. For a caller that checks a parsed copy further (a catch-up checkpoint the
+    /// journal must agree with) and may then need the older one.
+    public static func loadEach<Value>(_ path: String, parse: ([UInt8]) -> Value?) -> (values: [Value], problems: [String]) {
+        var values: [Value] = []
+        var problems: [String] = []
+        for file in [path, backupPath(path)] {
+            switch read(file, parse) {
+            case .value(let value): values.append(value)
+            case .missing: continue
+            case .bad(let why): problems.append("\(file): \(why)")
+            }
+        }
+        return (values, problems)
+    }
+
     private enum Read<Value> {
         case value(Value)
         case missing
