@@ -1,5 +1,6 @@
 import Glibc
 import KevdEvent
+import KevdKernel
 
 /// The snapshot file, `state_dir/catchup/<hash of the root's path>.snap`: written by the catch-up's helper thread
 /// to a temporary file, synced, then renamed over the old one, so a crash leaves the old snapshot or the new one.
@@ -115,20 +116,13 @@ extension FileCatchUp {
 
     /// The snapshot of `root` at `path`; nil when there is none (or it is another root's). A damaged one throws.
     static func read(_ path: String, root: String) throws -> Snapshot? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { return nil }
-            throw SnapshotError(description: "open \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw SnapshotError(description: "read \(path): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
+        let bytes: [UInt8]
+        do {
+            bytes = try FileContents.read(path)
+        } catch let error as SyscallError where error.errno.rawValue == ENOENT {
+            return nil
+        } catch {
+            throw SnapshotError(description: "\(error)")
         }
         var offset = 0
         let damaged = SnapshotError(description: "\(path) is damaged (truncated or not a snapshot)")
