@@ -76,12 +76,6 @@ public final class Fanotify {
         }
     }
 
-    /// The bytes of every event queued now (FIONREAD; the kernel walks its queue to count them), or nil.
-    public var queuedBytes: Int? {
-        let n = kevd_queued_bytes(fd.rawValue)
-        return n >= 0 ? Int(n) : nil
-    }
-
     /// Reads as many whole events as fit; returns the byte count, or nil when the queue is empty.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         try nonBlockingSyscall("fanotify read") { Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count) }

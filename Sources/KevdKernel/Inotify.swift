@@ -40,13 +40,6 @@ public final class Inotify {
         try syscall("inotify_add_watch") { inotify_add_watch(fd.rawValue, path, mask.rawValue) }
     }
 
-    /// The bytes of every event queued now (FIONREAD; the kernel walks its queue to count them, so never per
-    /// read on a hot path), or nil.
-    public var queuedBytes: Int? {
-        let n = kevd_queued_bytes(fd.rawValue)
-        return n >= 0 ? Int(n) : nil
-    }
-
     /// Removes a watch. `EINVAL` (the kernel already dropped it, e.g. the directory was deleted) is not an error.
     public func removeWatch(_ wd: Int32) {
         _ = inotify_rm_watch(fd.rawValue, wd)

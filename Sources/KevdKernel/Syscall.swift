@@ -52,6 +52,13 @@ public final class OwnedFD {
 
     public var isOpen: Bool { rawValue >= 0 }
 
+    /// FIONREAD: the bytes a read would return now (an inotify or fanotify fd: every event queued; the kernel walks
+    /// its queue to count them, so never per read on a hot path), or nil when the kernel does not say.
+    public var queuedBytes: Int? {
+        let n = kevd_queued_bytes(rawValue)
+        return n >= 0 ? Int(n) : nil
+    }
+
     /// Closes now. A second call does nothing. `close` errors are ignored: on Linux the fd is gone regardless
     /// (retrying after EINTR could close an fd another thread just opened).
     public func close() {

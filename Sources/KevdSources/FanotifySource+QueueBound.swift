@@ -21,7 +21,7 @@ extension FanotifySource {
         let now = Clock.monotonicNanoseconds()
         guard now &- lastBoundCheck >= Self.boundCheckNanoseconds else { return }
         lastBoundCheck = now
-        guard let queued = fanotify.queuedBytes, queued > limit else { return }
+        guard let queued = fanotify.fd.queuedBytes, queued > limit else { return }
         shed(queued, limit: limit)
     }
 

@@ -18,7 +18,7 @@ extension InotifySource {
     /// Every change the kernel queued so far is published: its queue is empty (FIONREAD) and no move half waits
     /// for its partner. A snapshot refresh scanned before this held takes in only changes already journaled.
     /// An unreadable count counts as queued.
-    public var everythingPublished: Bool { inotify.queuedBytes == 0 && movePairer.isEmpty }
+    public var everythingPublished: Bool { inotify.fd.queuedBytes == 0 && movePairer.isEmpty }
 }
 
 extension FanotifySource {
@@ -28,5 +28,5 @@ extension FanotifySource {
     /// Every change the kernel queued so far is published: its queue is empty (FIONREAD; a read's records are
     /// published in the same turn), no move half waits for its partner (before 5.17) and no directory moved in
     /// waits to be listed, as the inotify source's.
-    public var everythingPublished: Bool { fanotify.queuedBytes == 0 && pendingMoveFrom == nil && listing.isEmpty }
+    public var everythingPublished: Bool { fanotify.fd.queuedBytes == 0 && pendingMoveFrom == nil && listing.isEmpty }
 }
