@@ -41,7 +41,7 @@ extension Daemon {
         let begin: () -> Void = {
             guard let daemon else { return }
             daemon.hookFileOverflows()
-            daemon.runFileCatchUp(daemon.fileCatchUpSpecs, report: true, reason: "start")
+            daemon.runFileCatchUp(daemon.fileCatchUpSpecs, reason: .start)
         }
         if let inotify { inotify.whenWatchesArmed(begin) } else { begin() }
         let timer = try TimerFD(clock: .monotonic)
@@ -64,7 +64,7 @@ extension Daemon {
                 // After the rescan: every watch re-armed, so what changes after the scan reads it is live.
                 inotify.whenWatchesArmed {
                     daemon.fileCatchUpOverflowsPending -= 1
-                    daemon.runFileCatchUp(inotify.watchedSpecs.filter(\.catchup), report: true, reason: "overflow")
+                    daemon.runFileCatchUp(inotify.watchedSpecs.filter(\.catchup), reason: .overflow)
                 }
             }
         }
@@ -72,25 +72,25 @@ extension Daemon {
             fanotify.onOverflow = {
                 guard let daemon, let fanotify = daemon.fanotify else { return }
                 daemon.fileCatchUp?.overflowed()
-                daemon.runFileCatchUp(fanotify.watchedSpecs.filter(\.catchup), report: true, reason: "overflow")
+                daemon.runFileCatchUp(fanotify.watchedSpecs.filter(\.catchup), reason: .overflow)
             }
         }
     }
 
-    func runFileCatchUp(_ specs: [WatchSpec], report: Bool, reason: String) {
+    func runFileCatchUp(_ specs: [WatchSpec], reason: FileCatchUpRunner.Job.Reason) {
         guard let runner = fileCatchUp else { return }
-        if reason == "start" && specs.isEmpty { runner.startUpDone = true }
+        if reason == .start && specs.isEmpty { runner.startUpDone = true }
         guard !specs.isEmpty else { return }
         // An overflow during an overflow's diff: one more diff after it is enough.
-        if reason == "overflow" && runner.queued.contains(where: { $0.reason == reason && $0.specs == specs }) { return }
-        var job = FileCatchUpRunner.Job(specs: specs, report: report, seq: pipeline.nextSeq, reason: reason)
-        if reason != "overflow" { job.keep = configuredSnapshots }
+        if reason == .overflow && runner.queued.contains(where: { $0.reason == reason && $0.specs == specs }) { return }
+        var job = FileCatchUpRunner.Job(specs: specs, seq: pipeline.nextSeq, reason: reason)
+        if reason != .overflow { job.keep = configuredSnapshots }
         if runner.running == nil { runner.inotifyCountAtJobStart = stats.counter.counts.first ?? 0 }
         nonisolated(unsafe) weak let daemon = self
         do {
             try runner.run(job) { job, outcome in daemon?.fileCatchUpEnded(job, outcome) }
         } catch {
-            if reason == "start" { runner.startUpDone = true }
+            if reason == .start { runner.startUpDone = true }
             reportError("cannot start the file catch-up", error: "\(error)", component: "inotify")
         }
     }
@@ -115,9 +115,9 @@ extension Daemon {
     func fileCatchUpEnded(_ job: FileCatchUpRunner.Job, _ outcome: FileCatchUpRunner.Outcome) {
         guard let runner = fileCatchUp else { return }
         switch job.reason {
-        case "start": runner.startUpDone = true
-        case "overflow": runner.overflowDiffs += 1
-        default:
+        case .start: runner.startUpDone = true
+        case .overflow: runner.overflowDiffs += 1
+        case .refresh, .stop:
             if outcome.abandoned { runner.refreshesAbandoned += 1 } else { runner.refreshes += 1 }
         }
         runner.lastJobSeconds = outcome.seconds
@@ -138,11 +138,11 @@ extension Daemon {
         logger.info(
             "files caught up",
             metadata: [
-                "catchup.reason": "\(job.reason)", "catchup.published": "\(outcome.published)",
+                "catchup.reason": "\(job.reason.rawValue)", "catchup.published": "\(outcome.published)",
                 "catchup.seconds": "\(outcome.seconds)", "catchup.pruned": "\(outcome.pruned)",
             ])
         if let next = runner.next() {
-            runFileCatchUp(next.specs, report: next.report, reason: next.reason)
+            runFileCatchUp(next.specs, reason: next.reason)
         }
     }
 
@@ -167,7 +167,7 @@ extension Daemon {
         let unrecorded = specs.contains { !runner.snapshotted.contains($0.path) }
         guard count != runner.inotifyCountAtLastJob || unrecorded, Double(since) / 1e9 >= 20 * runner.lastJobSeconds
         else { return }
-        runFileCatchUp(specs, report: false, reason: "refresh")
+        runFileCatchUp(specs, reason: .refresh)
     }
 
     /// `sources.file_catchup` in `status`: null when no root has catch-up; else whether the start-up catch-up is
@@ -176,7 +176,7 @@ extension Daemon {
     func fileCatchUpStatus() -> JSONValue {
         guard let runner = fileCatchUp else { return .null }
         return .object([
-            ("done", .bool(runner.startUpDone)), ("running", .string(runner.running?.reason ?? "")),
+            ("done", .bool(runner.startUpDone)), ("running", .string(runner.running?.reason.rawValue ?? "")),
             ("published", .int(Int64(runner.published))), ("overflow_diffs", .int(Int64(runner.overflowDiffs))),
             ("refreshes", .int(Int64(runner.refreshes))), ("refreshes_abandoned", .int(Int64(runner.refreshesAbandoned))),
             ("longest_batch_seconds", .double(Double(runner.longestBatchNanoseconds) / 1e9)),
@@ -195,7 +195,7 @@ extension Daemon {
         guard let runner = idleFileCatchUp else { return }
         let specs = fileCatchUpSpecs.filter { runner.snapshotted.contains($0.path) }
         guard !specs.isEmpty else { return }
-        let job = FileCatchUpRunner.Job(specs: specs, report: false, seq: journal.nextSeq, reason: "stop")
+        let job = FileCatchUpRunner.Job(specs: specs, seq: journal.nextSeq, reason: .stop)
         let outcome = FileCatchUpRunner.work(
             job, directory: runner.directory, journalDirectory: journal.directory, stopping: JournalFold.StopFlag(),
             abandon: JournalFold.StopFlag(), send: { _ in false }, confirm: runner.everythingJournaled)

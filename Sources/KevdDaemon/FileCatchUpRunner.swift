@@ -13,15 +13,28 @@ import Synchronization
 /// neither holds a loop turn nor piles up in memory), and write the new snapshots.
 final class FileCatchUpRunner {
     struct Job: Sendable {
+        /// Why a job runs (also `running` in `status`, and the log's `catchup.reason`).
+        enum Reason: String, Sendable {
+            /// The start-up diff, once the watches are armed.
+            case start
+            /// The diff after a queue overflow (inotify's once its rescan re-armed the watches).
+            case overflow
+            /// A tick's snapshot refresh: nothing to report, the snapshots brought up to date.
+            case refresh
+            /// The clean stop's last refresh (on the main thread, after the loop).
+            case stop
+        }
+
         var specs: [WatchSpec]
-        /// Publish the differences (start-up, overflow); a refresh only writes the snapshots.
-        var report: Bool
         /// The journal's next seq when the job began: the new snapshots' seq, and the end of the journal fold.
         var seq: UInt64
-        var reason: String
+        var reason: Reason
         /// The snapshot files (names in `directory`) of every root configured with catch-up now: when set, the
         /// job deletes every other snapshot there once it has written its own (see `FileCatchUp.pruneSnapshots`).
         var keep: Set<String>? = nil
+
+        /// Publish the differences (start-up, overflow); a refresh only writes the snapshots.
+        var report: Bool { reason == .start || reason == .overflow }
     }
 
     /// What a job's thread posts to the loop when it ends.
