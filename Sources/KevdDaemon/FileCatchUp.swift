@@ -105,7 +105,7 @@ enum FileCatchUp {
             // A directory whose path is not UTF-8 is opened by its bytes.
             let opened: OpaquePointer?
             if let relativeRaw {
-                let bytes = Array(spec.path.utf8) + (spec.path == "/" ? [] : [UInt8(ascii: "/")]) + relativeRaw + [0]
+                let bytes = join(spec.path, relativeRaw) + [0]
                 opened = bytes.withUnsafeBufferPointer { buffer in
                     buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) { opendir($0) }
                 }
@@ -160,6 +160,11 @@ enum FileCatchUp {
         return root == "/" ? "/" + relative : root + "/" + relative
     }
 
+    /// `join` for a (non-empty) relative path given by its bytes, when they are not valid UTF-8.
+    static func join(_ root: String, _ relative: [UInt8]) -> [UInt8] {
+        Array(root.utf8) + (root == "/" ? [] : [UInt8(ascii: "/")]) + relative
+    }
+
     // MARK: Diff
 
     /// What turns `old` into `new`: deletes first (what a directory held before the directory), then, in scan
@@ -203,6 +208,8 @@ enum FileCatchUp {
         /// Directories that moved: new path -> old path, so what they hold moves with them silently.
         var movedDirectories: [String: String] = [:]
         var pairs: [Int: Change] = [:]
+        /// Entries that moved with their directory and changed nothing of their own: the directory's move says it.
+        var movedSilently: Set<Int> = []
         for (index, entry) in created.enumerated() {
             guard let from = goneByInode[entry.state.inode], let before = known[from],
                 before.isDirectory == entry.state.isDirectory, before.size == entry.state.size || before.isDirectory,
@@ -220,7 +227,7 @@ enum FileCatchUp {
                 } else if entry.state.mode != before.mode || entry.state.uid != before.uid || entry.state.gid != before.gid {
                     pairs[index] = Change(kind: .attrib, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw)
                 } else {
-                    pairs[index] = Change(kind: .attrib, path: "", isDirectory: false)  // nothing (filtered below)
+                    movedSilently.insert(index)
                 }
             } else {
                 pairs[index] = Change(
@@ -235,8 +242,8 @@ enum FileCatchUp {
             if let change {
                 changes.append(change)
             } else if let pair = pairs[index] {
-                if !pair.path.isEmpty || pair.kind != .attrib { changes.append(pair) }
-            } else {
+                changes.append(pair)
+            } else if !movedSilently.contains(index) {
                 let entry = created[index]
                 if entry.state.isDirectory && createdLive.contains(entry.path) { continue }
                 changes.append(Change(kind: .create, path: entry.path, isDirectory: entry.state.isDirectory, raw: entry.raw))
@@ -273,7 +280,7 @@ enum FileCatchUp {
             data.append("path", path)
             // As live events: a name that is not UTF-8 also comes as base64 of its bytes, and so does its path.
             if let raw {
-                data.append("path_base64", Base64.encode(Array(spec.path.utf8) + (spec.path == "/" ? [] : [UInt8(ascii: "/")]) + raw))
+                data.append("path_base64", Base64.encode(join(spec.path, raw)))
             }
             data.append("name", relative.isEmpty ? lastComponent(spec.path) : lastComponent(relative))
             if let raw {
