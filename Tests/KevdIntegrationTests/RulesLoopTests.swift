@@ -155,7 +155,8 @@ struct RulesLoopTests {
         let marker = "3022.\(getpid())"
         // One run and nothing else happening (with `sync = "none"`, not even the journal flusher's durable
         // reports make loop turns): the spawner's report must bring the pid to the loop, not the run's exit. Kept
-        // as the guard for any change that folds the spawner's reports into other turns (NOTES-FOR-README.md).
+        // as the guard for any change that folds the spawner's reports into other turns (one was tried and
+        // measured dearer: README's Benchmarks, the rules row).
         try writeRuleFile(dir, "10-long.toml", """
             [[rule]]
             name = "long"
