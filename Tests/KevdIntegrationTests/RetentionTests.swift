@@ -118,6 +118,11 @@ struct RetentionTests {
         var emitted = try emitPadded(socket, type: "ret", count: 40)
         let reader = try StreamReader(urls: [nats.url])
         _ = try waitUntil("the first 40 events forwarded") { reader.messageCount() == 40 ? true : nil }
+        // And acknowledged to kevd: stored in the stream is not yet kevd's position, which a gap starts after.
+        _ = try waitUntil("the first 40 events acknowledged") { () -> Bool? in
+            let forward = (try status(dir)["forward"] as? [[String: Any]])?.first
+            return (forward?["position"] as? NSNumber).map { $0.intValue >= emitted[39] ? true : nil } ?? nil
+        }
         nats.kill()
         _ = try waitUntil("kevd to notice the outage") { () -> Bool? in
             let forward = (try status(dir)["forward"] as? [[String: Any]])?.first
@@ -245,6 +250,11 @@ struct RetentionTests {
         var emitted = try emitPadded(socket, type: "ret", count: 40)
         let reader = try StreamReader(urls: [nats.url])
         _ = try waitUntil("the first 40 events forwarded") { reader.messageCount() == 40 ? true : nil }
+        // And acknowledged to kevd: stored in the stream is not yet kevd's position, which a gap starts after.
+        _ = try waitUntil("the first 40 events acknowledged") { () -> Bool? in
+            let forward = (try status(dir, socket: socket)["forward"] as? [[String: Any]])?.first
+            return (forward?["position"] as? NSNumber).map { $0.intValue >= emitted[39] ? true : nil } ?? nil
+        }
         nats.kill()
         _ = try waitUntil("kevd to notice the outage") { () -> Bool? in
             let forward = (try status(dir, socket: socket)["forward"] as? [[String: Any]])?.first
